@@ -1,0 +1,365 @@
+// Package sprites is a small client for the Sprites.dev API: proxy links into
+// a sprite's TCP ports, and the sprite calls the daemon needs (get, list,
+// create, delete). Every failure is an *Error with a Class, so that callers
+// can tell a sprite that is waking from a token that will never work.
+package sprites
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultAPIURL is the public Sprites API.
+const DefaultAPIURL = "https://api.sprites.dev"
+
+// Defaults for Options. The handshake timeout is long because the real
+// server holds the upgrade for up to 30 s while a cold sprite wakes.
+const (
+	DefaultHandshakeTimeout = 60 * time.Second
+	DefaultMaxMessage       = 32 << 10
+	DefaultRequestTimeout   = 30 * time.Second
+)
+
+// Options configures a Client. Only Token is required.
+type Options struct {
+	APIURL           string        // default DefaultAPIURL; http:// means ws:// (for the emulator)
+	Token            string        // sent as a Bearer token, never logged
+	UserAgent        string        // default "spritefwd"
+	HandshakeTimeout time.Duration // bounds the upgrade plus the init exchange
+	RequestTimeout   time.Duration // bounds REST calls
+	MaxMessage       int           // largest message we send on a link
+	// HTTPClient lets tests inject a transport. TLS is always verified: there
+	// is deliberately no option to skip verification.
+	HTTPClient *http.Client
+}
+
+// Client talks to one Sprites API endpoint with one token. It is safe for
+// concurrent use and keeps one http.Client, so connections are reused.
+type Client struct {
+	base       *url.URL
+	token      string
+	userAgent  string
+	handshake  time.Duration
+	request    time.Duration
+	maxMessage int
+	http       *http.Client
+}
+
+// New validates opts and returns a Client.
+func New(opts Options) (*Client, error) {
+	raw := opts.APIURL
+	if raw == "" {
+		raw = DefaultAPIURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("api_url %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("api_url %q: scheme must be https (or http for a local emulator)", raw)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("api_url %q: no host", raw)
+	}
+	if opts.Token == "" {
+		return nil, errors.New("no token: set SPRITES_TOKEN or token_file")
+	}
+	if strings.ContainsAny(opts.Token, "\r\n") {
+		return nil, errors.New("token contains a line break; check token_file")
+	}
+	c := &Client{
+		base:       u,
+		token:      opts.Token,
+		userAgent:  opts.UserAgent,
+		handshake:  opts.HandshakeTimeout,
+		request:    opts.RequestTimeout,
+		maxMessage: opts.MaxMessage,
+		http:       opts.HTTPClient,
+	}
+	if c.userAgent == "" {
+		c.userAgent = "spritefwd"
+	}
+	if c.handshake <= 0 {
+		c.handshake = DefaultHandshakeTimeout
+	}
+	if c.request <= 0 {
+		c.request = DefaultRequestTimeout
+	}
+	if c.maxMessage <= 0 {
+		c.maxMessage = DefaultMaxMessage
+	}
+	if c.http == nil {
+		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	return c, nil
+}
+
+// APIURL returns the base URL the client talks to.
+func (c *Client) APIURL() string { return c.base.String() }
+
+func (c *Client) endpoint(ws bool, elem ...string) string {
+	u := *c.base
+	if ws {
+		if u.Scheme == "https" {
+			u.Scheme = "wss"
+		} else {
+			u.Scheme = "ws"
+		}
+	}
+	p := strings.TrimSuffix(u.Path, "/")
+	for _, e := range elem {
+		p += "/" + url.PathEscape(e)
+	}
+	u.Path = p
+	u.RawPath = ""
+	return u.String()
+}
+
+func (c *Client) header() http.Header {
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+c.token)
+	h.Set("User-Agent", c.userAgent)
+	return h
+}
+
+// initMessage is the first message on a proxy link.
+type initMessage struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+}
+
+// InitResponse is the server's reply to the init message.
+type InitResponse struct {
+	Status string `json:"status"`
+	Target string `json:"target"`
+}
+
+// ParseInitResponse checks the server's first message on a proxy link. It
+// accepts only {"status":"connected",...}; anything else is an error that
+// quotes (a bounded prefix of) what the server sent.
+func ParseInitResponse(msg []byte) (InitResponse, error) {
+	var r InitResponse
+	if err := json.Unmarshal(msg, &r); err != nil {
+		return r, fmt.Errorf("%w: not JSON: %q", ErrProtocol, clip(msg))
+	}
+	if r.Status != "connected" {
+		return r, fmt.Errorf("%w: status %q, want \"connected\"", ErrProtocol, clip([]byte(r.Status)))
+	}
+	return r, nil
+}
+
+// clip bounds server-provided text that ends up in error messages and logs.
+func clip(b []byte) string {
+	const max = 200
+	s := strings.ToValidUTF8(string(b), "?")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.TrimSpace(s)
+}
+
+// Dial opens a proxy link to host:port inside sprite. It returns once the
+// server has said "connected"; the Link then carries raw TCP bytes.
+// The handshake is bounded by Options.HandshakeTimeout and by ctx; the
+// returned Link lives until it is closed, independent of ctx.
+func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link, error) {
+	fail := func(class Class, cause error, status, code int, reason string) error {
+		return &Error{Op: "proxy", Sprite: sprite, Port: port, Class: class, Status: status, Code: code, Reason: reason, Err: cause}
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.handshake)
+	defer cancel()
+
+	l := &Link{maxMessage: c.maxMessage}
+	l.seen.Store(time.Now().UnixNano())
+	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy"), &websocket.DialOptions{
+		HTTPClient:     c.http,
+		HTTPHeader:     c.header(),
+		OnPongReceived: func(context.Context, []byte) { l.touch() },
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			class, cause := classifyStatus(resp.StatusCode)
+			return nil, fail(class, cause, resp.StatusCode, 0, ErrorBody(body))
+		}
+		return nil, fail(Retryable, dialCause(hctx, err), 0, 0, "")
+	}
+	// From here on, any failure must not leak ws.
+	ok := false
+	defer func() {
+		if !ok {
+			ws.CloseNow()
+		}
+	}()
+	init, _ := json.Marshal(initMessage{Host: host, Port: port})
+	if err := ws.Write(hctx, websocket.MessageText, init); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.closeErr(fail, hctx, err)
+	}
+	typ, msg, err := ws.Read(hctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.closeErr(fail, hctx, err)
+	}
+	if typ != websocket.MessageText {
+		return nil, fail(Permanent, fmt.Errorf("%w: binary message before connected", ErrProtocol), 0, 0, "")
+	}
+	r, err := ParseInitResponse(msg)
+	if err != nil {
+		return nil, fail(Permanent, err, 0, 0, "")
+	}
+	ok = true
+	l.ws = ws
+	l.target = r.Target
+	// The NetConn context must outlive the handshake: the link is long-lived.
+	l.Conn = websocket.NetConn(context.WithoutCancel(ctx), ws, websocket.MessageBinary)
+	return l, nil
+}
+
+// closeErr classifies a failure while waiting for "connected".
+func (c *Client) closeErr(fail func(Class, error, int, int, string) error, hctx context.Context, err error) error {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		class, cause := classifyClose(int(ce.Code))
+		return fail(class, cause, 0, int(ce.Code), clip([]byte(ce.Reason)))
+	}
+	if hctx.Err() != nil {
+		return fail(Retryable, ErrTimeout, 0, 0, "")
+	}
+	return fail(Retryable, fmt.Errorf("%w: %v", ErrClosedEarly, err), 0, 0, "")
+}
+
+func dialCause(hctx context.Context, err error) error {
+	if hctx.Err() != nil {
+		return ErrTimeout
+	}
+	return fmt.Errorf("%w: %v", ErrNetwork, err)
+}
+
+// ErrorBody extracts a readable message from an API error body: the
+// "message" or "error" of a JSON body, or the trimmed text of any other.
+func ErrorBody(body []byte) string {
+	var j struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &j) == nil {
+		switch {
+		case j.Message != "" && j.Error != "":
+			return clip([]byte(j.Error + ": " + j.Message))
+		case j.Message != "":
+			return clip([]byte(j.Message))
+		case j.Error != "":
+			return clip([]byte(j.Error))
+		}
+	}
+	return clip(body)
+}
+
+// Sprite is the API's view of one sprite.
+type Sprite struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Status       string    `json:"status"` // cold, warm or running
+	URL          string    `json:"url,omitempty"`
+	Organization string    `json:"organization,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at,omitempty"`
+}
+
+// Get returns a sprite's status. Like every API call it wakes the sprite.
+func (c *Client) Get(ctx context.Context, name string) (Sprite, error) {
+	var s Sprite
+	err := c.do(ctx, "get", name, http.MethodGet, nil, &s, "v1", "sprites", name)
+	return s, err
+}
+
+// List returns every sprite the token can see.
+func (c *Client) List(ctx context.Context) ([]Sprite, error) {
+	var out struct {
+		Sprites []Sprite `json:"sprites"`
+	}
+	err := c.do(ctx, "list", "", http.MethodGet, nil, &out, "v1", "sprites")
+	return out.Sprites, err
+}
+
+// Create creates a sprite.
+func (c *Client) Create(ctx context.Context, name string) (Sprite, error) {
+	var s Sprite
+	err := c.do(ctx, "create", name, http.MethodPost, map[string]string{"name": name}, &s, "v1", "sprites")
+	return s, err
+}
+
+// Delete destroys a sprite.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	return c.do(ctx, "delete", name, http.MethodDelete, nil, nil, "v1", "sprites", name)
+}
+
+func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any, elem ...string) error {
+	fail := func(class Class, cause error, status int, reason string) error {
+		return &Error{Op: op, Sprite: sprite, Class: class, Status: status, Reason: reason, Err: cause}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.request)
+	defer cancel()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint(false, elem...), body)
+	if err != nil {
+		return fail(Permanent, err, 0, "")
+	}
+	req.Header = c.header()
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fail(Retryable, dialCause(ctx, err), 0, "")
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fail(Retryable, fmt.Errorf("%w: reading response: %v", ErrNetwork, err), resp.StatusCode, "")
+	}
+	if resp.StatusCode/100 != 2 {
+		class, cause := classifyStatus(resp.StatusCode)
+		return fail(class, cause, resp.StatusCode, ErrorBody(data))
+	}
+	if out == nil || len(data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fail(Permanent, fmt.Errorf("%w: %v", ErrProtocol, err), resp.StatusCode, clip(data))
+	}
+	return nil
+}
+
+var _ net.Conn = (*Link)(nil)
+
+// Close releases idle HTTP connections. Open links are not affected.
+func (c *Client) Close() { c.http.CloseIdleConnections() }

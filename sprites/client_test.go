@@ -1,0 +1,363 @@
+package sprites_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/sprites"
+	"github.com/spritefwd/spritefwd/sprites/spritestest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const token = "org/1/tok/s3cr3t-value"
+
+// echoServer is a real TCP server standing in for a process inside a sprite.
+// With closeAfter > 0 it closes each connection after echoing that many bytes.
+func echoServer(t *testing.T, closeAfter int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if closeAfter > 0 {
+					_, _ = io.CopyN(c, c, int64(closeAfter))
+					return
+				}
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+type env struct {
+	sim    *spritestest.Server
+	client *sprites.Client
+}
+
+func newEnv(t *testing.T, opts spritestest.Options, copts sprites.Options) env {
+	t.Helper()
+	if opts.Token == "" {
+		opts.Token = token
+	}
+	if opts.WakeDelay == 0 {
+		opts.WakeDelay = 50 * time.Millisecond
+	}
+	sim := spritestest.NewServer(opts)
+	t.Cleanup(sim.Close)
+	sim.Map("db", 5432, echoServer(t, 0))
+	sim.Map("db", 7, echoServer(t, 5))
+	copts.APIURL = sim.URL
+	if copts.Token == "" {
+		copts.Token = token
+	}
+	c, err := sprites.New(copts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return env{sim: sim, client: c}
+}
+
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo = %q, want %q", got, msg)
+	}
+}
+
+func TestDialFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		sprite    string
+		port      int
+		token     string
+		opts      spritestest.Options
+		sleep     bool
+		class     sprites.Class
+		cause     error
+		status    int
+		closeCode int
+		reason    string
+	}{
+		{name: "bad token", sprite: "db", port: 5432, token: "wrong", class: sprites.Permanent, cause: sprites.ErrUnauthorized, status: 401},
+		{name: "no such sprite", sprite: "nope", port: 5432, class: sprites.Permanent, cause: sprites.ErrNotFound, status: 404},
+		{name: "nothing listens", sprite: "db", port: 9999, class: sprites.Refused, cause: sprites.ErrRefused, closeCode: 1011, reason: "Failed to connect to target"},
+		{name: "bad init", sprite: "db", port: 0, class: sprites.Permanent, cause: sprites.ErrBadRequest, closeCode: 1003, reason: "Invalid port number"},
+		{name: "cold fail", sprite: "db", port: 5432, sleep: true, opts: spritestest.Options{Faults: spritestest.Faults{ColdProxy: spritestest.ColdFail}},
+			class: sprites.Retryable, cause: sprites.ErrWaking, status: 503},
+		{name: "cold drop", sprite: "db", port: 5432, sleep: true, opts: spritestest.Options{Faults: spritestest.Faults{ColdProxy: spritestest.ColdDrop}},
+			class: sprites.Retryable, cause: sprites.ErrClosedEarly},
+		{name: "cold block past max wait", sprite: "db", port: 5432, sleep: true,
+			opts:  spritestest.Options{WakeDelay: 2 * time.Second, MaxWait: 50 * time.Millisecond},
+			class: sprites.Retryable, cause: sprites.ErrWaking, status: 503, reason: "Process not ready after 50ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.opts, sprites.Options{Token: tt.token})
+			if tt.sleep {
+				if err := e.sim.Sleep("db"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link, err := e.client.Dial(context.Background(), tt.sprite, "localhost", tt.port)
+			if err == nil {
+				link.CloseNow()
+				t.Fatal("Dial succeeded, want an error")
+			}
+			var se *sprites.Error
+			if !errors.As(err, &se) {
+				t.Fatalf("error %T %v is not *sprites.Error", err, err)
+			}
+			if se.Class != tt.class || !errors.Is(err, tt.cause) {
+				t.Errorf("got class %v cause %v, want %v %v (err: %v)", se.Class, se.Err, tt.class, tt.cause, err)
+			}
+			if se.Status != tt.status || se.Code != tt.closeCode {
+				t.Errorf("status %d code %d, want %d %d", se.Status, se.Code, tt.status, tt.closeCode)
+			}
+			if !strings.Contains(se.Reason, tt.reason) {
+				t.Errorf("reason %q, want it to contain %q", se.Reason, tt.reason)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "sprite "+tt.sprite) || strings.Contains(msg, token) || strings.Contains(msg, "s3cr3t") {
+				t.Errorf("error message %q must name the sprite and never the token", msg)
+			}
+		})
+	}
+}
+
+func TestDialEcho(t *testing.T) {
+	e := newEnv(t, spritestest.Options{}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	if link.Target() != "10.0.0.1:5432" {
+		t.Errorf("target %q, want the server's rewrite 10.0.0.1:5432", link.Target())
+	}
+	roundTrip(t, link, "hello sprite")
+	// A write larger than MaxMessage is split, and arrives whole.
+	big := bytes.Repeat([]byte("x"), 200<<10)
+	go link.Write(big)
+	got := make([]byte, len(big))
+	if _, err := io.ReadFull(link, got); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("big echo: err %v, equal %v", err, bytes.Equal(got, big))
+	}
+	st, _ := e.sim.SpriteStats("db")
+	if st.ProxyConnects != 1 || st.BytesIn != int64(len(big)+12) || st.BytesOut != st.BytesIn {
+		t.Errorf("emulator stats %+v", st)
+	}
+}
+
+func TestColdBlockWaitsForWake(t *testing.T) {
+	e := newEnv(t, spritestest.Options{WakeDelay: 200 * time.Millisecond}, sprites.Options{})
+	e.sim.Sleep("db")
+	if st, _ := e.sim.SpriteStats("db"); st.State != "cold" {
+		t.Fatalf("state %q after sleep, want cold", st.State)
+	}
+	start := time.Now()
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Errorf("connected after %v, before the wake delay", waited)
+	}
+	roundTrip(t, link, "awake")
+	if st, _ := e.sim.SpriteStats("db"); st.Wakes != 1 || st.State != "running" {
+		t.Errorf("stats %+v, want one wake and running", st)
+	}
+}
+
+// TestTargetEOF covers what a link shows when the server inside the sprite
+// closes: nothing (keep-open), an abnormal cut (drop), or a clean EOF (close).
+func TestTargetEOF(t *testing.T) {
+	for _, tt := range []struct {
+		mode    spritestest.TargetEOF
+		wantEOF bool
+		wantErr bool
+	}{
+		{mode: spritestest.EOFKeepOpen},
+		{mode: spritestest.EOFDrop, wantErr: true},
+		{mode: spritestest.EOFClose, wantEOF: true},
+	} {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			e := newEnv(t, spritestest.Options{Faults: spritestest.Faults{TargetEOF: tt.mode}}, sprites.Options{})
+			link, err := e.client.Dial(context.Background(), "db", "localhost", 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer link.CloseNow()
+			roundTrip(t, link, "12345") // the server closes after 5 bytes
+			res := make(chan error, 1)
+			go func() { _, err := link.Read(make([]byte, 1)); res <- err }()
+			select {
+			case err := <-res:
+				switch {
+				case tt.wantEOF && err != io.EOF:
+					t.Errorf("read error %v, want io.EOF", err)
+				case tt.wantErr && (err == nil || err == io.EOF):
+					t.Errorf("read error %v, want a non-EOF error", err)
+				case !tt.wantEOF && !tt.wantErr:
+					t.Errorf("read returned %v, want the link kept open", err)
+				}
+			case <-time.After(300 * time.Millisecond):
+				if tt.wantEOF || tt.wantErr {
+					t.Fatal("link stayed open after the target closed")
+				}
+				link.CloseNow()
+				<-res
+			}
+		})
+	}
+}
+
+func TestMessageTooBig(t *testing.T) {
+	e := newEnv(t, spritestest.Options{MaxMessage: 1000}, sprites.Options{MaxMessage: 4096})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	link.Write(make([]byte, 4096))
+	_, err = io.ReadAll(link)
+	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("read error %v, want close 1009", err)
+	}
+}
+
+func TestSleepCutsLiveLink(t *testing.T) {
+	e := newEnv(t, spritestest.Options{}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	roundTrip(t, link, "before")
+	e.sim.Sleep("db")
+	_, err = link.Read(make([]byte, 16))
+	if err == nil || err == io.EOF {
+		t.Fatalf("read after sleep = %v, want an abnormal close", err)
+	}
+	if st, _ := e.sim.SpriteStats("db"); st.State != "cold" || st.ActiveLinks != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestIdleSleepAndPingActivity(t *testing.T) {
+	e := newEnv(t, spritestest.Options{IdleSleep: 300 * time.Millisecond}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	// Pings alone keep the sprite awake, as long as something reads the pongs.
+	go io.Copy(io.Discard, link)
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := link.Ping(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, _ := e.sim.SpriteStats("db"); st.State != "running" || st.Sleeps != 0 {
+		t.Fatalf("sprite slept under pings: %+v", st)
+	}
+	// Without pings it falls asleep, and the admin endpoint does not wake it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := e.sim.SpriteStats("db")
+		if st.State == "cold" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sprite never slept: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLatencyRoundTrip(t *testing.T) {
+	const latency = 50 * time.Millisecond
+	e := newEnv(t, spritestest.Options{Faults: spritestest.Faults{Latency: latency}}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	start := time.Now()
+	roundTrip(t, link, "ping")
+	// A lower bound only: latency can be added, never removed, by a busy machine.
+	if rtt := time.Since(start); rtt < 2*latency {
+		t.Errorf("round trip %v, want at least %v", rtt, 2*latency)
+	}
+}
+
+func TestSpriteCRUD(t *testing.T) {
+	e := newEnv(t, spritestest.Options{}, sprites.Options{})
+	ctx := context.Background()
+	if _, err := e.client.Create(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := e.client.List(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "db" || list[1].Name != "web" {
+		t.Fatalf("list = %+v, %v", list, err)
+	}
+	e.sim.Sleep("web")
+	s, err := e.client.Get(ctx, "web")
+	if err != nil || s.Status != "cold" {
+		t.Fatalf("get = %+v, %v; want the pre-wake status cold", s, err)
+	}
+	if err := e.client.Delete(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.Get(ctx, "web")
+	if !errors.Is(err, sprites.ErrNotFound) || !sprites.IsPermanent(err) {
+		t.Fatalf("get after delete: %v", err)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, o := range []sprites.Options{
+		{Token: ""},
+		{Token: "t", APIURL: "ftp://x"},
+		{Token: "t", APIURL: "https://"},
+		{Token: "a\nb"},
+	} {
+		if _, err := sprites.New(o); err == nil {
+			t.Errorf("New(%+v) succeeded", o)
+		}
+	}
+}

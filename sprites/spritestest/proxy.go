@@ -1,0 +1,366 @@
+package spritestest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// link is one live proxy link: a WebSocket on one side, a TCP (or unix)
+// connection to the sprite's server on the other.
+type link struct {
+	ws     *websocket.Conn
+	target net.Conn
+	once   sync.Once
+}
+
+// cut drops the link the way sleep or a network fault does: no close frame.
+func (l *link) cut() {
+	l.once.Do(func() {
+		_ = l.ws.CloseNow()
+		_ = l.target.Close()
+	})
+}
+
+// Close reasons, verbatim from the real server.
+const (
+	reasonExpectJSON  = "Expected JSON initialization message"
+	reasonInvalidJSON = "Invalid JSON in initialization message"
+	reasonInvalidPort = "Invalid port number"
+	reasonUpstream    = "upstream closed"
+)
+
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite) {
+	faults := s.currentFaults()
+	if waking := s.touch(sp); waking != nil {
+		switch faults.ColdProxy {
+		case ColdFail:
+			http.Error(w, "Process not ready: sprite is waking", http.StatusServiceUnavailable)
+			return
+		case ColdDrop:
+			if ws, err := websocket.Accept(w, r, nil); err == nil {
+				_ = ws.CloseNow()
+			}
+			return
+		default:
+			t := time.NewTimer(s.opts.MaxWait)
+			defer t.Stop()
+			select {
+			case <-waking:
+			case <-t.C:
+				http.Error(w, fmt.Sprintf("Process not ready after %s", s.opts.MaxWait), http.StatusServiceUnavailable)
+				return
+			case <-r.Context().Done():
+				return
+			case <-s.stop:
+				return
+			}
+		}
+	}
+	// The request and the 101 each cross the emulated network once.
+	if !s.delay(2*faults.Latency, r.Context()) {
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OnPingReceived: func(context.Context, []byte) bool { s.touch(sp); return true },
+	})
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	sp.stats.ProxyConnects++
+	s.mu.Unlock()
+	ws.SetReadLimit(s.opts.MaxMessage)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	host, port, reason := s.readInit(ctx, r, ws)
+	if reason != "" {
+		_ = ws.Close(websocket.StatusUnsupportedData, reason)
+		return
+	}
+	target, err := s.dialTarget(sp, host, port)
+	if err != nil {
+		_ = ws.Close(websocket.StatusInternalError, "Failed to connect to target: "+err.Error())
+		return
+	}
+	reply, _ := json.Marshal(map[string]string{"status": "connected", "target": rewriteHost(host, port)})
+	if !s.delay(2*faults.Latency, ctx) {
+		target.Close()
+		ws.CloseNow()
+		return
+	}
+	if err := ws.Write(ctx, websocket.MessageText, reply); err != nil {
+		target.Close()
+		ws.CloseNow()
+		return
+	}
+	l := &link{ws: ws, target: target}
+	s.mu.Lock()
+	if s.closed || sp.state != "running" {
+		s.mu.Unlock()
+		l.cut()
+		return
+	}
+	sp.links[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(sp.links, l)
+		s.mu.Unlock()
+		l.cut()
+	}()
+	s.relay(ctx, sp, l)
+}
+
+// readInit takes the target from the query or from the init message. A
+// non-empty reason means the init was bad and the link must close with 1003.
+func (s *Server) readInit(ctx context.Context, r *http.Request, ws *websocket.Conn) (string, int, string) {
+	if q := r.URL.Query(); q.Has("port") {
+		port, err := strconv.Atoi(q.Get("port"))
+		if err != nil || port < 1 || port > 65535 {
+			return "", 0, reasonInvalidPort
+		}
+		return q.Get("host"), port, ""
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	typ, msg, err := ws.Read(rctx)
+	if err != nil || typ != websocket.MessageText {
+		return "", 0, reasonExpectJSON
+	}
+	var init struct {
+		Host string          `json:"host"`
+		Port json.RawMessage `json:"port"`
+	}
+	if err := json.Unmarshal(msg, &init); err != nil {
+		return "", 0, reasonInvalidJSON
+	}
+	port, err := strconv.Atoi(string(init.Port))
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, reasonInvalidPort
+	}
+	return init.Host, port, ""
+}
+
+func (s *Server) dialTarget(sp *sprite, host string, port int) (net.Conn, error) {
+	s.mu.Lock()
+	addr, ok := sp.ports[port]
+	s.mu.Unlock()
+	switch host {
+	case "", "localhost", "127.0.0.1", "::1", "10.0.0.1":
+	default:
+		ok = false
+	}
+	if !ok {
+		return nil, fmt.Errorf("dial tcp %s: connect: connection refused", rewriteHost(host, port))
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if path, isUnix := strings.CutPrefix(addr, "unix:"); isUnix {
+		return d.Dial("unix", path)
+	}
+	return d.Dial("tcp", addr)
+}
+
+// rewriteHost reports the target the way the real server does.
+func rewriteHost(host string, port int) string {
+	switch host {
+	case "", "localhost", "127.0.0.1":
+		host = "10.0.0.1"
+	case "::1":
+		host = "fdf::1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// delay waits d, unless ctx ends or the server stops first.
+func (s *Server) delay(d time.Duration, ctx context.Context) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-s.stop:
+		return false
+	}
+}
+
+// relay copies both ways until either side ends, applying latency to every
+// message and counting traffic as sprite activity.
+func (s *Server) relay(ctx context.Context, sp *sprite, l *link) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		s.sprite2client(ctx, sp, l)
+	}()
+	s.client2sprite(ctx, sp, l)
+	cancel()
+	l.cut()
+	wg.Wait()
+}
+
+func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
+	out := s.delayLine(ctx, func(b []byte) error { _, err := l.target.Write(b); return err })
+	defer out.close()
+	for {
+		typ, msg, err := l.ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.touchLocked(sp)
+		sp.stats.BytesIn += int64(len(msg))
+		s.mu.Unlock()
+		if typ != websocket.MessageBinary {
+			continue // the real server ignores text frames after init
+		}
+		if !out.send(msg) {
+			_ = l.ws.Close(websocket.StatusGoingAway, reasonUpstream)
+			return
+		}
+	}
+}
+
+func (s *Server) sprite2client(ctx context.Context, sp *sprite, l *link) {
+	out := s.delayLine(ctx, func(b []byte) error { return l.ws.Write(ctx, websocket.MessageBinary, b) })
+	defer out.close()
+	for {
+		buf := make([]byte, maxServerMessage)
+		n, err := l.target.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			s.touchLocked(sp)
+			sp.stats.BytesOut += int64(n)
+			s.mu.Unlock()
+			if !out.send(buf[:n]) {
+				return
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if !out.flush() {
+			return
+		}
+		if !errors.Is(err, io.EOF) {
+			_ = l.ws.Close(websocket.StatusGoingAway, reasonUpstream)
+			return
+		}
+		switch s.currentFaults().TargetEOF {
+		case EOFDrop:
+			l.cut()
+		case EOFClose:
+			_ = l.ws.Close(websocket.StatusNormalClosure, "")
+		default:
+			<-ctx.Done() // keep the link open until the client goes
+		}
+		return
+	}
+}
+
+// delayLine delivers messages in order, each one Latency after it was sent.
+type delayLine struct {
+	write   func([]byte) error
+	latency time.Duration
+	ch      chan timed
+	done    chan struct{}
+	failed  chan struct{}
+	ctx     context.Context
+	s       *Server
+}
+
+type timed struct {
+	at   time.Time
+	data []byte
+	ack  chan struct{} // non-nil for a flush marker
+}
+
+func (s *Server) delayLine(ctx context.Context, write func([]byte) error) *delayLine {
+	d := &delayLine{write: write, latency: s.currentFaults().Latency, ctx: ctx, s: s, failed: make(chan struct{})}
+	if d.latency <= 0 {
+		return d
+	}
+	d.ch = make(chan timed, 256)
+	d.done = make(chan struct{})
+	go d.run()
+	return d
+}
+
+func (d *delayLine) run() {
+	defer close(d.done)
+	for m := range d.ch {
+		if m.ack != nil {
+			close(m.ack)
+			continue
+		}
+		if !d.s.delay(time.Until(m.at), d.ctx) {
+			close(d.failed)
+			for range d.ch {
+			}
+			return
+		}
+		if err := d.write(m.data); err != nil {
+			close(d.failed)
+			for range d.ch {
+			}
+			return
+		}
+	}
+}
+
+func (d *delayLine) send(b []byte) bool {
+	if d.ch == nil {
+		return d.write(b) == nil
+	}
+	select {
+	case d.ch <- timed{at: time.Now().Add(d.latency), data: b}:
+		return true
+	case <-d.failed:
+		return false
+	}
+}
+
+// flush waits until everything sent so far has been written.
+func (d *delayLine) flush() bool {
+	if d.ch == nil {
+		return true
+	}
+	ack := make(chan struct{})
+	select {
+	case d.ch <- timed{ack: ack}:
+	case <-d.failed:
+		return false
+	}
+	select {
+	case <-ack:
+		return true
+	case <-d.failed:
+		return false
+	}
+}
+
+func (d *delayLine) close() {
+	if d.ch != nil {
+		close(d.ch)
+		<-d.done
+	}
+}
