@@ -1,0 +1,684 @@
+// Package config reads spritefwd's YAML file: global settings and forward
+// rules (local port → sprite:port). It validates everything up front and
+// reports every problem as file:line:col with what to write instead, so a
+// bad edit can be rejected while the running config keeps serving.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// KeepAwake says when spritefwd keeps a forward's sprite from sleeping.
+type KeepAwake string
+
+const (
+	// WhileConnected pings live links only, so an idle forward lets its sprite sleep.
+	WhileConnected KeepAwake = "while_connected"
+	// Always keeps the sprite awake even with no connections.
+	Always KeepAwake = "always"
+	// Never sends no pings at all.
+	Never KeepAwake = "never"
+)
+
+// Mode is how a forward carries connections.
+type Mode string
+
+const (
+	// Direct opens one proxy WebSocket per local connection.
+	Direct Mode = "direct"
+)
+
+// Config is a validated configuration file.
+type Config struct {
+	File             string // path it was read from, for messages
+	APIURL           string
+	TokenFile        string // as written; see Token
+	Keepalive        time.Duration
+	WakeTimeout      time.Duration
+	ShutdownGrace    time.Duration
+	HalfCloseTimeout time.Duration
+	MaxMessage       int
+	MetricsListen    string
+	AllowPublic      bool
+	Forwards         []Forward
+}
+
+// Forward is one rule: accept on Listen, carry to Host:Port inside Sprite.
+type Forward struct {
+	Name           string
+	Listen         string // host:port; host "localhost" means 127.0.0.1 and ::1
+	Sprite         string
+	Port           int
+	Host           string
+	KeepAwake      KeepAwake
+	Mode           Mode
+	AllowPublic    bool
+	MaxConnections int
+	Pos            Pos // where the rule starts in the file
+}
+
+// Same reports whether two rules would behave identically, ignoring where
+// they sit in the file. A reload keeps a forward whose rule is the Same.
+func (f Forward) Same(g Forward) bool {
+	f.Pos, g.Pos = Pos{}, Pos{}
+	return f == g
+}
+
+// Target renders the forward's destination as sprite:port.
+func (f Forward) Target() string { return f.Sprite + ":" + strconv.Itoa(f.Port) }
+
+// Pos is a 1-based position in the file.
+type Pos struct{ Line, Col int }
+
+// Error is one problem in a config file.
+type Error struct {
+	File      string
+	Line, Col int
+	Msg       string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+}
+
+// Errors is every problem found in one file, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data as the contents of file. The error, if any, is Errors.
+func Parse(file string, data []byte) (*Config, error) {
+	p := &parser{file: file}
+	cfg := &Config{
+		File: file, APIURL: DefaultAPIURL, TokenFile: DefaultTokenFile,
+		Keepalive: DefaultKeepalive, WakeTimeout: DefaultWakeTimeout, ShutdownGrace: DefaultShutdownGrace,
+		HalfCloseTimeout: DefaultHalfCloseTimeout, MaxMessage: DefaultMaxMessage,
+	}
+	if len(data) > MaxFileSize {
+		p.errf(Pos{1, 1}, "file is larger than %d bytes; a spritefwd config is a few hundred lines at most", MaxFileSize)
+		return nil, p.errs
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return cfg, nil // empty file: no forwards, which the daemon reports
+		}
+		p.yamlErr(err)
+		return nil, p.errs
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		pos := Pos{1, 1}
+		if err == nil {
+			pos = at(&extra)
+		}
+		p.errf(pos, "a second YAML document (---) is not allowed; put every forward under one forwards: list")
+		return nil, p.errs
+	}
+	p.top(cfg, &doc)
+	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool {
+			a, b := p.errs[i], p.errs[j]
+			return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+		})
+		return nil, p.errs
+	}
+	return cfg, nil
+}
+
+type parser struct {
+	file string
+	errs Errors
+}
+
+func (p *parser) errf(pos Pos, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file, Line: pos.Line, Col: pos.Col, Msg: fmt.Sprintf(format, args...)})
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlErr turns the YAML library's syntax errors into file:line:col form.
+func (p *parser) yamlErr(err error) {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		p.errf(Pos{line, 1}, "YAML syntax: %s", m[2])
+		return
+	}
+	p.errf(Pos{1, 1}, "YAML syntax: %s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+func at(n *yaml.Node) Pos { return Pos{n.Line, n.Column} }
+
+// deref follows aliases. Anchors are allowed, and because the walk below only
+// descends into the few shapes the schema has, an alias bomb cannot expand.
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+type pair struct{ key, val *yaml.Node }
+
+// pairs lists a mapping's entries, expanding merge keys (<<) and reporting
+// duplicates, which yaml.v3 itself lets through on Node decoding.
+func (p *parser) pairs(n *yaml.Node, what string) []pair {
+	return p.pairsDepth(n, what, 0)
+}
+
+// maxMergeDepth bounds merge keys, which can refer to themselves.
+const maxMergeDepth = 4
+
+func (p *parser) pairsDepth(n *yaml.Node, what string, depth int) []pair {
+	n = deref(n)
+	if depth > maxMergeDepth {
+		p.errf(at(n), "merge keys (<<) nest more than %d deep or refer to themselves", maxMergeDepth)
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errf(at(n), "%s must be a mapping (key: value lines)", what)
+		return nil
+	}
+	var out, merged []pair
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			merged = append(merged, p.pairsDepth(v, "a merge (<<) value", depth+1)...)
+			continue
+		}
+		if seen[k.Value] {
+			p.errf(at(k), "key %q appears twice in %s; keep one", k.Value, what)
+			continue
+		}
+		seen[k.Value] = true
+		out = append(out, pair{k, v})
+	}
+	// Keys written out override merged ones, as YAML's merge key specifies.
+	for _, m := range merged {
+		if !seen[m.key.Value] {
+			seen[m.key.Value] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+var topKeys = []string{"api_url", "token_file", "keepalive", "wake_timeout", "shutdown_grace",
+	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "forwards"}
+
+func (p *parser) top(cfg *Config, doc *yaml.Node) {
+	root := doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	root = deref(root)
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return
+	}
+	var forwards *yaml.Node
+	for _, kv := range p.pairs(root, "the top level") {
+		k, v := kv.key, deref(kv.val)
+		switch k.Value {
+		case "api_url":
+			if s, ok := p.str(v, k.Value); ok {
+				if err := checkAPIURL(s); err != "" {
+					p.errf(at(v), "api_url: %s", err)
+				}
+				cfg.APIURL = s
+			}
+		case "token_file":
+			if s, ok := p.str(v, k.Value); ok {
+				cfg.TokenFile = s
+			}
+		case "keepalive":
+			cfg.Keepalive = p.duration(v, k.Value, time.Second, time.Hour, cfg.Keepalive)
+		case "wake_timeout":
+			cfg.WakeTimeout = p.duration(v, k.Value, time.Second, time.Hour, cfg.WakeTimeout)
+		case "shutdown_grace":
+			cfg.ShutdownGrace = p.duration(v, k.Value, 0, time.Hour, cfg.ShutdownGrace)
+		case "half_close_timeout":
+			cfg.HalfCloseTimeout = p.duration(v, k.Value, 100*time.Millisecond, 24*time.Hour, cfg.HalfCloseTimeout)
+		case "max_message":
+			cfg.MaxMessage = p.intIn(v, k.Value, 512, 16<<20, cfg.MaxMessage)
+		case "metrics_listen":
+			if s, ok := p.str(v, k.Value); ok {
+				if _, _, err := net.SplitHostPort(s); err != nil {
+					p.errf(at(v), "metrics_listen: want host:port, such as 127.0.0.1:9464")
+				}
+				cfg.MetricsListen = s
+			}
+		case "allow_public":
+			cfg.AllowPublic = p.boolean(v, k.Value)
+		case "forwards":
+			forwards = v
+		default:
+			p.unknown(k, "top-level", topKeys)
+		}
+	}
+	if forwards != nil {
+		p.forwards(cfg, forwards)
+	}
+	if cfg.MetricsListen != "" {
+		if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil && !isLoopback(host) && !cfg.AllowPublic {
+			p.errf(Pos{1, 1}, "metrics_listen %q is not a loopback address; set allow_public: true to expose it", cfg.MetricsListen)
+		}
+	}
+}
+
+func checkAPIURL(s string) string {
+	switch {
+	case strings.HasPrefix(s, "https://") && len(s) > len("https://"):
+		return ""
+	case strings.HasPrefix(s, "http://") && len(s) > len("http://"):
+		return "" // plain http is for a local emulator
+	}
+	return fmt.Sprintf("%q must start with https:// (or http:// for a local emulator)", s)
+}
+
+var forwardKeys = []string{"name", "listen", "sprite", "port", "host", "keep_awake", "mode", "allow_public", "max_connections"}
+
+func (p *parser) forwards(cfg *Config, n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errf(at(n), "forwards must be a list; start each rule with \"- \", such as - 5432:db:5432")
+		return
+	}
+	names := map[string]Pos{}
+	binds := map[string]Pos{}
+	for _, item := range n.Content {
+		item = deref(item)
+		f := Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections, Pos: at(item)}
+		var ok bool
+		if item.Kind == yaml.ScalarNode {
+			ok = p.compact(&f, item)
+		} else {
+			ok = p.forwardMap(&f, item)
+		}
+		if !ok {
+			continue
+		}
+		if f.Name == "" {
+			f.Name = f.Target()
+		}
+		if prev, dup := names[f.Name]; dup {
+			p.errf(f.Pos, "forward name %q is already used at line %d; give this one a different name:", f.Name, prev.Line)
+		} else {
+			names[f.Name] = f.Pos
+		}
+		host, port, _ := net.SplitHostPort(f.Listen)
+		if !isLoopback(host) && !f.AllowPublic && !cfg.AllowPublic {
+			p.errf(f.Pos, "listen %q is reachable from other machines; use 127.0.0.1 or localhost, or set allow_public: true if you mean it", f.Listen)
+		}
+		for _, b := range bindKeys(host, port) {
+			if prev, dup := binds[b]; dup {
+				p.errf(f.Pos, "listen %s overlaps the forward at line %d; pick another local port", f.Listen, prev.Line)
+				break
+			}
+		}
+		for _, b := range bindKeys(host, port) {
+			binds[b] = f.Pos
+		}
+		cfg.Forwards = append(cfg.Forwards, f)
+	}
+}
+
+// bindKeys lists what a listen address occupies, so overlaps are caught:
+// localhost takes both loopbacks, and a wildcard conflicts with everything.
+func bindKeys(host, port string) []string {
+	switch host {
+	case "localhost":
+		return []string{"127.0.0.1:" + port, "[::1]:" + port, "*:" + port}
+	case "0.0.0.0", "::":
+		return []string{"*:" + port}
+	}
+	return []string{net.JoinHostPort(host, port), "*:" + port}
+}
+
+func (p *parser) forwardMap(f *Forward, n *yaml.Node) bool {
+	before := len(p.errs)
+	hasSprite, hasPort, hasListen := false, false, false
+	for _, kv := range p.pairs(n, "a forward") {
+		k, v := kv.key, deref(kv.val)
+		switch k.Value {
+		case "name":
+			if s, ok := p.str(v, "name"); ok {
+				if msg := checkName(s); msg != "" {
+					p.errf(at(v), "name: %s", msg)
+				}
+				f.Name = s
+			}
+		case "listen":
+			hasListen = true
+			raw := v.Value
+			if v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!int") {
+				p.errf(at(v), "listen must be a port or host:port, such as 127.0.0.1:5432")
+				continue
+			}
+			if l, msg := normalizeListen(raw); msg != "" {
+				p.errf(at(v), "listen %q: %s", raw, msg)
+			} else {
+				f.Listen = l
+			}
+		case "sprite":
+			hasSprite = true
+			if s, ok := p.str(v, "sprite"); ok {
+				if msg := checkSprite(s); msg != "" {
+					p.errf(at(v), "sprite %q: %s", s, msg)
+				}
+				f.Sprite = s
+			}
+		case "port":
+			hasPort = true
+			f.Port = p.intIn(v, "port", 1, 65535, 0)
+		case "host":
+			if s, ok := p.str(v, "host"); ok {
+				if s == "" || strings.ContainsAny(s, " /\t") {
+					p.errf(at(v), "host %q: want a host name or IP inside the sprite, such as localhost", s)
+				}
+				f.Host = s
+			}
+		case "keep_awake":
+			if s, ok := p.str(v, "keep_awake"); ok {
+				switch KeepAwake(s) {
+				case WhileConnected, Always, Never:
+					f.KeepAwake = KeepAwake(s)
+				default:
+					p.errf(at(v), "keep_awake %q: want while_connected, always or never", s)
+				}
+			}
+		case "mode":
+			if s, ok := p.str(v, "mode"); ok {
+				if Mode(s) != Direct {
+					p.errf(at(v), "mode %q: this build supports only mode: direct", s)
+				}
+				f.Mode = Mode(s)
+			}
+		case "allow_public":
+			f.AllowPublic = p.boolean(v, "allow_public")
+		case "max_connections":
+			f.MaxConnections = p.intIn(v, "max_connections", 1, 1<<20, f.MaxConnections)
+		default:
+			p.unknown(k, "forward", forwardKeys)
+		}
+	}
+	if !hasSprite {
+		p.errf(f.Pos, "forward is missing sprite:; add the name of the sprite to reach, such as sprite: db")
+	}
+	if !hasPort {
+		p.errf(f.Pos, "forward is missing port:; add the port inside the sprite, such as port: 5432")
+	}
+	if !hasListen && hasPort && f.Port > 0 {
+		f.Listen = net.JoinHostPort(DefaultBind, strconv.Itoa(f.Port))
+	}
+	if !hasListen && !hasPort {
+		p.errf(f.Pos, "forward is missing listen:; add the local address, such as listen: 127.0.0.1:5432")
+	}
+	return len(p.errs) == before
+}
+
+// compact parses the ssh -L style rule [bind:]localport:sprite:port.
+func (p *parser) compact(f *Forward, n *yaml.Node) bool {
+	r, err := ParseRule(n.Value)
+	if err != nil {
+		p.errf(at(n), "%v", err)
+		return false
+	}
+	r.Pos = f.Pos
+	*f = r
+	return true
+}
+
+// ParseRule parses a compact forward rule, [bind:]localport:sprite:port, as
+// in ssh -L. The bind address may be an IPv6 address in brackets.
+func ParseRule(s string) (Forward, error) {
+	f := Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections}
+	want := fmt.Errorf("rule %q: want [bind:]localport:sprite:port, such as 5432:db:5432 or 127.0.0.1:8080:web:3000", s)
+	bind := ""
+	rest := s
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]:")
+		if end < 0 {
+			return f, want
+		}
+		bind, rest = s[1:end], s[end+2:]
+	}
+	parts := strings.Split(rest, ":")
+	switch {
+	case bind == "" && len(parts) == 4:
+		bind, parts = parts[0], parts[1:]
+		if bind == "" {
+			return f, fmt.Errorf("rule %q: empty bind address; write %s for loopback, or 0.0.0.0:... with allow_public: true", s, strings.TrimPrefix(s, ":"))
+		}
+	case len(parts) != 3:
+		return f, want
+	}
+	if bind == "" {
+		bind = DefaultBind
+	}
+	local, err := strconv.Atoi(parts[0])
+	if err != nil || local < 1 || local > 65535 {
+		return f, fmt.Errorf("rule %q: local port %q is not a number from 1 to 65535", s, parts[0])
+	}
+	if msg := checkSprite(parts[1]); msg != "" {
+		return f, fmt.Errorf("rule %q: sprite %q: %s", s, parts[1], msg)
+	}
+	remote, err := strconv.Atoi(parts[2])
+	if err != nil || remote < 1 || remote > 65535 {
+		return f, fmt.Errorf("rule %q: sprite port %q is not a number from 1 to 65535", s, parts[2])
+	}
+	listen, msg := normalizeListen(net.JoinHostPort(bind, strconv.Itoa(local)))
+	if msg != "" {
+		return f, fmt.Errorf("rule %q: %s", s, msg)
+	}
+	f.Listen, f.Sprite, f.Port = listen, parts[1], remote
+	f.Name = f.Target()
+	return f, nil
+}
+
+// normalizeListen accepts "PORT", "HOST:PORT" or "[V6]:PORT" and returns
+// host:port. The host must be an IP address or localhost.
+func normalizeListen(s string) (string, string) {
+	if port, err := strconv.Atoi(s); err == nil {
+		if port < 1 || port > 65535 {
+			return "", "port must be from 1 to 65535"
+		}
+		return net.JoinHostPort(DefaultBind, s), ""
+	}
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", "want a port or host:port, such as 127.0.0.1:5432"
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 1 || port > 65535 {
+		return "", fmt.Sprintf("port %q must be a number from 1 to 65535", ps)
+	}
+	switch {
+	case host == "":
+		return "", fmt.Sprintf("empty host is ambiguous; write %s for loopback, or 0.0.0.0:%s with allow_public: true", ps, ps)
+	case host == "localhost":
+	case net.ParseIP(host) == nil:
+		return "", fmt.Sprintf("host %q must be an IP address or localhost", host)
+	}
+	return net.JoinHostPort(host, ps), ""
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkSprite(s string) string {
+	if s == "" {
+		return "the sprite name is empty"
+	}
+	if len(s) > 63 {
+		return "longer than 63 characters"
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return "use letters, digits, '-', '_' and '.' only"
+		}
+	}
+	return ""
+}
+
+func checkName(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "the name is empty; leave name: out to get sprite:port"
+	}
+	if len(s) > 128 {
+		return "longer than 128 bytes"
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "contains a control character"
+		}
+	}
+	return ""
+}
+
+func (p *parser) str(v *yaml.Node, key string) (string, bool) {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+		p.errf(at(v), "%s must be a string; quote it if needed", key)
+		return "", false
+	}
+	return v.Value, true
+}
+
+func (p *parser) boolean(v *yaml.Node, key string) bool {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
+		p.errf(at(v), "%s must be true or false", key)
+		return false
+	}
+	return v.Value == "true" || v.Value == "True" || v.Value == "TRUE"
+}
+
+func (p *parser) intIn(v *yaml.Node, key string, lo, hi, def int) int {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" {
+		p.errf(at(v), "%s must be a whole number from %d to %d", key, lo, hi)
+		return def
+	}
+	n, err := strconv.ParseInt(v.Value, 0, 64)
+	if err != nil || n < int64(lo) || n > int64(hi) {
+		p.errf(at(v), "%s %s is out of range; want %d to %d", key, v.Value, lo, hi)
+		return def
+	}
+	return int(n)
+}
+
+func (p *parser) duration(v *yaml.Node, key string, lo, hi, def time.Duration) time.Duration {
+	if v.Kind != yaml.ScalarNode {
+		p.errf(at(v), "%s must be a duration such as 15s or 2m", key)
+		return def
+	}
+	d, err := time.ParseDuration(v.Value)
+	if err != nil {
+		hint := ""
+		if v.Tag == "!!int" {
+			hint = fmt.Sprintf(" (a bare number has no unit: write %ss)", v.Value)
+		}
+		p.errf(at(v), "%s %q is not a duration such as 15s or 2m%s", key, v.Value, hint)
+		return def
+	}
+	if d < lo || d > hi {
+		p.errf(at(v), "%s %s is out of range; want %s to %s", key, d, lo, hi)
+		return def
+	}
+	return d
+}
+
+func (p *parser) unknown(k *yaml.Node, where string, valid []string) {
+	msg := fmt.Sprintf("unknown %s key %q", where, k.Value)
+	if s := closest(k.Value, valid); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	} else {
+		msg += "; valid keys are " + strings.Join(valid, ", ")
+	}
+	p.errf(at(k), "%s", msg)
+}
+
+// closest returns the valid key within edit distance 2 of s, if any.
+func closest(s string, valid []string) string {
+	best, bestD := "", 3
+	for _, v := range valid {
+		if d := editDistance(s, v); d < bestD {
+			best, bestD = v, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 99
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// ExpandHome resolves a leading ~/ against the user's home directory.
+func ExpandHome(path string) string {
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, rest)
+		}
+	}
+	return path
+}

@@ -1,0 +1,243 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseExample(t *testing.T) {
+	src := `api_url: http://127.0.0.1:7070
+token_file: /tmp/tok
+keepalive: 5s
+wake_timeout: 45s
+forwards:
+  - 5432:db:5432
+  - "[::1]:2222:box:22"
+  - name: web
+    listen: localhost:8080
+    sprite: web
+    port: 3000
+    keep_awake: always
+`
+	cfg, err := Parse("spritefwd.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Keepalive != 5*time.Second || cfg.WakeTimeout != 45*time.Second || cfg.ShutdownGrace != DefaultShutdownGrace {
+		t.Errorf("durations %v %v %v", cfg.Keepalive, cfg.WakeTimeout, cfg.ShutdownGrace)
+	}
+	want := []Forward{
+		{Name: "db:5432", Listen: "127.0.0.1:5432", Sprite: "db", Port: 5432, Host: "localhost", KeepAwake: WhileConnected, Mode: Direct, MaxConnections: DefaultMaxConnections},
+		{Name: "box:22", Listen: "[::1]:2222", Sprite: "box", Port: 22, Host: "localhost", KeepAwake: WhileConnected, Mode: Direct, MaxConnections: DefaultMaxConnections},
+		{Name: "web", Listen: "localhost:8080", Sprite: "web", Port: 3000, Host: "localhost", KeepAwake: Always, Mode: Direct, MaxConnections: DefaultMaxConnections},
+	}
+	if len(cfg.Forwards) != len(want) {
+		t.Fatalf("got %d forwards", len(cfg.Forwards))
+	}
+	for i, f := range cfg.Forwards {
+		if !f.Same(want[i]) {
+			t.Errorf("forward %d = %+v\nwant %+v", i, f, want[i])
+		}
+	}
+	if cfg.Forwards[2].Pos != (Pos{8, 5}) {
+		t.Errorf("web forward at %v, want 8:5", cfg.Forwards[2].Pos)
+	}
+}
+
+// TestParseErrors checks the position and the advice of each error.
+func TestParseErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		src  string
+		want []string // each "line:col: fragment"
+	}{
+		{"unknown key", "forwards:\n  - sprite: db\n    prot: 5432\n", []string{`3:5: unknown forward key "prot"; did you mean "port"?`, `2:5: forward is missing port:`}},
+		{"unknown top key", "keepalives: 5s\n", []string{`1:1: unknown top-level key "keepalives"; did you mean "keepalive"?`}},
+		{"bad port", "forwards:\n  - sprite: db\n    port: 70000\n", []string{`3:11: port 70000 is out of range`}},
+		{"string port", "forwards:\n  - sprite: db\n    port: \"5432\"\n", []string{`3:11: port must be a whole number`}},
+		{"bad compact", "forwards:\n  - 5432:db\n", []string{`2:5: rule "5432:db": want [bind:]localport:sprite:port`}},
+		{"compact port", "forwards:\n  - 99999:db:5432\n", []string{`2:5: rule "99999:db:5432": local port "99999"`}},
+		{"duplicate listen", "forwards:\n  - 5432:db:5432\n  - 5432:other:5432\n", []string{`3:5: listen 127.0.0.1:5432 overlaps the forward at line 2`}},
+		{"localhost overlaps", "forwards:\n  - localhost:5432:db:5432\n  - 127.0.0.1:5432:other:1\n", []string{`3:5: listen 127.0.0.1:5432 overlaps`}},
+		{"duplicate name", "forwards:\n  - {name: a, sprite: db, port: 1, listen: 1}\n  - {name: a, sprite: db, port: 2, listen: 2}\n", []string{`3:5: forward name "a" is already used at line 2`}},
+		{"missing sprite", "forwards:\n  - port: 5432\n", []string{`2:5: forward is missing sprite:`}},
+		{"public", "forwards:\n  - 0.0.0.0:5432:db:5432\n", []string{`2:5: listen "0.0.0.0:5432" is reachable from other machines`}},
+		{"empty bind", "forwards:\n  - \":5432:db:5432\"\n", []string{`2:5: rule ":5432:db:5432": empty bind address`}},
+		{"hostname listen", "forwards:\n  - {sprite: db, port: 1, listen: \"example.com:1\"}\n", []string{`must be an IP address or localhost`}},
+		{"bare duration", "keepalive: 15\n", []string{`1:12: keepalive "15" is not a duration such as 15s or 2m (a bare number has no unit: write 15s)`}},
+		{"zero keepalive", "keepalive: 0s\n", []string{`1:12: keepalive 0s is out of range`}},
+		{"keep_awake", "forwards:\n  - {sprite: db, port: 1, keep_awake: sometimes}\n", []string{`keep_awake "sometimes": want while_connected, always or never`}},
+		{"mode mux", "forwards:\n  - {sprite: db, port: 1, mode: mux}\n", []string{`mode "mux": this build supports only mode: direct`}},
+		{"yaml syntax", "forwards:\n  - a: b\n   c: d\n", []string{`f.yaml:1:1: YAML syntax: did not find expected '-' indicator`}},
+		{"forwards not list", "forwards: 5432:db:5432\n", []string{`1:11: forwards must be a list`}},
+		{"api_url scheme", "api_url: ftp://x\n", []string{`1:10: api_url: "ftp://x" must start with https://`}},
+		{"duplicate key", "keepalive: 5s\nkeepalive: 6s\n", []string{`2:1: key "keepalive" appears twice`}},
+		{"two documents", "keepalive: 5s\n---\nkeepalive: 6s\n", []string{`a second YAML document`}},
+		{"self merge", "forwards:\n  - &b {<<: *b, name: x, port: 1, listen: 2}\n", []string{`refer to themselves`}},
+		{"bad sprite name", "forwards:\n  - 1:db/x:2\n", []string{`sprite "db/x": use letters`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("f.yaml", []byte(tt.src))
+			if err == nil {
+				t.Fatal("Parse succeeded")
+			}
+			got := err.Error()
+			for _, w := range tt.want {
+				if w[0] >= '0' && w[0] <= '9' {
+					w = "f.yaml:" + w
+				}
+				if !strings.Contains(got, w) {
+					t.Errorf("errors:\n%s\nwant one containing %s", got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseEmptyAndAnchors(t *testing.T) {
+	for _, src := range []string{"", "# only a comment\n", "forwards:\n"} {
+		cfg, err := Parse("f", []byte(src))
+		if err != nil || len(cfg.Forwards) != 0 {
+			t.Errorf("Parse(%q) = %v, %v; want an empty config", src, cfg, err)
+		}
+	}
+	src := "base: &b {sprite: db, keep_awake: never}\nforwards:\n  - {<<: *b, port: 1, listen: 1}\n  - {<<: *b, port: 2, listen: 2}\n"
+	_, err := Parse("f", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), `unknown top-level key "base"`) {
+		t.Fatalf("want the unknown key reported, got %v", err)
+	}
+	src = "forwards:\n  - &b {sprite: db, keep_awake: never, port: 1}\n  - {<<: *b, name: two, port: 2, listen: 2}\n"
+	cfg, err := Parse("f", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Forwards[1]; f.Sprite != "db" || f.KeepAwake != Never || f.Port != 2 {
+		t.Errorf("merged forward %+v", f)
+	}
+}
+
+func TestParseYAMLBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 30; i++ {
+		prev := "*a" + string(rune('0'+(i-1)%10)) + strings.Repeat("_", (i-1)/10)
+		name := "a" + string(rune('0'+i%10)) + strings.Repeat("_", i/10)
+		b.WriteString(name + ": &" + name + " [" + strings.Repeat(prev+", ", 9) + prev + "]\n")
+	}
+	b.WriteString("forwards: *a9__\n")
+	start := time.Now()
+	_, err := Parse("bomb.yaml", []byte(b.String()))
+	if err == nil {
+		t.Fatal("a YAML bomb parsed")
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("bomb took %v: aliases expanded", time.Since(start))
+	}
+}
+
+func TestParseLargeFile(t *testing.T) {
+	_, err := Parse("big.yaml", make([]byte, MaxFileSize+1))
+	if err == nil || !strings.Contains(err.Error(), "big.yaml:1:1: file is larger") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestParseRule(t *testing.T) {
+	for _, tt := range []struct {
+		in, listen, sprite string
+		port               int
+		ok                 bool
+	}{
+		{"5432:db:5432", "127.0.0.1:5432", "db", 5432, true},
+		{"localhost:8080:web:3000", "localhost:8080", "web", 3000, true},
+		{"[::1]:22:box:22", "[::1]:22", "box", 22, true},
+		{"0.0.0.0:80:web:80", "0.0.0.0:80", "web", 80, true},
+		{"db:5432", "", "", 0, false},
+		{"a:b:c:d:e", "", "", 0, false},
+		{"0:db:1", "", "", 0, false},
+		{"1:db:0", "", "", 0, false},
+		{"[::1:22:box:22", "", "", 0, false},
+		{"host.example:1:db:1", "", "", 0, false},
+		{"1::1", "", "", 0, false},
+	} {
+		f, err := ParseRule(tt.in)
+		if (err == nil) != tt.ok {
+			t.Errorf("ParseRule(%q) error %v, want ok=%v", tt.in, err, tt.ok)
+			continue
+		}
+		if tt.ok && (f.Listen != tt.listen || f.Sprite != tt.sprite || f.Port != tt.port) {
+			t.Errorf("ParseRule(%q) = %+v", tt.in, f)
+		}
+	}
+}
+
+func TestLoadToken(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+
+	if _, err := LoadToken(path, getenv); err == nil || !strings.Contains(err.Error(), "SPRITES_TOKEN") {
+		t.Fatalf("missing file: %v", err)
+	}
+	os.WriteFile(path, []byte("org/1/2/secret\n"), 0o644)
+	tok, err := LoadToken(path, getenv)
+	if err != nil || tok.Value() != "org/1/2/secret" || tok.Warning == "" {
+		t.Fatalf("token %v err %v warning %q", tok, err, tok.Warning)
+	}
+	os.Chmod(path, 0o600)
+	if tok, _ := LoadToken(path, getenv); tok.Warning != "" {
+		t.Errorf("0600 file warned: %s", tok.Warning)
+	}
+	env[TokenEnv] = "from-env"
+	tok, _ = LoadToken(path, getenv)
+	if tok.Value() != "from-env" || tok.Source != "$SPRITES_TOKEN" {
+		t.Errorf("env did not win: %v", tok)
+	}
+	if s := tok.String() + " " + tok.GoString(); strings.Contains(s, "from-env") {
+		t.Errorf("token printed: %s", s)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"forwards:\n  - 5432:db:5432\n",
+		"api_url: http://127.0.0.1:7070\nkeepalive: 5s\nforwards:\n  - name: web\n    listen: localhost:8080\n    sprite: web\n    port: 3000\n",
+		"forwards:\n  - &b {sprite: db, port: 1}\n  - {<<: *b, name: x, port: 2, listen: 2}\n",
+		"a: &a [x, x]\nb: &b [*a, *a]\nforwards: *b\n",
+		"forwards: [1:a:1, 1:b:1]\n", "keepalive: 15\n", "---\n---\n", "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			for _, e := range err.(Errors) {
+				if e.Line < 1 || e.Col < 1 || e.Msg == "" {
+					t.Fatalf("error without a position: %+v", e)
+				}
+			}
+			return
+		}
+		for _, fw := range cfg.Forwards {
+			if fw.Port < 1 || fw.Port > 65535 || fw.Sprite == "" || fw.Listen == "" || fw.Name == "" {
+				t.Fatalf("accepted an invalid forward %+v", fw)
+			}
+		}
+	})
+}
+
+func FuzzParseRule(f *testing.F) {
+	for _, s := range []string{"5432:db:5432", "[::1]:22:box:22", "localhost:8080:web:3000", ":1:a:1", "[::1:2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fw, err := ParseRule(s)
+		if err == nil && (fw.Port < 1 || fw.Port > 65535 || fw.Sprite == "" || fw.Listen == "") {
+			t.Fatalf("ParseRule(%q) accepted %+v", s, fw)
+		}
+	})
+}

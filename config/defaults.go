@@ -1,0 +1,22 @@
+package config
+
+import "time"
+
+// Defaults, in one place. README.md's configuration table mirrors this list.
+const (
+	DefaultAPIURL           = "https://api.sprites.dev"
+	DefaultTokenFile        = "~/.config/spritefwd/token"
+	DefaultKeepalive        = 15 * time.Second // ping interval; the sprite sleeps after 30 s idle
+	DefaultWakeTimeout      = 60 * time.Second // a cold wake takes 1-12 s; the server may hold 30 s
+	DefaultShutdownGrace    = 10 * time.Second // open connections get this long on stop or removal
+	DefaultHalfCloseTimeout = 30 * time.Second // after the client half-closes, how long the sprite may stay silent
+	DefaultMaxMessage       = 32 << 10         // largest WebSocket message we send
+	DefaultMaxConnections   = 1024             // per forward
+	DefaultHost             = "localhost"      // target host inside the sprite
+	DefaultBind             = "127.0.0.1"      // listen host when a rule gives only a port
+	DefaultKeepAwake        = WhileConnected
+	DefaultMode             = Direct
+
+	// MaxFileSize bounds what Load reads, so a runaway file cannot eat memory.
+	MaxFileSize = 1 << 20
+)
