@@ -1,0 +1,220 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Local is the client's side of a relay: a TCP connection, or anything that
+// can half-close. Reset aborts it with RST when the type allows (see reset).
+type Local interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// Remote is the sprite's side of a relay: a proxy link or a mux stream.
+// Read must return io.EOF only for a clean end; CloseNow aborts.
+type Remote interface {
+	io.ReadWriteCloser
+	CloseNow() error
+}
+
+// RelayOptions tunes one relay. The zero value is usable.
+type RelayOptions struct {
+	// HalfCloseTimeout ends the relay when, after the client half-closed,
+	// the sprite sends nothing for this long. A proxy link cannot carry the
+	// half-close, nor tell us when the server inside the sprite closed, so
+	// without this bound a finished exchange would hold the link forever.
+	HalfCloseTimeout time.Duration
+	// DrainTimeout bounds how long an aborting relay waits for the client's
+	// socket to take the bytes already written before it resets.
+	DrainTimeout time.Duration
+	Up, Down     *atomic.Int64 // add bytes client→sprite and sprite→client
+	// Busy is set while the relay is blocked writing to the client, so that
+	// keepalive does not mistake a slow client for a dead link.
+	Busy *atomic.Bool
+}
+
+// End says how a relay finished.
+type End int
+
+const (
+	// EndClean: both sides finished normally; the client saw FIN.
+	EndClean End = iota
+	// EndLinkBroken: the link died mid-stream. The client got every byte
+	// that arrived, then a reset, never a FIN that looks like complete data.
+	EndLinkBroken
+	// EndClientAborted: the client reset or failed; the link was aborted.
+	EndClientAborted
+)
+
+func (e End) String() string {
+	return [...]string{"clean", "link broken", "client aborted"}[e]
+}
+
+// RelayResult reports a finished relay.
+type RelayResult struct {
+	End End
+	Err error // the cause of an abnormal end
+}
+
+const relayBufSize = 32 << 10
+
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+
+// copyResult tells apart which side of a copy failed: in a proxy a read error
+// and a write error mean different things.
+type copyResult struct {
+	readErr, writeErr error // nil readErr and writeErr: clean EOF
+}
+
+func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bool, lastRead *atomic.Int64) copyResult {
+	bp := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			if lastRead != nil {
+				lastRead.Store(time.Now().UnixNano())
+			}
+			if busy != nil {
+				busy.Store(true)
+			}
+			nw, werr := dst.Write(buf[:nr])
+			if busy != nil {
+				busy.Store(false)
+			}
+			if n != nil {
+				n.Add(int64(nw))
+			}
+			if werr == nil && nw < nr {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return copyResult{writeErr: werr}
+			}
+		}
+		if rerr == io.EOF {
+			return copyResult{}
+		}
+		if rerr != nil {
+			return copyResult{readErr: rerr}
+		}
+	}
+}
+
+// Relay copies bytes between the client and the sprite until both are done,
+// and always closes both before it returns. Its contract:
+//
+//   - The sprite ends cleanly (Remote.Read returns io.EOF): the client gets
+//     FIN after the last byte, and the relay ends.
+//   - The client half-closes: the sprite's replies keep flowing until it
+//     ends, or falls silent for HalfCloseTimeout.
+//   - The link breaks: every byte already received is written to the client
+//     and, within DrainTimeout, taken off its socket; then the client is
+//     reset, so it cannot mistake the cut for the end of the data.
+//   - The client resets or a write to it fails: the link is aborted.
+func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
+	up := make(chan copyResult, 1)
+	down := make(chan copyResult, 1)
+	var lastDown atomic.Int64
+	lastDown.Store(time.Now().UnixNano())
+	go func() { up <- copyCounting(remote, local, opts.Up, nil, nil) }()
+	go func() { down <- copyCounting(local, remote, opts.Down, opts.Busy, &lastDown) }()
+
+	var (
+		idle     *time.Ticker
+		idleC    <-chan time.Time
+		upCh     = up
+		result   RelayResult
+		finished bool
+	)
+	// abort tears both sides down; the other copy then ends with an error
+	// that no longer matters, and is drained below.
+	abort := func(end End, err error) {
+		result = RelayResult{End: end, Err: err}
+		finished = true
+		_ = remote.CloseNow()
+		if end == EndLinkBroken {
+			drainSendQueue(local, opts.DrainTimeout)
+		}
+		reset(local)
+	}
+	for !finished {
+		select {
+		case r := <-upCh:
+			upCh = nil
+			switch {
+			case r.readErr != nil:
+				abort(EndClientAborted, r.readErr)
+				<-down
+			case r.writeErr != nil:
+				// The link failed under a write. The down copy normally sees
+				// the same failure at once; let it deliver what it has first.
+				var d copyResult
+				select {
+				case d = <-down:
+				case <-time.After(time.Second):
+					_ = remote.CloseNow()
+					d = <-down
+				}
+				err := d.readErr
+				if err == nil {
+					err = r.writeErr
+				}
+				abort(EndLinkBroken, err)
+			default:
+				if opts.HalfCloseTimeout > 0 {
+					idle = time.NewTicker(max(opts.HalfCloseTimeout/4, time.Millisecond))
+					idleC = idle.C
+				}
+			}
+		case d := <-down:
+			switch {
+			case d.writeErr != nil:
+				abort(EndClientAborted, d.writeErr)
+			case d.readErr != nil:
+				abort(EndLinkBroken, d.readErr)
+			default:
+				_ = local.CloseWrite()
+				_ = remote.Close()
+				_ = local.Close()
+				result, finished = RelayResult{End: EndClean}, true
+			}
+			if upCh != nil {
+				<-upCh
+			}
+		case <-idleC:
+			if time.Since(time.Unix(0, lastDown.Load())) < opts.HalfCloseTimeout {
+				continue
+			}
+			// The sprite said nothing for the whole timeout after the client
+			// finished: treat the exchange as complete.
+			_ = remote.CloseNow()
+			<-down
+			_ = local.Close()
+			result, finished = RelayResult{End: EndClean}, true
+		}
+	}
+	if idle != nil {
+		idle.Stop()
+	}
+	return result
+}
+
+// reset aborts a connection with RST where the type allows, so the peer
+// reads ECONNRESET rather than EOF.
+func reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// ErrLinkDead reports a link that stopped answering pings.
+var ErrLinkDead = errors.New("link stopped answering pings")

@@ -1,0 +1,217 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var errBroken = errors.New("link cut")
+
+// fakeRemote is the sprite side over net.Pipe. breakLink makes its reads
+// fail the way a cut WebSocket does, after what was already sent.
+type fakeRemote struct {
+	net.Conn
+	broken    atomic.Bool
+	closedNow atomic.Bool
+}
+
+func (r *fakeRemote) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if err == io.EOF && r.broken.Load() {
+		err = errBroken
+	}
+	return n, err
+}
+
+func (r *fakeRemote) CloseNow() error { r.closedNow.Store(true); return r.Conn.Close() }
+
+// tcpPair returns the two ends of a real loopback TCP connection, so that
+// FIN and RST behave as they do for users.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+type relayRig struct {
+	client *net.TCPConn // what the user's program holds
+	sprite net.Conn     // the server inside the sprite
+	remote *fakeRemote
+	up     atomic.Int64
+	down   atomic.Int64
+	busy   atomic.Bool
+	done   chan RelayResult
+}
+
+func startRelay(t *testing.T, opts RelayOptions) *relayRig {
+	t.Helper()
+	client, local := tcpPair(t)
+	ours, theirs := net.Pipe()
+	rig := &relayRig{client: client, sprite: theirs, remote: &fakeRemote{Conn: ours}, done: make(chan RelayResult, 1)}
+	opts.Up, opts.Down, opts.Busy = &rig.up, &rig.down, &rig.busy
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	go func() { rig.done <- Relay(local, rig.remote, opts) }()
+	t.Cleanup(func() {
+		theirs.Close()
+		select {
+		case <-rig.done:
+		case <-time.After(10 * time.Second):
+			t.Error("relay did not return")
+		}
+	})
+	return rig
+}
+
+func (r *relayRig) result(t *testing.T) RelayResult {
+	t.Helper()
+	select {
+	case res := <-r.done:
+		r.done <- res
+		return res
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not return")
+		return RelayResult{}
+	}
+}
+
+func TestRelayCleanEndGivesFIN(t *testing.T) {
+	rig := startRelay(t, RelayOptions{})
+	go func() {
+		buf := make([]byte, 5)
+		io.ReadFull(rig.sprite, buf)
+		rig.sprite.Write([]byte("world"))
+		rig.sprite.Close()
+	}()
+	rig.client.Write([]byte("hello"))
+	got, err := io.ReadAll(rig.client)
+	if err != nil || string(got) != "world" {
+		t.Fatalf("client read %q, %v; want world then EOF", got, err)
+	}
+	if res := rig.result(t); res.End != EndClean {
+		t.Errorf("end %v (%v), want clean", res.End, res.Err)
+	}
+	if rig.up.Load() != 5 || rig.down.Load() != 5 {
+		t.Errorf("counted up %d down %d, want 5 and 5", rig.up.Load(), rig.down.Load())
+	}
+}
+
+// TestRelayBrokenLinkDeliversThenResets is the never-lose-data rule: a slow
+// client still gets every byte the sprite sent, then ECONNRESET, not EOF.
+func TestRelayBrokenLinkDeliversThenResets(t *testing.T) {
+	rig := startRelay(t, RelayOptions{})
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	go func() {
+		rig.sprite.Write(payload)
+		rig.remote.broken.Store(true)
+		rig.sprite.Close()
+	}()
+	time.Sleep(100 * time.Millisecond) // let the client's socket fill up first
+	got, err := io.ReadAll(rig.client)
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("client got %d bytes, want all %d", len(got), len(payload))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the data the client read %v, want ECONNRESET", err)
+	}
+	res := rig.result(t)
+	if res.End != EndLinkBroken || !errors.Is(res.Err, errBroken) {
+		t.Errorf("end %v err %v, want link broken by errBroken", res.End, res.Err)
+	}
+}
+
+func TestRelayHalfCloseKeepsReading(t *testing.T) {
+	rig := startRelay(t, RelayOptions{HalfCloseTimeout: 5 * time.Second})
+	go func() {
+		req, _ := io.ReadAll(io.LimitReader(rig.sprite, 7))
+		time.Sleep(50 * time.Millisecond) // the reply comes after the client's FIN
+		rig.sprite.Write(append([]byte("re: "), req...))
+		rig.sprite.Close()
+	}()
+	rig.client.Write([]byte("request"))
+	rig.client.CloseWrite()
+	got, err := io.ReadAll(rig.client)
+	if err != nil || string(got) != "re: request" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	if res := rig.result(t); res.End != EndClean {
+		t.Errorf("end %v", res.End)
+	}
+}
+
+func TestRelayHalfCloseTimeout(t *testing.T) {
+	rig := startRelay(t, RelayOptions{HalfCloseTimeout: 100 * time.Millisecond})
+	go io.Copy(io.Discard, rig.sprite) // a sprite that never answers nor closes
+	rig.client.CloseWrite()
+	if _, err := io.ReadAll(rig.client); err != nil {
+		t.Fatalf("client read error %v, want EOF", err)
+	}
+	if res := rig.result(t); res.End != EndClean || !rig.remote.closedNow.Load() {
+		t.Errorf("end %v, link closed %v", res.End, rig.remote.closedNow.Load())
+	}
+}
+
+func TestRelayClientResetAbortsLink(t *testing.T) {
+	rig := startRelay(t, RelayOptions{})
+	go io.Copy(io.Discard, rig.sprite)
+	rig.client.Write([]byte("partial"))
+	rig.client.SetLinger(0)
+	rig.client.Close()
+	res := rig.result(t)
+	if res.End != EndClientAborted || !rig.remote.closedNow.Load() {
+		t.Errorf("end %v, link aborted %v", res.End, rig.remote.closedNow.Load())
+	}
+}
+
+func TestRelayMarksBusyWhileClientIsSlow(t *testing.T) {
+	rig := startRelay(t, RelayOptions{})
+	var once sync.Once
+	stop := make(chan struct{})
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := rig.sprite.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !rig.busy.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("relay never reported being blocked on the client")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	once.Do(func() { close(stop) })
+	rig.client.Close()
+}

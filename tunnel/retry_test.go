@@ -1,0 +1,247 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spritefwd/spritefwd/sprites"
+)
+
+// stepClock is a fake clock whose After returns at once, moving time ahead
+// by the requested amount, so retry loops run instantly and deterministically.
+type stepClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newStepClock() *stepClock { return &stepClock{now: time.Unix(1_700_000_000, 0)} }
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stepClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	c.mu.Unlock()
+	return ch
+}
+
+func spriteErr(class sprites.Class, cause error) error {
+	return &sprites.Error{Op: "proxy", Sprite: "db", Port: 5432, Class: class, Err: cause}
+}
+
+func TestConnectPolicy(t *testing.T) {
+	retryable := spriteErr(sprites.Retryable, sprites.ErrWaking)
+	refused := spriteErr(sprites.Refused, sprites.ErrRefused)
+	permanent := spriteErr(sprites.Permanent, sprites.ErrUnauthorized)
+	for _, tt := range []struct {
+		name      string
+		errs      []error // returned by successive dials; nil means success
+		forever   error   // returned after errs run out, if set
+		wantErr   error
+		wantDials int
+		wantWake  bool
+	}{
+		{name: "first try", errs: []error{nil}, wantDials: 1},
+		{name: "wakes after retries", errs: []error{retryable, retryable, retryable, nil}, wantDials: 4, wantWake: true},
+		{name: "permanent fails at once", errs: []error{permanent}, wantErr: sprites.ErrUnauthorized, wantDials: 1},
+		{name: "permanent during a wake", errs: []error{retryable, permanent}, wantErr: sprites.ErrUnauthorized, wantDials: 2, wantWake: true},
+		{name: "refused a few times", forever: refused, wantErr: ErrNothingListening, wantDials: 4},
+		{name: "refused then listening", errs: []error{refused, refused, nil}, wantDials: 3},
+		{name: "refused after a wake gets the grace", errs: []error{retryable, refused, refused, refused, refused, refused, nil}, wantDials: 7, wantWake: true},
+		{name: "never wakes", forever: retryable, wantErr: ErrWakeTimeout, wantDials: -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newStepClock()
+			w := NewWaker("db", clock, 60*time.Second)
+			var woke atomic.Bool
+			w.OnWake = func(time.Duration, error) { woke.Store(true) }
+			dials := 0
+			_, err := Connect(context.Background(), w, 5432, func(context.Context) (int, error) {
+				dials++
+				if dials <= len(tt.errs) {
+					return dials, tt.errs[dials-1]
+				}
+				if tt.forever != nil {
+					return 0, tt.forever
+				}
+				t.Fatal("dialled past the script")
+				return 0, nil
+			})
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantDials >= 0 && dials != tt.wantDials {
+				t.Errorf("dialled %d times, want %d", dials, tt.wantDials)
+			}
+			if tt.wantDials < 0 && (dials < 20 || dials > 60) {
+				t.Errorf("dialled %d times in 60 s of backoff, want about 30", dials)
+			}
+			if woke.Load() != tt.wantWake && !errors.Is(tt.wantErr, ErrWakeTimeout) {
+				t.Errorf("wake reported %v, want %v", woke.Load(), tt.wantWake)
+			}
+			if err != nil && sprites.IsPermanent(err) && clock.Now().Sub(time.Unix(1_700_000_000, 0)) > time.Second {
+				t.Errorf("a permanent error waited %v of backoff", clock.Now().Sub(time.Unix(1_700_000_000, 0)))
+			}
+		})
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	b := DefaultBackoff
+	for attempt := range 20 {
+		d := b.Delay(attempt)
+		if d <= 0 || d > b.Max {
+			t.Fatalf("attempt %d: delay %v out of (0, %v]", attempt, d, b.Max)
+		}
+	}
+	if d := (Backoff{Min: time.Second, Max: time.Second}).Delay(0); d != time.Second {
+		t.Errorf("no-jitter delay %v", d)
+	}
+}
+
+// TestConnectSharesWake: while a sprite wakes, concurrent connections wait
+// for the leader instead of each retrying against the API.
+func TestConnectSharesWake(t *testing.T) {
+	w := NewWaker("db", SystemClock{}, 10*time.Second)
+	w.Backoff = Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+	var awake atomic.Bool
+	var dials atomic.Int64
+	start := make(chan struct{})
+	dial := func(context.Context) (bool, error) {
+		if awake.Load() {
+			return true, nil
+		}
+		dials.Add(1)
+		return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
+	}
+	const conns = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := Connect(context.Background(), w, 5432, dial)
+			errs <- err
+		}()
+	}
+	close(start)
+	time.Sleep(300 * time.Millisecond)
+	awake.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unshared, 20 connections × ~30 retries each would be ~600 dials.
+	if n := dials.Load(); n > conns+80 {
+		t.Errorf("%d failed dials while waking; the wake was not shared", n)
+	}
+	if st, _ := w.State(); st != StateRunning {
+		t.Errorf("state %v after wake", st)
+	}
+}
+
+// TestConnectFollowerTakesOver: when the leading connection gives up (its
+// client left), a waiting connection leads the wake instead.
+func TestConnectFollowerTakesOver(t *testing.T) {
+	w := NewWaker("db", SystemClock{}, 10*time.Second)
+	w.Backoff = Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+	var awake atomic.Bool
+	dial := func(context.Context) (bool, error) {
+		if awake.Load() {
+			return true, nil
+		}
+		return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
+	}
+	leaderCtx, leaderGone := context.WithCancel(context.Background())
+	leaderDone := make(chan error, 1)
+	go func() { _, err := Connect(leaderCtx, w, 5432, dial); leaderDone <- err }()
+	for w.current() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	followerDone := make(chan error, 1)
+	go func() { _, err := Connect(context.Background(), w, 5432, dial); followerDone <- err }()
+	time.Sleep(20 * time.Millisecond)
+	leaderGone()
+	if err := <-leaderDone; err == nil {
+		t.Fatal("cancelled leader succeeded")
+	}
+	time.Sleep(20 * time.Millisecond)
+	awake.Store(true)
+	if err := <-followerDone; err != nil {
+		t.Fatalf("follower: %v", err)
+	}
+}
+
+type fakePinger struct {
+	clock    Clock
+	seen     time.Time
+	fail     bool
+	pings    atomic.Int64
+	onPing   func(n int64)
+	lastSeen func() time.Time
+}
+
+func (p *fakePinger) Ping(ctx context.Context) error {
+	n := p.pings.Add(1)
+	if p.onPing != nil {
+		p.onPing(n)
+	}
+	if p.fail {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (p *fakePinger) LastSeen() time.Time { return p.seen }
+
+func TestKeepalive(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		fail     bool
+		busy     bool
+		wantDead bool
+	}{
+		{name: "pongs keep it alive"},
+		{name: "silence kills it", fail: true, wantDead: true},
+		{name: "a slow client is not silence", fail: true, busy: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newStepClock()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			p := &fakePinger{seen: clock.Now(), fail: tt.fail}
+			p.onPing = func(n int64) {
+				if n == 50 {
+					cancel()
+				}
+			}
+			var busy atomic.Bool
+			busy.Store(tt.busy)
+			err := Keepalive(ctx, p, 15*time.Second, clock, &busy)
+			if tt.wantDead {
+				if !errors.Is(err, ErrLinkDead) || p.pings.Load() != 2 {
+					t.Fatalf("err %v after %d pings, want ErrLinkDead after 2", err, p.pings.Load())
+				}
+				return
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err %v, want it to run until cancelled", err)
+			}
+		})
+	}
+}
