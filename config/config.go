@@ -58,6 +58,7 @@ type Config struct {
 }
 
 // Forward is one rule: accept on Listen, carry to Host:Port inside Sprite.
+// A Listen port of 0 asks the system for a free port, as kubectl does.
 type Forward struct {
 	Name           string
 	Listen         string // host:port; host "localhost" means 127.0.0.1 and ::1
@@ -268,9 +269,9 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 				cfg.TokenFile = s
 			}
 		case "keepalive":
-			cfg.Keepalive = p.duration(v, k.Value, time.Second, time.Hour, cfg.Keepalive)
+			cfg.Keepalive = p.duration(v, k.Value, 100*time.Millisecond, time.Hour, cfg.Keepalive)
 		case "wake_timeout":
-			cfg.WakeTimeout = p.duration(v, k.Value, time.Second, time.Hour, cfg.WakeTimeout)
+			cfg.WakeTimeout = p.duration(v, k.Value, 100*time.Millisecond, time.Hour, cfg.WakeTimeout)
 		case "shutdown_grace":
 			cfg.ShutdownGrace = p.duration(v, k.Value, 0, time.Hour, cfg.ShutdownGrace)
 		case "half_close_timeout":
@@ -347,6 +348,10 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 		host, port, _ := net.SplitHostPort(f.Listen)
 		if !isLoopback(host) && !f.AllowPublic && !cfg.AllowPublic {
 			p.errf(f.Pos, "listen %q is reachable from other machines; use 127.0.0.1 or localhost, or set allow_public: true if you mean it", f.Listen)
+		}
+		if port == "0" {
+			cfg.Forwards = append(cfg.Forwards, f)
+			continue // the system picks a free port: no overlap possible
 		}
 		for _, b := range bindKeys(host, port) {
 			if prev, dup := binds[b]; dup {
@@ -495,8 +500,8 @@ func ParseRule(s string) (Forward, error) {
 		bind = DefaultBind
 	}
 	local, err := strconv.Atoi(parts[0])
-	if err != nil || local < 1 || local > 65535 {
-		return f, fmt.Errorf("rule %q: local port %q is not a number from 1 to 65535", s, parts[0])
+	if err != nil || local < 0 || local > 65535 {
+		return f, fmt.Errorf("rule %q: local port %q is not a number from 1 to 65535 (or 0 for any free port)", s, parts[0])
 	}
 	if msg := checkSprite(parts[1]); msg != "" {
 		return f, fmt.Errorf("rule %q: sprite %q: %s", s, parts[1], msg)
@@ -518,8 +523,8 @@ func ParseRule(s string) (Forward, error) {
 // host:port. The host must be an IP address or localhost.
 func normalizeListen(s string) (string, string) {
 	if port, err := strconv.Atoi(s); err == nil {
-		if port < 1 || port > 65535 {
-			return "", "port must be from 1 to 65535"
+		if port < 0 || port > 65535 {
+			return "", "port must be from 1 to 65535 (or 0 for any free port)"
 		}
 		return net.JoinHostPort(DefaultBind, s), ""
 	}
@@ -528,8 +533,8 @@ func normalizeListen(s string) (string, string) {
 		return "", "want a port or host:port, such as 127.0.0.1:5432"
 	}
 	port, err := strconv.Atoi(ps)
-	if err != nil || port < 1 || port > 65535 {
-		return "", fmt.Sprintf("port %q must be a number from 1 to 65535", ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", fmt.Sprintf("port %q must be a number from 1 to 65535 (or 0 for any free port)", ps)
 	}
 	switch {
 	case host == "":

@@ -157,7 +157,8 @@ func TestParseRule(t *testing.T) {
 		{"0.0.0.0:80:web:80", "0.0.0.0:80", "web", 80, true},
 		{"db:5432", "", "", 0, false},
 		{"a:b:c:d:e", "", "", 0, false},
-		{"0:db:1", "", "", 0, false},
+		{"0:db:1", "127.0.0.1:0", "db", 1, true},
+		{"-1:db:1", "", "", 0, false},
 		{"1:db:0", "", "", 0, false},
 		{"[::1:22:box:22", "", "", 0, false},
 		{"host.example:1:db:1", "", "", 0, false},
@@ -223,7 +224,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for _, fw := range cfg.Forwards {
-			if fw.Port < 1 || fw.Port > 65535 || fw.Sprite == "" || fw.Listen == "" || fw.Name == "" {
+			if fw.Port < 1 || fw.Port > 65535 || fw.Sprite == "" || fw.Listen == "" || fw.Name == "" || strings.HasSuffix(fw.Listen, ":-1") {
 				t.Fatalf("accepted an invalid forward %+v", fw)
 			}
 		}

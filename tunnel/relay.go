@@ -29,6 +29,8 @@ type RelayOptions struct {
 	// the sprite sends nothing for this long. A proxy link cannot carry the
 	// half-close, nor tell us when the server inside the sprite closed, so
 	// without this bound a finished exchange would hold the link forever.
+	// The end is a reset, not a FIN: silence is not proof that the reply
+	// was complete. (A client that closed fully never sees it.)
 	HalfCloseTimeout time.Duration
 	// DrainTimeout bounds how long an aborting relay waits for the client's
 	// socket to take the bytes already written before it resets.
@@ -50,10 +52,13 @@ const (
 	EndLinkBroken
 	// EndClientAborted: the client reset or failed; the link was aborted.
 	EndClientAborted
+	// EndRemoteSilent: after the client's half-close the sprite said nothing
+	// for HalfCloseTimeout; the client was reset.
+	EndRemoteSilent
 )
 
 func (e End) String() string {
-	return [...]string{"clean", "link broken", "client aborted"}[e]
+	return [...]string{"clean", "link broken", "client aborted", "sprite silent after half-close"}[e]
 }
 
 // RelayResult reports a finished relay.
@@ -114,7 +119,7 @@ func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bo
 //   - The sprite ends cleanly (Remote.Read returns io.EOF): the client gets
 //     FIN after the last byte, and the relay ends.
 //   - The client half-closes: the sprite's replies keep flowing until it
-//     ends, or falls silent for HalfCloseTimeout.
+//     ends, or falls silent for HalfCloseTimeout, which resets the client.
 //   - The link breaks: every byte already received is written to the client
 //     and, within DrainTimeout, taken off its socket; then the client is
 //     reset, so it cannot mistake the cut for the end of the data.
@@ -194,11 +199,11 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 				continue
 			}
 			// The sprite said nothing for the whole timeout after the client
-			// finished: treat the exchange as complete.
+			// finished. Whether its reply was complete is unknowable here.
 			_ = remote.CloseNow()
 			<-down
-			_ = local.Close()
-			result, finished = RelayResult{End: EndClean}, true
+			reset(local)
+			result, finished = RelayResult{End: EndRemoteSilent}, true
 		}
 	}
 	if idle != nil {

@@ -69,6 +69,15 @@ type Waker struct {
 	wake     *wakeOp
 	state    SpriteState
 	lastWake time.Time
+	wakes    int64
+	wakeWait time.Duration
+}
+
+// Wakes reports how many wakes this sprite went through and their total wait.
+func (w *Waker) Wakes() (int64, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.wakes, w.wakeWait
 }
 
 type wakeOp struct {
@@ -126,6 +135,8 @@ func (w *Waker) finish(op *wakeOp, err error) {
 	if err == nil {
 		w.state = StateRunning
 		w.lastWake = now
+		w.wakes++
+		w.wakeWait += now.Sub(op.start)
 	} else {
 		w.state = StateUnknown
 	}

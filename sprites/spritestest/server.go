@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -97,6 +98,8 @@ type Server struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup // janitor, wake timers and link goroutines
 	nextID int
+
+	requests atomic.Int64
 }
 
 type sprite struct {
@@ -409,8 +412,14 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]string{"error": code, "message": msg})
 }
 
+// Requests counts every request the server received, rejected ones included.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
 func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/_sim/") {
+			s.requests.Add(1)
+		}
 		if r.Header.Get("Authorization") != "Bearer "+s.opts.Token || s.opts.Token == "" {
 			apiError(w, http.StatusUnauthorized, "unauthorized", "invalid or missing token")
 			return

@@ -1,0 +1,351 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/sprites/spritestest"
+)
+
+const testToken = "org/1/tok/daemon-test-secret"
+
+// syncBuffer collects log lines from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serve runs a real TCP server on loopback for the test's lifetime.
+func serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+// source writes forever, for tests that cut a link mid-stream.
+func source(c net.Conn) {
+	buf := bytes.Repeat([]byte("spritefwd"), 4096)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+type rig struct {
+	sim  *spritestest.Server
+	d    *Daemon
+	logs *syncBuffer
+	base string // config text before forwards:
+}
+
+func newRig(t *testing.T, simOpts spritestest.Options, cfgExtra, forwards string) *rig {
+	t.Helper()
+	if simOpts.Token == "" {
+		simOpts.Token = testToken
+	}
+	if simOpts.WakeDelay == 0 {
+		simOpts.WakeDelay = 100 * time.Millisecond
+	}
+	if simOpts.IdleSleep == 0 {
+		simOpts.IdleSleep = -1
+	}
+	sim := spritestest.NewServer(simOpts)
+	t.Cleanup(sim.Close)
+	sim.Map("db", 7, serve(t, echo))
+	sim.Map("db", 19, serve(t, source))
+	r := &rig{sim: sim, logs: &syncBuffer{}}
+	if !strings.Contains(cfgExtra, "keepalive:") {
+		cfgExtra += "keepalive: 1s\n"
+	}
+	r.base = fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\nhalf_close_timeout: 300ms\n%s", sim.URL, cfgExtra)
+	r.d = New(Options{
+		Log:    zerolog.New(r.logs).Level(zerolog.DebugLevel),
+		Getenv: func(k string) string { return map[string]string{config.TokenEnv: testToken}[k] },
+	})
+	t.Cleanup(func() { r.d.Shutdown(time.Second) })
+	r.apply(t, forwards)
+	return r
+}
+
+func (r *rig) apply(t *testing.T, forwards string) {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(r.base+"forwards:\n"+forwards))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) status(t *testing.T, name string) Status {
+	t.Helper()
+	for _, s := range r.d.Status() {
+		if s.Name == name && s.State != StateDraining {
+			return s
+		}
+	}
+	t.Fatalf("no forward %q in %+v", name, r.d.Status())
+	return Status{}
+}
+
+func (r *rig) dial(t *testing.T, name string) *net.TCPConn {
+	t.Helper()
+	st := r.status(t, name)
+	if len(st.Addrs) == 0 {
+		t.Fatalf("forward %s is not listening: %+v", name, st)
+	}
+	c, err := net.Dial("tcp", st.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+func echoCheck(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	data := make([]byte, n)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(data); errc <- err }()
+	h := sha256.New()
+	if _, err := io.CopyN(h, c, int64(n)); err != nil {
+		t.Fatalf("reading echo: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatal("echo corrupted")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestForwardEchoAndStats(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - 0:db:7\n")
+	c := r.dial(t, "db:7")
+	echoCheck(t, c, 4<<20)
+	c.Close()
+	waitFor(t, "connection to close", func() bool { return r.status(t, "db:7").Open == 0 })
+	st := r.status(t, "db:7")
+	if st.Total != 1 || st.BytesIn != 4<<20 || st.BytesOut != 4<<20 {
+		t.Errorf("status %+v, want 1 connection and 4 MiB each way", st.StatsSnapshot)
+	}
+	if sim, _ := r.sim.SpriteStats("db"); sim.BytesIn != st.BytesIn || sim.BytesOut != st.BytesOut {
+		t.Errorf("emulator counted %d/%d, daemon %d/%d", sim.BytesIn, sim.BytesOut, st.BytesIn, st.BytesOut)
+	}
+	if strings.Contains(r.logs.String(), testToken) {
+		t.Error("the token appeared in the log")
+	}
+}
+
+// TestForwardWakesSleepingSprite: a client of a sleeping sprite sees a
+// slower connect, never an error, whatever the service does while waking.
+func TestForwardWakesSleepingSprite(t *testing.T) {
+	for _, mode := range []spritestest.ColdProxy{spritestest.ColdBlock, spritestest.ColdFail, spritestest.ColdDrop} {
+		t.Run(string(mode), func(t *testing.T) {
+			r := newRig(t, spritestest.Options{WakeDelay: 500 * time.Millisecond, Faults: spritestest.Faults{ColdProxy: mode}}, "", "  - 0:db:7\n")
+			r.sim.Sleep("db")
+			const clients = 5
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					echoCheck(t, r.dial(t, "db:7"), 1024)
+				}()
+			}
+			wg.Wait()
+			if sim, _ := r.sim.SpriteStats("db"); sim.Wakes != 1 || sim.State != "running" {
+				t.Errorf("emulator %+v, want one wake", sim)
+			}
+			// Under block the wake hides inside one slow handshake: there is
+			// nothing to retry, so nothing counts it.
+			wantWakes := int64(1)
+			if mode == spritestest.ColdBlock {
+				wantWakes = 0
+			}
+			st := r.status(t, "db:7")
+			if st.Wakes != wantWakes || st.SpriteState != StateRunning {
+				t.Errorf("status wakes %d state %s, want %d", st.Wakes, st.SpriteState, wantWakes)
+			}
+			if wantWakes > 0 && (st.WakeWait <= 0 || !strings.Contains(r.logs.String(), "sprite awake")) {
+				t.Errorf("wake wait %v; log:\n%s", st.WakeWait, r.logs.String())
+			}
+		})
+	}
+}
+
+// TestForwardLinkDropResets: a link cut mid-stream reaches the client as
+// ECONNRESET, never EOF, and the forward keeps serving.
+func TestForwardLinkDropResets(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - 0:db:19\n  - 0:db:7\n")
+	c := r.dial(t, "db:19")
+	if _, err := io.ReadFull(c, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	r.sim.DropLinks("db")
+	_, err := io.Copy(io.Discard, c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the drop the client read %v, want ECONNRESET", err)
+	}
+	echoCheck(t, r.dial(t, "db:7"), 1024)
+	waitFor(t, "link_broken counted", func() bool { return r.status(t, "db:19").Errors[ClassLinkBroken] == 1 })
+}
+
+func TestForwardPermanentFailsFast(t *testing.T) {
+	for _, tt := range []struct {
+		name, rule, token, wantLog string
+	}{
+		{"bad token", "  - 0:db:7\n", "wrong", "token rejected; check token_file"},
+		{"no such sprite", "  - 0:nope:7\n", testToken, "sprite nope does not exist"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, spritestest.Options{Token: tt.token, WakeDelay: time.Second}, "wake_timeout: 30s\n", tt.rule)
+			name := r.d.Status()[0].Name
+			start := time.Now()
+			c := r.dial(t, name)
+			_, err := c.Read(make([]byte, 1))
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client read %v, want a reset", err)
+			}
+			// Far less than wake_timeout: nothing was retried.
+			if el := time.Since(start); el > 5*time.Second {
+				t.Errorf("permanent failure took %v", el)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if n := r.sim.Requests(); n != 1 {
+				t.Errorf("emulator saw %d requests, want exactly 1", n)
+			}
+			if !strings.Contains(r.logs.String(), tt.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tt.wantLog, r.logs.String())
+			}
+		})
+	}
+}
+
+// TestApplyKeepsUnchangedForwards: a reload adds, removes and changes
+// forwards without disturbing a connection on an unchanged one.
+func TestApplyKeepsUnchangedForwards(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - {name: a, listen: 0, sprite: db, port: 7}\n  - {name: b, listen: 0, sprite: db, port: 7}\n")
+	a := r.dial(t, "a")
+	echoCheck(t, a, 1024)
+	bAddr := r.status(t, "b").Addrs[0]
+	r.apply(t, "  - {name: a, listen: 0, sprite: db, port: 7}\n  - {name: c, listen: 0, sprite: db, port: 7}\n")
+	echoCheck(t, a, 1024) // same connection, still carried
+	echoCheck(t, r.dial(t, "c"), 1024)
+	if _, err := net.Dial("tcp", bAddr); err == nil {
+		t.Error("removed forward b still accepts")
+	}
+	if st := r.status(t, "a"); st.Total != 1 {
+		t.Errorf("forward a was restarted: %+v", st.StatsSnapshot)
+	}
+}
+
+func TestPortInUseFailsOneForward(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	r := newRig(t, spritestest.Options{}, "", fmt.Sprintf("  - {name: taken, listen: %q, sprite: db, port: 7}\n  - {name: ok, listen: 0, sprite: db, port: 7}\n", busy.Addr().String()))
+	st := r.status(t, "taken")
+	if st.State != StateFailed || !strings.Contains(st.BindError, "already in use") {
+		t.Errorf("taken: %+v", st)
+	}
+	echoCheck(t, r.dial(t, "ok"), 1024)
+}
+
+// TestKeepaliveHoldsSpriteAwake: an idle connection survives several sleep
+// periods because its pings count as activity; once it closes, the sprite
+// is free to sleep.
+func TestKeepaliveHoldsSpriteAwake(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	r := newRig(t, spritestest.Options{IdleSleep: idle}, "keepalive: 150ms\n", "  - 0:db:7\n")
+	c := r.dial(t, "db:7")
+	echoCheck(t, c, 16)
+	time.Sleep(3 * idle)
+	if sim, _ := r.sim.SpriteStats("db"); sim.Sleeps != 0 {
+		t.Fatalf("sprite slept %d times under an open, pinged link", sim.Sleeps)
+	}
+	echoCheck(t, c, 16)
+	c.Close()
+	waitFor(t, "the sprite to sleep once idle", func() bool {
+		sim, _ := r.sim.SpriteStats("db")
+		return sim.State == "cold"
+	})
+}

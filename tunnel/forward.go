@@ -1,0 +1,389 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/sprites"
+)
+
+// Forward states, as shown by status.
+const (
+	StateListening = "listening"
+	StateFailed    = "failed"
+	StateDraining  = "draining"
+)
+
+var errTooManyConnections = errors.New("max_connections reached")
+
+// forward accepts local connections for one rule and carries each over its
+// own proxy link. It owns its listeners and connections: drain closes them.
+type forward struct {
+	rule  config.Forward
+	d     *Daemon
+	waker *Waker
+	stats *Stats
+	log   zerolog.Logger
+
+	ctx    context.Context // cancelled to abort every connection
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // accept loops, connections, keep-awake
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	state     string
+	bindErr   error
+	lastWarn  map[string]time.Time // per failure message, to log each once per interval
+	muted     map[string]int
+}
+
+func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &forward{
+		rule: rule, d: d, waker: waker, stats: &Stats{}, ctx: ctx, cancel: cancel,
+		log:      d.log.With().Str("forward", rule.Name).Str("sprite", rule.Sprite).Int("port", rule.Port).Logger(),
+		lastWarn: map[string]time.Time{}, muted: map[string]int{},
+	}
+}
+
+// bindAddrs expands a listen address: localhost means both loopbacks.
+func bindAddrs(listen string) []string {
+	host, port, _ := net.SplitHostPort(listen)
+	if host == "localhost" {
+		return []string{net.JoinHostPort("127.0.0.1", port), net.JoinHostPort("::1", port)}
+	}
+	return []string{listen}
+}
+
+// ipv6Unavailable reports a bind failure that means "this machine has no
+// IPv6", which must not fail a localhost forward.
+func ipv6Unavailable(err error) bool {
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EPROTONOSUPPORT)
+}
+
+// bind opens the forward's listeners. On failure nothing stays open.
+func (f *forward) bind() error {
+	var lns []net.Listener
+	addrs := bindAddrs(f.rule.Listen)
+	for i, addr := range addrs {
+		ln, err := f.d.listen(f.ctx, "tcp", addr)
+		if err != nil {
+			if i > 0 && ipv6Unavailable(err) {
+				f.log.Debug().Str("addr", addr).Err(err).Msg("no IPv6 loopback; listening on 127.0.0.1 only")
+				continue
+			}
+			for _, l := range lns {
+				l.Close()
+			}
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("forward %s: listen %s: port already in use; stop the other program or pick another local port: %w", f.rule.Name, addr, err)
+			}
+			return fmt.Errorf("forward %s: listen %s: %w", f.rule.Name, addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == StateDraining {
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil
+	}
+	f.listeners, f.state, f.bindErr = lns, StateListening, nil
+	for _, ln := range lns {
+		f.wg.Add(1)
+		go f.accept(ln)
+	}
+	return nil
+}
+
+// start binds, or keeps retrying in the background if the port is taken,
+// so one forward's conflict never blocks the others.
+func (f *forward) start() {
+	err := f.bind()
+	if err == nil {
+		f.log.Info().Strs("addrs", f.status().Addrs).Str("target", f.rule.Target()).Msg("forward listening")
+	} else {
+		f.mu.Lock()
+		f.state, f.bindErr = StateFailed, err
+		f.mu.Unlock()
+		f.stats.recordError(ClassOther, err, f.d.clock.Now())
+		f.log.Error().Err(err).Msg("forward failed to listen; retrying every 5s")
+		f.wg.Add(1)
+		go f.rebind()
+	}
+	if f.rule.KeepAwake == config.Always {
+		f.wg.Add(1)
+		go f.keepAwake()
+	}
+}
+
+func (f *forward) rebind() {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-f.d.clock.After(5 * time.Second):
+		}
+		f.mu.Lock()
+		draining := f.state == StateDraining
+		f.mu.Unlock()
+		if draining {
+			return
+		}
+		if err := f.bind(); err == nil {
+			f.log.Info().Str("listen", f.rule.Listen).Msg("forward listening after retry")
+			return
+		}
+	}
+}
+
+// keepAwake touches the sprite through the API for keep_awake: always, even
+// with no connections open. Any API call counts as activity.
+func (f *forward) keepAwake() {
+	defer f.wg.Done()
+	for {
+		env := f.d.env.Load()
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-f.d.clock.After(env.keepalive):
+		}
+		ctx, cancel := context.WithTimeout(f.ctx, env.keepalive)
+		s, err := env.client.Get(ctx, f.rule.Sprite)
+		cancel()
+		if err != nil && f.ctx.Err() == nil {
+			f.warn(err, "keep_awake: could not reach the sprite")
+			continue
+		}
+		if err == nil && s.Status != string(StateRunning) {
+			f.log.Info().Str("was", s.Status).Msg("keep_awake woke the sprite")
+		}
+	}
+}
+
+func (f *forward) accept(ln net.Listener) {
+	defer f.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || f.ctx.Err() != nil {
+				return
+			}
+			// EMFILE and friends: back off instead of spinning.
+			f.warn(err, "accept failed")
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if int(f.stats.Open.Load()) >= f.rule.MaxConnections {
+			err := fmt.Errorf("forward %s: %w (%d); new connections are refused until some close", f.rule.Name, errTooManyConnections, f.rule.MaxConnections)
+			f.stats.recordError(ClassLimit, err, f.d.clock.Now())
+			f.warn(err, "connection refused")
+			reset(c)
+			continue
+		}
+		f.stats.Open.Add(1)
+		f.stats.Total.Add(1)
+		f.wg.Add(1)
+		go f.handle(c)
+	}
+}
+
+// handle carries one client connection. It does not read from the client
+// until the link is up, so the client's first bytes wait in its socket.
+func (f *forward) handle(c net.Conn) {
+	defer f.wg.Done()
+	defer func() {
+		if f.stats.Open.Add(-1) == 0 {
+			f.waker.MarkIdle()
+		}
+	}()
+	env := f.d.env.Load()
+	log := f.log.With().Str("client", c.RemoteAddr().String()).Logger()
+	start := f.d.clock.Now()
+	link, err := Connect(f.ctx, f.waker, f.rule.Port, func(ctx context.Context) (*sprites.Link, error) {
+		return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
+	})
+	if err != nil {
+		reset(c)
+		if f.ctx.Err() != nil {
+			return
+		}
+		f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
+		f.warn(err, advice(f.rule, err))
+		return
+	}
+	log.Debug().Dur("setup", f.d.clock.Now().Sub(start)).Str("target", link.Target()).Msg("link up")
+
+	local, ok := c.(Local)
+	if !ok {
+		local = noHalfClose{c}
+	}
+	var busy atomic.Bool
+	kctx, stopKeepalive := context.WithCancel(f.ctx)
+	kdone := make(chan error, 1)
+	if f.rule.KeepAwake != config.Never {
+		go func() {
+			err := Keepalive(kctx, link, env.keepalive, f.d.clock, &busy)
+			if errors.Is(err, ErrLinkDead) {
+				link.CloseNow() // the relay then resets the client after what arrived
+			}
+			kdone <- err
+		}()
+	} else {
+		kdone <- nil
+	}
+	// Abort the relay when the forward is forced down after its grace.
+	stopAbort := context.AfterFunc(f.ctx, func() { link.CloseNow() })
+	res := Relay(local, link, RelayOptions{
+		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
+		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut, Busy: &busy,
+	})
+	stopAbort()
+	stopKeepalive()
+	kerr := <-kdone
+	switch {
+	case res.End == EndLinkBroken && errors.Is(kerr, ErrLinkDead):
+		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
+		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())
+		log.Warn().Err(err).Msg("link dead; client reset after the data that arrived")
+	case res.End == EndLinkBroken && f.ctx.Err() == nil:
+		err := fmt.Errorf("forward %s: sprite %s: link broken: %w", f.rule.Name, f.rule.Sprite, res.Err)
+		f.stats.recordError(ClassLinkBroken, err, f.d.clock.Now())
+		log.Info().Err(res.Err).Msg("link broken (sprite slept or network dropped); client reset after the data that arrived")
+	default:
+		log.Debug().Str("end", res.End.String()).Msg("connection closed")
+	}
+}
+
+// noHalfClose adapts a net.Conn that cannot half-close.
+type noHalfClose struct{ net.Conn }
+
+func (noHalfClose) CloseWrite() error { return nil }
+
+// advice is the log message for a failed connection: what to fix.
+func advice(rule config.Forward, err error) string {
+	switch ErrorClass(err) {
+	case ClassAuth:
+		return fmt.Sprintf("sprite %s: token rejected; check token_file or $SPRITES_TOKEN", rule.Sprite)
+	case ClassNotFound:
+		return fmt.Sprintf("sprite %s does not exist; check sprite: in forward %s", rule.Sprite, rule.Name)
+	case ClassRefused:
+		return fmt.Sprintf("nothing listens on sprite %s port %d; start the server inside the sprite or fix port:", rule.Sprite, rule.Port)
+	case ClassWakeTimeout:
+		return fmt.Sprintf("sprite %s did not wake in time; raise wake_timeout if it is slow to start", rule.Sprite)
+	case ClassBadRequest:
+		return fmt.Sprintf("sprite %s: the API rejected the request; check host: and port: in forward %s", rule.Sprite, rule.Name)
+	}
+	return fmt.Sprintf("sprite %s: connection failed", rule.Sprite)
+}
+
+// warnInterval bounds repeats of one failure in the log: a storm of
+// connections against a bad token logs one line, plus a count.
+const warnInterval = 10 * time.Second
+
+func (f *forward) warn(err error, msg string) {
+	now := f.d.clock.Now()
+	key := msg + err.Error()
+	f.mu.Lock()
+	if last, ok := f.lastWarn[key]; ok && now.Sub(last) < warnInterval {
+		f.muted[key]++
+		f.mu.Unlock()
+		return
+	}
+	muted := f.muted[key]
+	f.lastWarn[key], f.muted[key] = now, 0
+	if len(f.lastWarn) > 100 {
+		clear(f.lastWarn)
+	}
+	f.mu.Unlock()
+	ev := f.log.Warn().Err(err)
+	if muted > 0 {
+		ev = ev.Int("repeated", muted)
+	}
+	ev.Msg(msg)
+}
+
+// stopAccepting closes the listeners; open connections carry on.
+func (f *forward) stopAccepting() {
+	f.mu.Lock()
+	f.state = StateDraining
+	lns := f.listeners
+	f.listeners = nil
+	f.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// drain stops accepting at once and gives open connections grace to
+// finish; then it aborts them. It returns when everything has stopped.
+func (f *forward) drain(grace time.Duration) {
+	f.stopAccepting()
+	done := make(chan struct{})
+	go func() {
+		for f.stats.Open.Load() > 0 {
+			select {
+			case <-f.ctx.Done():
+				close(done)
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		if n := f.stats.Open.Load(); n > 0 {
+			f.log.Warn().Int64("open", n).Dur("grace", grace).Msg("closing connections still open after the grace period")
+		}
+	}
+	f.cancel()
+	<-done
+	f.wg.Wait()
+}
+
+// Status is one forward's row in `spritefwd status`.
+type Status struct {
+	Name        string      `json:"name"`
+	Listen      string      `json:"listen"`
+	Addrs       []string    `json:"addrs,omitempty"` // where it really listens; differs for port 0
+	Target      string      `json:"target"`
+	State       string      `json:"state"`
+	BindError   string      `json:"bind_error,omitempty"`
+	SpriteState SpriteState `json:"sprite_state"`
+	LastWake    time.Time   `json:"last_wake,omitzero"`
+	StatsSnapshot
+}
+
+func (f *forward) status() Status {
+	f.mu.Lock()
+	st := Status{Name: f.rule.Name, Listen: f.rule.Listen, Target: f.rule.Target(), State: f.state}
+	if f.bindErr != nil {
+		st.BindError = f.bindErr.Error()
+	}
+	for _, ln := range f.listeners {
+		st.Addrs = append(st.Addrs, ln.Addr().String())
+	}
+	f.mu.Unlock()
+	st.SpriteState, st.LastWake = f.waker.State()
+	st.StatsSnapshot = f.stats.Snapshot()
+	st.Wakes, st.WakeWait = f.waker.Wakes()
+	return st
+}

@@ -1,0 +1,93 @@
+package tunnel
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spritefwd/spritefwd/sprites"
+)
+
+// Stats counts one forward's traffic and failures. Safe for concurrent use.
+type Stats struct {
+	Open, Total       atomic.Int64
+	BytesIn, BytesOut atomic.Int64 // into the sprite, out of the sprite
+
+	mu        sync.Mutex
+	errors    map[string]int64
+	lastErr   string
+	lastErrAt time.Time
+}
+
+// Error classes, as counted in status and metrics.
+const (
+	ClassAuth        = "auth"
+	ClassNotFound    = "not_found"
+	ClassBadRequest  = "bad_request"
+	ClassRefused     = "refused"
+	ClassWakeTimeout = "wake_timeout"
+	ClassLinkBroken  = "link_broken"
+	ClassPingTimeout = "ping_timeout"
+	ClassLimit       = "max_connections"
+	ClassOther       = "other"
+)
+
+// ErrorClass names the class of a connection failure.
+func ErrorClass(err error) string {
+	switch {
+	case errors.Is(err, sprites.ErrUnauthorized):
+		return ClassAuth
+	case errors.Is(err, sprites.ErrNotFound):
+		return ClassNotFound
+	case errors.Is(err, ErrNothingListening), sprites.IsRefused(err):
+		return ClassRefused
+	case errors.Is(err, ErrWakeTimeout):
+		return ClassWakeTimeout
+	case errors.Is(err, ErrLinkDead):
+		return ClassPingTimeout
+	case errors.Is(err, errTooManyConnections):
+		return ClassLimit
+	case sprites.IsPermanent(err):
+		return ClassBadRequest
+	}
+	return ClassOther
+}
+
+func (s *Stats) recordError(class string, err error, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.errors == nil {
+		s.errors = map[string]int64{}
+	}
+	s.errors[class]++
+	s.lastErr = err.Error()
+	s.lastErrAt = now
+}
+
+// StatsSnapshot is a point-in-time copy of Stats.
+type StatsSnapshot struct {
+	Open        int64            `json:"open"`
+	Total       int64            `json:"total"`
+	BytesIn     int64            `json:"bytes_in"`
+	BytesOut    int64            `json:"bytes_out"`
+	Wakes       int64            `json:"wakes"`        // of the forward's sprite
+	WakeWait    time.Duration    `json:"wake_wait_ns"` // summed over those wakes
+	Errors      map[string]int64 `json:"errors,omitempty"`
+	LastError   string           `json:"last_error,omitempty"`
+	LastErrorAt time.Time        `json:"last_error_at,omitzero"`
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() StatsSnapshot {
+	s.mu.Lock()
+	errs := make(map[string]int64, len(s.errors))
+	for k, v := range s.errors {
+		errs[k] = v
+	}
+	snap := StatsSnapshot{Errors: errs, LastError: s.lastErr, LastErrorAt: s.lastErrAt}
+	s.mu.Unlock()
+	snap.Open, snap.Total = s.Open.Load(), s.Total.Load()
+	snap.BytesIn, snap.BytesOut = s.BytesIn.Load(), s.BytesOut.Load()
+	return snap
+}
