@@ -121,14 +121,20 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse validates data as the contents of file. The error, if any, is Errors.
-func Parse(file string, data []byte) (*Config, error) {
-	p := &parser{file: file}
-	cfg := &Config{
-		File: file, APIURL: DefaultAPIURL, TokenFile: DefaultTokenFile,
+// Default returns a config with every default and no forwards.
+func Default() *Config {
+	return &Config{
+		APIURL: DefaultAPIURL, TokenFile: DefaultTokenFile,
 		Keepalive: DefaultKeepalive, WakeTimeout: DefaultWakeTimeout, ShutdownGrace: DefaultShutdownGrace,
 		HalfCloseTimeout: DefaultHalfCloseTimeout, MaxMessage: DefaultMaxMessage,
 	}
+}
+
+// Parse validates data as the contents of file. The error, if any, is Errors.
+func Parse(file string, data []byte) (*Config, error) {
+	p := &parser{file: file}
+	cfg := Default()
+	cfg.File = file
 	if len(data) > MaxFileSize {
 		p.errf(Pos{1, 1}, "file is larger than %d bytes; a spritefwd config is a few hundred lines at most", MaxFileSize)
 		return nil, p.errs
@@ -323,8 +329,6 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 		p.errf(at(n), "forwards must be a list; start each rule with \"- \", such as - 5432:db:5432")
 		return
 	}
-	names := map[string]Pos{}
-	binds := map[string]Pos{}
 	for _, item := range n.Content {
 		item = deref(item)
 		f := Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections, Pos: at(item)}
@@ -340,6 +344,29 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 		if f.Name == "" {
 			f.Name = f.Target()
 		}
+		cfg.Forwards = append(cfg.Forwards, f)
+	}
+	p.crossCheck(cfg)
+}
+
+// Validate runs the checks that span forwards (unique names, no overlapping
+// listen addresses, loopback unless allowed) on a config built in code.
+func Validate(cfg *Config) error {
+	p := &parser{file: cfg.File}
+	if p.file == "" {
+		p.file = "command line"
+	}
+	p.crossCheck(cfg)
+	if len(p.errs) > 0 {
+		return p.errs
+	}
+	return nil
+}
+
+func (p *parser) crossCheck(cfg *Config) {
+	names := map[string]Pos{}
+	binds := map[string]Pos{}
+	for _, f := range cfg.Forwards {
 		if prev, dup := names[f.Name]; dup {
 			p.errf(f.Pos, "forward name %q is already used at line %d; give this one a different name:", f.Name, prev.Line)
 		} else {
@@ -350,7 +377,6 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 			p.errf(f.Pos, "listen %q is reachable from other machines; use 127.0.0.1 or localhost, or set allow_public: true if you mean it", f.Listen)
 		}
 		if port == "0" {
-			cfg.Forwards = append(cfg.Forwards, f)
 			continue // the system picks a free port: no overlap possible
 		}
 		for _, b := range bindKeys(host, port) {
@@ -362,7 +388,6 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 		for _, b := range bindKeys(host, port) {
 			binds[b] = f.Pos
 		}
-		cfg.Forwards = append(cfg.Forwards, f)
 	}
 }
 

@@ -51,3 +51,12 @@ func LoadToken(tokenFile string, getenv func(string) string) (Token, error) {
 	}
 	return t, nil
 }
+
+// DefaultPath is where run and validate look without --config:
+// $XDG_CONFIG_HOME/spritefwd/config.yaml, or ~/.config/spritefwd/config.yaml.
+func DefaultPath() string {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return x + "/spritefwd/config.yaml"
+	}
+	return ExpandHome("~/.config/spritefwd/config.yaml")
+}

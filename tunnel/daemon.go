@@ -170,7 +170,7 @@ func (d *Daemon) wakerLocked(sprite string, wakeTimeout time.Duration) *Waker {
 		log := d.log.With().Str("sprite", sprite).Logger()
 		w.OnWake = func(waited time.Duration, err error) {
 			if err == nil {
-				log.Info().Dur("waited", waited).Msg("sprite awake")
+				log.Info().Stringer("waited", waited.Round(time.Millisecond)).Msg("sprite awake")
 			}
 		}
 		d.wakers[sprite] = w

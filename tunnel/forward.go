@@ -228,7 +228,7 @@ func (f *forward) handle(c net.Conn) {
 		f.warn(err, advice(f.rule, err))
 		return
 	}
-	log.Debug().Dur("setup", f.d.clock.Now().Sub(start)).Str("target", link.Target()).Msg("link up")
+	log.Debug().Stringer("setup", f.d.clock.Now().Sub(start).Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
 
 	local, ok := c.(Local)
 	if !ok {
@@ -265,7 +265,11 @@ func (f *forward) handle(c net.Conn) {
 	case res.End == EndLinkBroken && f.ctx.Err() == nil:
 		err := fmt.Errorf("forward %s: sprite %s: link broken: %w", f.rule.Name, f.rule.Sprite, res.Err)
 		f.stats.recordError(ClassLinkBroken, err, f.d.clock.Now())
-		log.Info().Err(res.Err).Msg("link broken (sprite slept or network dropped); client reset after the data that arrived")
+		ev := log.Info()
+		if res.ClientClosed {
+			ev = log.Debug() // the client was done sending; usually it had its reply
+		}
+		ev.Err(res.Err).Msg("link broken (sprite slept or network dropped); client reset after the data that arrived")
 	default:
 		log.Debug().Str("end", res.End.String()).Msg("connection closed")
 	}
@@ -351,7 +355,7 @@ func (f *forward) drain(grace time.Duration) {
 	case <-done:
 	case <-time.After(grace):
 		if n := f.stats.Open.Load(); n > 0 {
-			f.log.Warn().Int64("open", n).Dur("grace", grace).Msg("closing connections still open after the grace period")
+			f.log.Warn().Int64("open", n).Stringer("grace", grace).Msg("closing connections still open after the grace period")
 		}
 	}
 	f.cancel()

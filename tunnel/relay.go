@@ -65,6 +65,9 @@ func (e End) String() string {
 type RelayResult struct {
 	End End
 	Err error // the cause of an abnormal end
+	// ClientClosed: the client had closed its side before the end, so a
+	// broken link cost it at most the rest of a reply.
+	ClientClosed bool
 }
 
 const relayBufSize = 32 << 10
@@ -150,6 +153,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		}
 		reset(local)
 	}
+	clientClosed := false
 	for !finished {
 		select {
 		case r := <-upCh:
@@ -174,6 +178,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 				}
 				abort(EndLinkBroken, err)
 			default:
+				clientClosed = true
 				if opts.HalfCloseTimeout > 0 {
 					idle = time.NewTicker(max(opts.HalfCloseTimeout/4, time.Millisecond))
 					idleC = idle.C
@@ -209,6 +214,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 	if idle != nil {
 		idle.Stop()
 	}
+	result.ClientClosed = clientClosed
 	return result
 }
 

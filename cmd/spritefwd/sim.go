@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/sprites/spritestest"
+)
+
+const simHelp = `spritefwd sim [flags]: run the Sprites API emulator.
+
+Serves the parts of the Sprites API that spritefwd uses (sprite CRUD, the
+proxy WebSocket) and fails the way the real service does: sprites sleep when
+idle, cut their links on sleep and take time to wake. Each --map creates a
+sprite and routes one of its ports to a real server on this machine.
+Point spritefwd at it with api_url: http://LISTEN.
+
+Admin endpoints (same Bearer token; they never wake a sprite):
+  POST /_sim/sprites/NAME/sleep        put NAME to sleep now
+  POST /_sim/sprites/NAME/drop-links   cut NAME's links without a close frame
+  GET  /_sim/sprites/NAME              counters: state, wakes, proxy_connects, ...
+  POST /_sim/faults                    {"cold_proxy":"fail","latency":"50ms","drop_rate":0.1}
+
+When ready it prints one line: "spritefwd sim: serving http://HOST:PORT".`
+
+// mapFlags collects repeated --map values.
+type mapFlags []string
+
+func (m *mapFlags) String() string     { return strings.Join(*m, ",") }
+func (m *mapFlags) Set(v string) error { *m = append(*m, v); return nil }
+
+// simFlags registers every emulator option on fs.
+func simFlags(fs *flag.FlagSet, o *spritestest.Options) (coldProxy, targetEOF *string) {
+	fs.DurationVar(&o.IdleSleep, "idle-sleep", spritestest.DefaultIdleSleep, "a sprite sleeps after this long without activity (negative: never)")
+	fs.DurationVar(&o.ColdAfter, "cold-after", 0, "a sleeping sprite is warm this long before it turns cold (0: straight to cold)")
+	fs.DurationVar(&o.WakeDelay, "wake-delay", spritestest.DefaultWakeDelay, "how long a wake takes (the real service: 1-12s cold)")
+	fs.DurationVar(&o.MaxWait, "max-wait", spritestest.DefaultMaxWait, "with --cold-proxy block: how long a connect is held before 503")
+	fs.Int64Var(&o.MaxMessage, "max-message", spritestest.DefaultMaxMessage, "largest client message accepted; larger ones close the link with 1009")
+	fs.DurationVar(&o.Latency, "latency", 0, "one-way delay added to every message (100ms gives a 200ms round trip)")
+	fs.Float64Var(&o.DropRate, "drop-rate", 0, "chance per second that each link is cut")
+	coldProxy = fs.String("cold-proxy", string(spritestest.ColdBlock), "what a proxy connect sees while its sprite wakes: block, fail (503) or drop (cut after upgrade)")
+	targetEOF = fs.String("target-eof", string(spritestest.EOFKeepOpen), "what a link does when the server inside closes: keep-open, drop or close (1000)")
+	return coldProxy, targetEOF
+}
+
+func checkSimModes(o *spritestest.Options, coldProxy, targetEOF string) error {
+	switch spritestest.ColdProxy(coldProxy) {
+	case spritestest.ColdBlock, spritestest.ColdFail, spritestest.ColdDrop:
+		o.ColdProxy = spritestest.ColdProxy(coldProxy)
+	default:
+		return fmt.Errorf("--cold-proxy %q: want block, fail or drop", coldProxy)
+	}
+	switch spritestest.TargetEOF(targetEOF) {
+	case spritestest.EOFKeepOpen, spritestest.EOFDrop, spritestest.EOFClose:
+		o.TargetEOF = spritestest.TargetEOF(targetEOF)
+	default:
+		return fmt.Errorf("--target-eof %q: want keep-open, drop or close", targetEOF)
+	}
+	return nil
+}
+
+func cmdSim(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sim", simHelp, stderr)
+	listen := fs.String("listen", "127.0.0.1:7070", "address to serve on")
+	allowPublic := fs.Bool("allow-public", false, "allow a non-loopback --listen")
+	token := fs.String("token", "", "the Bearer token to accept (test only; default $SPRITES_TOKEN)")
+	var maps mapFlags
+	fs.Var(&maps, "map", "NAME:PORT=HOST:PORT (or NAME:PORT=unix:/path): route PORT in sprite NAME to a real server; repeatable")
+	var o spritestest.Options
+	coldProxy, targetEOF := simFlags(fs, &o)
+	var lf logFlags
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkSimModes(&o, *coldProxy, *targetEOF); err != nil {
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	o.Token = *token
+	if o.Token == "" {
+		o.Token = os.Getenv(config.TokenEnv)
+	}
+	if o.Token == "" {
+		return &exitError{code: 2, msg: "sim: set --token or $SPRITES_TOKEN"}
+	}
+	log, err := lf.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	o.Logger = &log
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return &exitError{code: 2, msg: fmt.Sprintf("--listen %q: %v", *listen, err)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) && !*allowPublic {
+		return &exitError{code: 2, msg: fmt.Sprintf("--listen %q is not loopback; add --allow-public if you mean it", *listen)}
+	}
+	sim := spritestest.New(o)
+	for _, m := range maps {
+		name, port, target, err := spritestest.ParseMap(m)
+		if err != nil {
+			return &exitError{code: 2, msg: err.Error()}
+		}
+		sim.Map(name, port, target)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	sim.Start(ln)
+	defer sim.Close()
+	fmt.Fprintf(stdout, "spritefwd sim: serving %s\n", sim.URL)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}
