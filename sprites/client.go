@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -163,7 +164,11 @@ func clip(b []byte) string {
 	const max = 200
 	s := strings.ToValidUTF8(string(b), "?")
 	if len(s) > max {
-		s = s[:max] + "…"
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut-- // never split a character: the result must stay valid UTF-8
+		}
+		s = s[:cut] + "…"
 	}
 	return strings.TrimSpace(s)
 }

@@ -140,6 +140,18 @@ func (r *rig) apply(t *testing.T, forwards string) {
 	}
 }
 
+// applyYAML applies a minimal config pointing at apiURL.
+func applyYAML(t testing.TB, d *Daemon, apiURL, forwards string) {
+	t.Helper()
+	cfg, err := config.Parse("bench.yaml", []byte("api_url: "+apiURL+"\ntoken_file: /nonexistent\nforwards:\n"+forwards))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (r *rig) status(t *testing.T, name string) Status {
 	t.Helper()
 	for _, s := range r.d.Status() {

@@ -178,4 +178,3 @@ func applyReload(log zerolog.Logger, d *tunnel.Daemon, reload func() (*config.Co
 	}
 	log.Info().Int("forwards", len(cfg.Forwards)).Msg("config reloaded")
 }
-

@@ -1,0 +1,61 @@
+# spritefwd: make demo to try it, make test to check it.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 10s
+PKGS      := ./...
+
+.PHONY: all build demo test test-deps cross unit e2e fuzz lint bench clean
+
+all: build
+
+## build: the binary for this machine, plus linux/amd64 and linux/arm64 builds
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd ./cmd/spritefwd
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-linux-amd64 ./cmd/spritefwd
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-linux-arm64 ./cmd/spritefwd
+
+## demo: the embedded emulator, a demo sprite and forwards to it (Ctrl-C to stop)
+demo:
+	$(GO) run ./cmd/spritefwd demo
+
+## test: lint, every test with -race (end-to-end ones included) and a short fuzz of each parser
+test: test-deps lint cross
+	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	$(MAKE) fuzz
+
+## cross: the code must build for macOS and Windows too
+cross:
+	GOOS=darwin GOARCH=arm64 $(GO) build ./...
+	GOOS=windows GOARCH=amd64 $(GO) build ./...
+
+test-deps:
+	./scripts/install-test-deps.sh
+
+## unit: the tests that need no external programs
+unit:
+	$(GO) test -race -count=1 -skip 'TestE2E' $(PKGS)
+
+## e2e: only the end-to-end tests with real clients and servers
+e2e: test-deps
+	$(GO) test -race -count=1 -run 'TestE2E' -v ./tunnel/
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseInitResponse$$' -fuzztime $(FUZZTIME) ./sprites/
+	$(GO) test -run '^$$' -fuzz '^FuzzErrorBody$$' -fuzztime $(FUZZTIME) ./sprites/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./sprites/spritestest/
+
+## lint: go vet, and gofmt must have nothing to say
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## bench: throughput through the tunnel against plain loopback, in the same run
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./tunnel/
+
+clean:
+	rm -rf bin
