@@ -29,6 +29,10 @@ type Options struct {
 	Listen    func(ctx context.Context, network, addr string) (net.Listener, error) // default net.ListenConfig
 	Getenv    func(string) string                                                   // default os.Getenv; for $SPRITES_TOKEN
 	UserAgent string
+	// OnLinkSetup, if set, is called with how long each successful link
+	// took to set up, wake included. OnWake gets each wake's wait.
+	OnLinkSetup func(forward string, setup time.Duration)
+	OnWake      func(sprite string, waited time.Duration)
 }
 
 // linkEnv is what new links are made with. A reload swaps it atomically:
@@ -46,6 +50,9 @@ type Daemon struct {
 	listen func(ctx context.Context, network, addr string) (net.Listener, error)
 	getenv func(string) string
 	ua     string
+	hooks  Options
+
+	tokenSource, tokenWarning atomic.Pointer[string]
 
 	env atomic.Pointer[linkEnv]
 
@@ -61,7 +68,7 @@ type Daemon struct {
 // New returns a Daemon with no forwards; call Apply.
 func New(opts Options) *Daemon {
 	d := &Daemon{
-		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent,
+		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
 		forwards: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
 	}
 	if d.clock == nil {
@@ -93,6 +100,8 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	if tok.Warning != "" {
 		d.log.Warn().Msg(tok.Warning)
 	}
+	d.tokenSource.Store(&tok.Source)
+	d.tokenWarning.Store(&tok.Warning)
 	client, err := sprites.New(sprites.Options{
 		APIURL: cfg.APIURL, Token: tok.Value(), UserAgent: d.ua, MaxMessage: cfg.MaxMessage,
 		HandshakeTimeout: cfg.WakeTimeout,
@@ -171,11 +180,26 @@ func (d *Daemon) wakerLocked(sprite string, wakeTimeout time.Duration) *Waker {
 		w.OnWake = func(waited time.Duration, err error) {
 			if err == nil {
 				log.Info().Stringer("waited", waited.Round(time.Millisecond)).Msg("sprite awake")
+				if d.hooks.OnWake != nil {
+					d.hooks.OnWake(sprite, waited)
+				}
 			}
 		}
 		d.wakers[sprite] = w
 	}
 	return w
+}
+
+// Token reports where the running token came from, and any warning about
+// its file's permissions. Never the token itself.
+func (d *Daemon) Token() (source, warning string) {
+	if p := d.tokenSource.Load(); p != nil {
+		source = *p
+	}
+	if p := d.tokenWarning.Load(); p != nil {
+		warning = *p
+	}
+	return source, warning
 }
 
 // Status lists every forward, sorted by name, draining ones included.

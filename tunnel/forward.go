@@ -228,7 +228,11 @@ func (f *forward) handle(c net.Conn) {
 		f.warn(err, advice(f.rule, err))
 		return
 	}
-	log.Debug().Stringer("setup", f.d.clock.Now().Sub(start).Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
+	setup := f.d.clock.Now().Sub(start)
+	log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
+	if f.d.hooks.OnLinkSetup != nil {
+		f.d.hooks.OnLinkSetup(f.rule.Name, setup)
+	}
 
 	local, ok := c.(Local)
 	if !ok {

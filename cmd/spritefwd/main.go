@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -44,6 +45,11 @@ Usage:
   spritefwd run [--config FILE]            run the daemon in the foreground
   spritefwd forward SPRITE [LOCAL:]REMOTE… ad hoc forwards, like kubectl port-forward
   spritefwd validate [--config FILE]       check a config file; exit 1 with file:line:col errors
+  spritefwd status [--json] [-w]           every forward: state, sprite, connections, bytes, last error
+  spritefwd reload                         re-read the running daemon's config file now
+  spritefwd service install [--user] --config FILE
+                                           install as a system service (also uninstall, start, stop,
+                                           restart, status)
   spritefwd sim [flags]                    run the Sprites API emulator
   spritefwd demo                           emulator + forwards to a demo sprite, to try it out
   spritefwd version                        print the version
@@ -82,6 +88,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdForward(rest, stderr)
 	case "validate":
 		return cmdValidate(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "reload":
+		return cmdReload(rest, stdout, stderr)
+	case "service":
+		return cmdService(rest, stdout, stderr)
 	case "sim":
 		return cmdSim(rest, stdout, stderr)
 	case "demo":
@@ -112,11 +124,13 @@ func newFlags(name, summary string, stderr io.Writer) *flag.FlagSet {
 type logFlags struct {
 	level  string
 	format string
+	file   string
 }
 
 func (l *logFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&l.format, "log-format", "auto", "log format: auto (console on a terminal, JSON otherwise), console or json")
+	fs.StringVar(&l.file, "log-file", "", "append logs to this file instead of stderr (JSON unless --log-format console)")
 }
 
 // logger writes human-readable lines on a terminal and JSON under a
@@ -127,6 +141,16 @@ func (l *logFlags) logger(w *os.File) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	var out io.Writer = w
+	if l.file != "" {
+		if err := os.MkdirAll(filepath.Dir(l.file), 0o700); err != nil {
+			return zerolog.Nop(), err
+		}
+		f, err := os.OpenFile(l.file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return zerolog.Nop(), fmt.Errorf("--log-file: %w", err)
+		}
+		out, w = f, f
+	}
 	switch l.format {
 	case "json":
 	case "console":

@@ -55,8 +55,10 @@ func TestExamplesAreValid(t *testing.T) {
 // TestHelp: every command documents its flags.
 func TestHelp(t *testing.T) {
 	for cmd, flags := range map[string][]string{
-		"run":      {"-config", "-log-level", "-log-format"},
-		"forward":  {"-api-url", "-token-file", "-keepalive", "-wake-timeout", "-address", "-allow-public"},
+		"run":      {"-config", "-socket", "-no-watch", "-allow-root", "-log-level", "-log-format", "-log-file"},
+		"forward":  {"-api-url", "-token-file", "-keepalive", "-wake-timeout", "-address", "-allow-public", "-socket"},
+		"status":   {"-socket", "-json", "-w"},
+		"reload":   {"-socket"},
 		"validate": {"-config"},
 		"sim": {"-listen", "-token", "-map", "-idle-sleep", "-cold-after", "-wake-delay", "-cold-proxy", "-max-wait",
 			"-target-eof", "-max-message", "-latency", "-drop-rate", "-allow-public"},

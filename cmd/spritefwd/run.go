@@ -1,19 +1,20 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
-	"github.com/spritefwd/spritefwd/tunnel"
+	"github.com/spritefwd/spritefwd/control"
+	svc "github.com/spritefwd/spritefwd/service"
 )
 
 const runHelp = `spritefwd run [--config FILE]: run the daemon in the foreground.
@@ -25,6 +26,9 @@ edit is rejected with file:line:col and the running config keeps serving.`
 func cmdRun(args []string, stderr io.Writer) error {
 	fs := newFlags("run", runHelp, stderr)
 	path := fs.String("config", config.DefaultPath(), "config file")
+	socket := fs.String("socket", control.DefaultSocket(), "control socket for status and reload (mode 0600)")
+	noWatch := fs.Bool("no-watch", false, "do not reload when the config file changes (SIGHUP and reload still work)")
+	allowRoot := fs.Bool("allow-root", false, "run as root; spritefwd needs no privileges, so only a system service should")
 	var lf logFlags
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -32,6 +36,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return &exitError{code: 2, msg: fmt.Sprintf("run: unexpected argument %q", fs.Arg(0))}
+	}
+	if os.Geteuid() == 0 && !*allowRoot {
+		return &exitError{code: 2, msg: "run: refusing to run as root: spritefwd needs no privileges. Run it as your user, or install it with 'spritefwd service install' (a system service passes --allow-root)"}
 	}
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
@@ -45,7 +52,16 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	return runDaemon(log, cfg, func() (*config.Config, error) { return config.Load(abs) })
+	r := newRunner(runnerOptions{log: log, configPath: abs, cfg: cfg, socket: *socket, watch: !*noWatch})
+	if !svc.Interactive() && runtime.GOOS == "windows" {
+		// The Windows service manager drives Start and Stop itself.
+		s, err := svc.New(svc.Options{ConfigPath: abs}, r)
+		if err != nil {
+			return err
+		}
+		return s.Run()
+	}
+	return runDaemon(log, r)
 }
 
 const forwardHelp = `spritefwd forward SPRITE [LOCAL:]REMOTE ...: forward ports without a config file.
@@ -63,6 +79,7 @@ func cmdForward(args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.WakeTimeout, "wake-timeout", cfg.WakeTimeout, "how long a new connection may wait for the sprite to wake")
 	address := fs.String("address", config.DefaultBind, "local address to listen on (localhost means 127.0.0.1 and ::1)")
 	allowPublic := fs.Bool("allow-public", false, "allow a non-loopback --address")
+	socket := fs.String("socket", "", "serve status on this control socket (default: none, so it never clashes with a daemon)")
 	var lf logFlags
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -100,7 +117,8 @@ func cmdForward(args []string, stderr io.Writer) error {
 	if err := config.Validate(cfg); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
-	return runDaemon(log, cfg, nil)
+	cfg.File = "command line"
+	return runDaemon(log, newRunner(runnerOptions{log: log, cfg: cfg, socket: *socket}))
 }
 
 const validateHelp = `spritefwd validate [--config FILE]: check a config file.
@@ -125,56 +143,26 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// runDaemon serves cfg until SIGINT or SIGTERM. SIGHUP calls reload, if
-// set, and applies the result only if it is valid.
-func runDaemon(log zerolog.Logger, cfg *config.Config, reload func() (*config.Config, error)) error {
-	logFileLimit(log)
-	d := tunnel.New(tunnel.Options{Log: log, UserAgent: "spritefwd/" + versionString()})
-	if err := d.Apply(cfg); err != nil {
+// runDaemon runs r until SIGINT or SIGTERM; SIGHUP reloads the config.
+func runDaemon(log zerolog.Logger, r *runner) error {
+	if err := r.Start(); err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	log.Info().Str("config", cfg.File).Int("forwards", len(cfg.Forwards)).Str("api_url", cfg.APIURL).Msg("spritefwd running")
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			if reload == nil {
-				log.Info().Msg("SIGHUP ignored: no config file to reload")
-				continue
-			}
-			applyReload(log, d, reload)
+			r.Reload()
 			continue
 		}
-		grace := d.Config().ShutdownGrace
-		log.Info().Str("signal", sig.String()).Stringer("grace", grace).Msg("shutting down; a second signal exits at once")
+		log.Info().Str("signal", sig.String()).Msg("shutting down; a second signal exits at once")
 		go func() {
 			<-sigs
 			log.Warn().Msg("second signal: exiting without waiting")
 			os.Exit(130)
 		}()
-		d.Shutdown(grace)
-		return nil
+		return r.Stop()
 	}
 	return nil
-}
-
-func applyReload(log zerolog.Logger, d *tunnel.Daemon, reload func() (*config.Config, error)) {
-	cfg, err := reload()
-	if err != nil {
-		var es config.Errors
-		if errors.As(err, &es) {
-			for _, e := range es {
-				log.Error().Str("at", fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Col)).Msg("config rejected: " + e.Error())
-			}
-		} else {
-			log.Error().Err(err).Msg("config rejected; the running config keeps serving")
-		}
-		return
-	}
-	if err := d.Apply(cfg); err != nil {
-		log.Error().Err(err).Msg("config rejected; the running config keeps serving")
-		return
-	}
-	log.Info().Int("forwards", len(cfg.Forwards)).Msg("config reloaded")
 }

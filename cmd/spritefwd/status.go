@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spritefwd/spritefwd/control"
+)
+
+const statusHelp = `spritefwd status [--json] [-w]: show what the running daemon is doing.
+
+One row per forward: its listen address, sprite:port, state (listening,
+failed, draining), the sprite's last known state and wake, open and total
+connections, bytes in (to the sprite) and out, and the last error. Also any
+rejected config edit and security warnings. Exits 3 if no daemon runs.`
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", statusHelp, stderr)
+	socket := fs.String("socket", control.DefaultSocket(), "the daemon's control socket")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	watch := fs.Bool("w", false, "refresh every second until Ctrl-C")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := control.NewClient(*socket)
+	defer c.Close()
+	show := func() error {
+		st, err := c.Status(context.Background())
+		if errors.Is(err, control.ErrNotRunning) {
+			return &exitError{code: 3, msg: err.Error()}
+		}
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		printStatus(stdout, st, time.Now())
+		return nil
+	}
+	if !*watch {
+		return show()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	for {
+		if !*asJSON {
+			fmt.Fprint(stdout, "\033[H\033[2J") // clear the terminal
+		}
+		if err := show(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func printStatus(w io.Writer, st control.Status, now time.Time) {
+	fmt.Fprintf(w, "spritefwd %s, pid %d, up %s, config %s\n", st.Version, st.PID, age(now, st.Started), st.Config)
+	fmt.Fprintf(w, "api %s, token from %s", st.APIURL, st.TokenSource)
+	if !st.LastReload.IsZero() {
+		fmt.Fprintf(w, ", reloaded %s ago", age(now, st.LastReload))
+	}
+	if st.MetricsAddr != "" {
+		fmt.Fprintf(w, ", metrics http://%s/metrics", st.MetricsAddr)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLISTEN\tTARGET\tSTATE\tSPRITE\tLAST WAKE\tOPEN\tTOTAL\tIN\tOUT\tLAST ERROR")
+	for _, f := range st.Forwards {
+		listen := f.Listen
+		if len(f.Addrs) > 0 && strings.HasSuffix(f.Listen, ":0") {
+			listen = strings.Join(f.Addrs, ",")
+		}
+		wake := "-"
+		if !f.LastWake.IsZero() {
+			wake = age(now, f.LastWake) + " ago"
+		}
+		lastErr := "-"
+		if f.LastError != "" {
+			lastErr = fmt.Sprintf("%s ago: %s", age(now, f.LastErrorAt), f.LastError)
+		}
+		if f.BindError != "" {
+			lastErr = f.BindError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", f.Name, listen, f.Target, f.State,
+			f.SpriteState, wake, f.Open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), lastErr)
+	}
+	tw.Flush()
+	if len(st.Forwards) == 0 {
+		fmt.Fprintln(w, "(no forwards)")
+	}
+	if len(st.Rejected) > 0 {
+		fmt.Fprintf(w, "\nconfig edit rejected %s ago; the previous config keeps serving:\n", age(now, st.RejectedAt))
+		for _, e := range st.Rejected {
+			fmt.Fprintln(w, "  "+e)
+		}
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintln(w, "\nwarning: "+warn)
+	}
+}
+
+func age(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+const reloadHelp = `spritefwd reload: make the running daemon re-read its config file now.
+
+The daemon also reloads by itself when the file changes, and on SIGHUP. A
+config with errors is rejected, and the running one keeps serving; the
+errors are printed as file:line:col and the command exits 1.`
+
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", reloadHelp, stderr)
+	socket := fs.String("socket", control.DefaultSocket(), "the daemon's control socket")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := control.NewClient(*socket)
+	defer c.Close()
+	res, err := c.Reload(context.Background())
+	if errors.Is(err, control.ErrNotRunning) {
+		return &exitError{code: 3, msg: err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		return &exitError{code: 1, msg: "config rejected; the running config keeps serving:\n" + strings.Join(res.Errors, "\n")}
+	}
+	fmt.Fprintln(stdout, "config reloaded")
+	return nil
+}
+

@@ -1,0 +1,108 @@
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// WatchOptions tunes Watch. Zero values take the defaults.
+type WatchOptions struct {
+	Debounce time.Duration // wait this long after the last event (default 200ms)
+	Poll     time.Duration // also re-read this often, for file systems without events (default 5s)
+	// OnError reports a watcher failure; Watch then keeps polling.
+	OnError func(error)
+}
+
+// Watch calls changed whenever the content of the file at path changes,
+// until ctx ends. It watches the file's directory, not the file, because
+// editors save by renaming a new file over the old one, and Kubernetes swaps
+// a symlink; it compares content hashes, so touches and chmods are ignored.
+// A poll backs up the events, which network file systems do not deliver.
+func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 200 * time.Millisecond
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 5 * time.Second
+	}
+	last := hashFile(path)
+	check := func() {
+		if h := hashFile(path); h != last {
+			last = h
+			changed()
+		}
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		if err = w.Add(filepath.Dir(path)); err != nil {
+			w.Close()
+		}
+	}
+	if err != nil {
+		if opts.OnError != nil {
+			opts.OnError(err)
+		}
+	} else {
+		defer w.Close()
+		events, errs = w.Events, w.Errors
+	}
+	poll := time.NewTicker(opts.Poll)
+	defer poll.Stop()
+	var debounce *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			if debounce != nil {
+				debounce.Stop()
+			}
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			// Any other event in the directory may be our file (through a
+			// rename or a symlink swap); the hash decides.
+			if debounce == nil {
+				debounce = time.NewTimer(opts.Debounce)
+			} else {
+				debounce.Reset(opts.Debounce)
+			}
+			fire = debounce.C
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			if opts.OnError != nil {
+				opts.OnError(err)
+			}
+		case <-fire:
+			fire = nil
+			check()
+		case <-poll.C:
+			check()
+		}
+	}
+}
+
+// hashFile is the content hash of path, or zero if it cannot be read (a
+// save in progress); a later event or poll will see the finished file.
+func hashFile(path string) [32]byte {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}
+	}
+	return sha256.Sum256(data)
+}

@@ -1,0 +1,189 @@
+// Package control is the daemon's local API: HTTP and JSON over a Unix
+// socket that only the daemon's user can open (mode 0600). `spritefwd
+// status` and `spritefwd reload` are its clients. Nothing here is reachable
+// from the network, and nothing it serves contains the token.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spritefwd/spritefwd/tunnel"
+)
+
+// Status is what `spritefwd status` shows.
+type Status struct {
+	Version      string          `json:"version"`
+	PID          int             `json:"pid"`
+	Started      time.Time       `json:"started"`
+	Config       string          `json:"config"`
+	APIURL       string          `json:"api_url"`
+	TokenSource  string          `json:"token_source"`
+	Warnings     []string        `json:"warnings,omitempty"`
+	LastReload   time.Time       `json:"last_reload,omitzero"`
+	Rejected     []string        `json:"rejected,omitempty"` // errors of the last edit, if it was rejected
+	RejectedAt   time.Time       `json:"rejected_at,omitzero"`
+	Forwards     []tunnel.Status `json:"forwards"`
+	SocketPath   string          `json:"socket"`
+	MetricsAddr  string          `json:"metrics,omitempty"`
+	ServiceState string          `json:"service,omitempty"`
+}
+
+// ReloadResult is the answer to a reload request.
+type ReloadResult struct {
+	OK     bool     `json:"ok"`
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Backend is the daemon, as the control API sees it.
+type Backend interface {
+	Status() Status
+	Reload() ReloadResult
+}
+
+// DefaultSocket is $XDG_RUNTIME_DIR/spritefwd.sock; for root (a system
+// service) /run/spritefwd/spritefwd.sock; otherwise a per-user directory
+// under the temporary directory.
+func DefaultSocket() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "spritefwd.sock")
+	}
+	if os.Geteuid() == 0 {
+		return "/run/spritefwd/spritefwd.sock"
+	}
+	return filepath.Join(os.TempDir(), "spritefwd-"+strconv.Itoa(os.Geteuid()), "spritefwd.sock")
+}
+
+// ErrRunning means another daemon already answers on the socket.
+var ErrRunning = errors.New("another spritefwd is already running")
+
+// Listen opens the control socket with mode 0600, in a directory it
+// creates with mode 0700. A stale socket left by a crash is replaced; a
+// live one means another daemon runs, and is left alone.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, ErrRunning)
+	}
+	_ = os.Remove(path)
+	// The umask makes the socket private from its creation, leaving no
+	// window in which another user could connect before the chmod.
+	old := syscallUmask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscallUmask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve answers on ln until ctx ends. It always closes ln.
+func Serve(ctx context.Context, ln net.Listener, b Backend) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Status())
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		res := b.Reload()
+		code := http.StatusOK
+		if !res.OK {
+			code = http.StatusUnprocessableEntity
+		}
+		writeJSON(w, code, res)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	defer stop()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// ErrNotRunning means no daemon answers on the socket.
+var ErrNotRunning = errors.New("spritefwd is not running")
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{path: path, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://spritefwd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
+		}
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnprocessableEntity {
+		return fmt.Errorf("control socket: HTTP %d: %s", resp.StatusCode, body)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", &s)
+	return s, err
+}
+
+// Reload asks the daemon to re-read its config file now.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var r ReloadResult
+	err := c.do(ctx, http.MethodPost, "/v1/reload", &r)
+	return r, err
+}

@@ -1,0 +1,96 @@
+// Package metrics exposes the daemon's counters to Prometheus. Counters and
+// gauges are read from the forwards' own stats at scrape time, so the
+// per-byte path pays nothing for them; the two histograms (wake waits and
+// link setup times) are fed by the daemon's hooks.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spritefwd/spritefwd/tunnel"
+)
+
+// Metrics owns a registry; nothing is registered globally.
+type Metrics struct {
+	reg   *prometheus.Registry
+	wake  *prometheus.HistogramVec
+	setup *prometheus.HistogramVec
+}
+
+// New returns metrics that read forward stats from status at each scrape.
+func New(status func() []tunnel.Status) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		wake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spritefwd_wake_wait_seconds",
+			Help:    "How long connections waited for a sleeping sprite to wake.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 12, 20, 30, 60},
+		}, []string{"sprite"}),
+		setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spritefwd_link_setup_seconds",
+			Help:    "Time from accepting a local connection to a connected proxy link, wake included.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+		}, []string{"forward"}),
+	}
+	m.reg.MustRegister(m.wake, m.setup, collector{status: status},
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveWake records one wake's wait; pass it as tunnel.Options.OnWake.
+func (m *Metrics) ObserveWake(sprite string, d time.Duration) {
+	m.wake.WithLabelValues(sprite).Observe(d.Seconds())
+}
+
+// ObserveSetup records one link's setup; pass it as tunnel.Options.OnLinkSetup.
+func (m *Metrics) ObserveSetup(forward string, d time.Duration) {
+	m.setup.WithLabelValues(forward).Observe(d.Seconds())
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+var (
+	descConns  = prometheus.NewDesc("spritefwd_connections_total", "Local connections accepted.", []string{"forward"}, nil)
+	descActive = prometheus.NewDesc("spritefwd_active_links", "Connections open now, each with its proxy link.", []string{"forward"}, nil)
+	descBytes  = prometheus.NewDesc("spritefwd_bytes_total", "Bytes carried; direction in is into the sprite.", []string{"forward", "direction"}, nil)
+	descErrors = prometheus.NewDesc("spritefwd_errors_total", "Failed or broken connections by class.", []string{"forward", "class"}, nil)
+	descWakes  = prometheus.NewDesc("spritefwd_wakes_total", "Wakes of the forward's sprite that spritefwd waited for.", []string{"forward"}, nil)
+	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening.", []string{"forward", "listen", "target"}, nil)
+)
+
+// collector turns a status snapshot into metrics at scrape time.
+type collector struct{ status func() []tunnel.Status }
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.status() {
+		if s.State == tunnel.StateDraining {
+			continue // its successor, if any, carries the name
+		}
+		ch <- prometheus.MustNewConstMetric(descConns, prometheus.CounterValue, float64(s.Total), s.Name)
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.Open), s.Name)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.BytesIn), s.Name, "in")
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.BytesOut), s.Name, "out")
+		for class, n := range s.Errors {
+			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), s.Name, class)
+		}
+		ch <- prometheus.MustNewConstMetric(descWakes, prometheus.CounterValue, float64(s.Wakes), s.Name)
+		up := 0.0
+		if s.State == tunnel.StateListening {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, s.Name, s.Listen, s.Target)
+	}
+}
