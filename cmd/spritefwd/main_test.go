@@ -70,7 +70,7 @@ func TestHelp(t *testing.T) {
 			t.Errorf("%s --help: %v", cmd, err)
 		}
 		for _, f := range flags {
-			if !strings.Contains(errOut.String(), f+" ") && !strings.Contains(errOut.String(), f+"\n") {
+			if !strings.Contains(errOut.String(), "  "+f+" ") && !strings.Contains(errOut.String(), "  "+f+"\n") && !strings.Contains(errOut.String(), "  "+f+"\t") {
 				t.Errorf("%s --help does not document %s:\n%s", cmd, f, errOut.String())
 			}
 		}
