@@ -22,6 +22,9 @@ type Options struct {
 	ConfigPath string // resolved to an absolute path, as services have no working directory
 	User       bool   // a per-user service (systemd --user, launchd agent) instead of a system one
 	Executable string // default: this program
+	// RunWait, if set, replaces waiting for SIGINT/SIGTERM in Run: Run
+	// calls Start, then RunWait, then Stop. For embedders and tests.
+	RunWait func()
 }
 
 // Runner is the daemon as a service manager drives it.
@@ -80,6 +83,9 @@ func Config(opts Options) (*kservice.Config, error) {
 		} else {
 			kv["LogDirectory"] = "/var/log"
 		}
+	}
+	if opts.RunWait != nil {
+		kv["RunWait"] = opts.RunWait
 	}
 	return &kservice.Config{
 		Name:        Name,
