@@ -168,4 +168,3 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "config reloaded")
 	return nil
 }
-
