@@ -479,9 +479,8 @@ func (p *parser) forwardMap(f *Forward, n *yaml.Node) bool {
 	if !hasListen && hasPort && f.Port > 0 {
 		f.Listen = net.JoinHostPort(DefaultBind, strconv.Itoa(f.Port))
 	}
-	if !hasListen && !hasPort {
-		p.errf(f.Pos, "forward is missing listen:; add the local address, such as listen: 127.0.0.1:5432")
-	}
+	// Without port: there is no listen default either, but the port error
+	// already says what to add.
 	return len(p.errs) == before
 }
 
