@@ -36,7 +36,9 @@ type forward struct {
 
 	ctx    context.Context // cancelled to abort every connection
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // accept loops, connections, keep-awake
+	wg      sync.WaitGroup // keep-awake and rebind loops, which end on cancel
+	accepts sync.WaitGroup // accept loops, which end when listeners close
+	conns   sync.WaitGroup // open connections, which drain waits for
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -101,7 +103,7 @@ func (f *forward) bind() error {
 	}
 	f.listeners, f.state, f.bindErr = lns, StateListening, nil
 	for _, ln := range lns {
-		f.wg.Add(1)
+		f.accepts.Add(1)
 		go f.accept(ln)
 	}
 	return nil
@@ -174,7 +176,7 @@ func (f *forward) keepAwake() {
 }
 
 func (f *forward) accept(ln net.Listener) {
-	defer f.wg.Done()
+	defer f.accepts.Done()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -199,7 +201,7 @@ func (f *forward) accept(ln net.Listener) {
 		}
 		f.stats.Open.Add(1)
 		f.stats.Total.Add(1)
-		f.wg.Add(1)
+		f.conns.Add(1)
 		go f.handle(c)
 	}
 }
@@ -207,7 +209,7 @@ func (f *forward) accept(ln net.Listener) {
 // handle carries one client connection. It does not read from the client
 // until the link is up, so the client's first bytes wait in its socket.
 func (f *forward) handle(c net.Conn) {
-	defer f.wg.Done()
+	defer f.conns.Done()
 	defer func() {
 		if f.stats.Open.Add(-1) == 0 {
 			f.waker.MarkIdle()
@@ -343,24 +345,18 @@ func (f *forward) stopAccepting() {
 // finish; then it aborts them. It returns when everything has stopped.
 func (f *forward) drain(grace time.Duration) {
 	f.stopAccepting()
+	f.accepts.Wait() // no connection can be added now
 	done := make(chan struct{})
 	go func() {
-		for f.stats.Open.Load() > 0 {
-			select {
-			case <-f.ctx.Done():
-				close(done)
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+		f.conns.Wait()
 		close(done)
 	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(grace):
-		if n := f.stats.Open.Load(); n > 0 {
-			f.log.Warn().Int64("open", n).Stringer("grace", grace).Msg("closing connections still open after the grace period")
-		}
+	case <-t.C:
+		f.log.Warn().Int64("open", f.stats.Open.Load()).Stringer("grace", grace).Msg("closing connections still open after the grace period")
 	}
 	f.cancel()
 	<-done

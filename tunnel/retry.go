@@ -65,6 +65,11 @@ type Waker struct {
 	// OnWake, if set, is called when a wake ends, with how long it took.
 	OnWake func(waited time.Duration, err error)
 
+	// dials bounds the handshakes in flight to this sprite, so a storm of
+	// accepts cannot open unbounded WebSockets: the rest queue, within
+	// their wake timeout.
+	dials chan struct{}
+
 	mu       sync.Mutex
 	wake     *wakeOp
 	state    SpriteState
@@ -86,12 +91,30 @@ type wakeOp struct {
 	start time.Time
 }
 
+// MaxDialsPerSprite bounds concurrent proxy handshakes to one sprite.
+const MaxDialsPerSprite = 64
+
 // NewWaker returns a Waker with the default policy.
 func NewWaker(sprite string, clock Clock, wakeTimeout time.Duration) *Waker {
 	return &Waker{
 		Sprite: sprite, Clock: clock, Backoff: DefaultBackoff, WakeTimeout: wakeTimeout,
 		RefusedTries: 3, RefusedGrace: 10 * time.Second, state: StateUnknown,
+		dials: make(chan struct{}, MaxDialsPerSprite),
 	}
+}
+
+// dial runs one attempt inside the per-sprite bound.
+func dialBounded[T any](ctx context.Context, w *Waker, dial func(context.Context) (T, error)) (T, error) {
+	if w.dials != nil {
+		select {
+		case w.dials <- struct{}{}:
+			defer func() { <-w.dials }()
+		case <-ctx.Done():
+			var zero T
+			return zero, ctx.Err()
+		}
+	}
+	return dial(ctx)
 }
 
 // State reports the sprite's last known state and when it last woke.
@@ -197,7 +220,7 @@ func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.C
 				}
 			}
 		}
-		v, err := dial(ctx)
+		v, err := dialBounded(ctx, w, dial)
 		if err == nil {
 			giveUpOp(nil)
 			w.connected()

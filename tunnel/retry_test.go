@@ -245,3 +245,43 @@ func TestKeepalive(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectBoundsDials: however many connections arrive at once, no more
+// than MaxDialsPerSprite handshakes run against the API together.
+func TestConnectBoundsDials(t *testing.T) {
+	w := NewWaker("db", SystemClock{}, 10*time.Second)
+	var inFlight, peak atomic.Int64
+	release := make(chan struct{})
+	dial := func(context.Context) (bool, error) {
+		n := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		<-release
+		inFlight.Add(-1)
+		return true, nil
+	}
+	const conns = 3 * MaxDialsPerSprite
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := Connect(context.Background(), w, 5432, dial); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	for inFlight.Load() < MaxDialsPerSprite {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // give any excess dial the chance to start
+	close(release)
+	wg.Wait()
+	if p := peak.Load(); p != MaxDialsPerSprite {
+		t.Errorf("peak concurrent dials %d, want %d", p, MaxDialsPerSprite)
+	}
+}
