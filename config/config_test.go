@@ -246,3 +246,38 @@ func FuzzParseRule(f *testing.F) {
 		}
 	})
 }
+
+func TestBadConfigInputs(t *testing.T) {
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.yaml")
+	f, _ := os.Create(huge)
+	f.WriteString("forwards:\n")
+	for f.Sync(); ; {
+		st, _ := f.Stat()
+		if st.Size() > 10<<20 {
+			break
+		}
+		f.WriteString(strings.Repeat("  - 5432:db:5432\n", 10000))
+	}
+	f.Close()
+	if _, err := Load(huge); err == nil || !strings.Contains(err.Error(), "huge.yaml:1:1: file is larger than") {
+		t.Errorf("10 MB file: %v", err)
+	}
+	cfg, err := Parse("u.yaml", []byte("forwards:\n  - {name: \"データベース 🐘\", listen: 1, sprite: db, port: 5432}\n"))
+	if err != nil || cfg.Forwards[0].Name != "データベース 🐘" {
+		t.Errorf("unicode name: %v", err)
+	}
+	for _, src := range []string{
+		"forwards:\n  - {name: \"a\\u0000b\", listen: 1, sprite: db, port: 1}\n",
+		"forwards:\n  - {listen: 1, sprite: \"データ\", port: 1}\n",
+		"forwards:\n  - {listen: 1, sprite: db, port: 99999999999999999999}\n",
+		"forwards:\n  - {listen: 1, sprite: db, port: -1}\n",
+		"max_message: 1\n",
+		"wake_timeout: 1000000h\n",
+		"forwards:\n  - {listen: 1, sprite: db, port: 1, max_connections: 0}\n",
+	} {
+		if _, err := Parse("bad.yaml", []byte(src)); err == nil || !strings.HasPrefix(err.Error(), "bad.yaml:") {
+			t.Errorf("Parse(%q) = %v, want a positioned error", src, err)
+		}
+	}
+}

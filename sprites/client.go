@@ -6,6 +6,8 @@ package sprites
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -200,6 +202,9 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 			class, cause := classifyStatus(resp.StatusCode)
 			return nil, fail(class, cause, resp.StatusCode, 0, ErrorBody(body))
 		}
+		if tlsErr := certError(err); tlsErr != nil {
+			return nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, 0, "")
+		}
 		return nil, fail(Retryable, dialCause(hctx, err), 0, 0, "")
 	}
 	// From here on, any failure must not leak ws.
@@ -249,6 +254,26 @@ func (c *Client) closeErr(fail func(Class, error, int, int, string) error, hctx 
 		return fail(Retryable, ErrTimeout, 0, 0, "")
 	}
 	return fail(Retryable, fmt.Errorf("%w: %v", ErrClosedEarly, err), 0, 0, "")
+}
+
+// certError finds a certificate verification failure in err. Retrying
+// cannot fix one, so it is permanent: fail fast and say so.
+func certError(err error) error {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &verify):
+		return verify
+	case errors.As(err, &unknown):
+		return unknown
+	case errors.As(err, &hostname):
+		return hostname
+	case errors.As(err, &invalid):
+		return invalid
+	}
+	return nil
 }
 
 func dialCause(hctx context.Context, err error) error {
@@ -343,6 +368,9 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return err
+		}
+		if tlsErr := certError(err); tlsErr != nil {
+			return fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
 		}
 		return fail(Retryable, dialCause(ctx, err), 0, "")
 	}

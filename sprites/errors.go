@@ -45,6 +45,7 @@ var (
 	ErrRefused      = errors.New("nothing listens on the target port")
 	ErrProtocol     = errors.New("unexpected reply")
 	ErrRateLimited  = errors.New("rate limited")
+	ErrTLS          = errors.New("TLS certificate not trusted")
 )
 
 // Error is the error type of every call in this package. It names the sprite

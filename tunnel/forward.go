@@ -297,6 +297,8 @@ func advice(rule config.Forward, err error) string {
 		return fmt.Sprintf("nothing listens on sprite %s port %d; start the server inside the sprite or fix port:", rule.Sprite, rule.Port)
 	case ClassWakeTimeout:
 		return fmt.Sprintf("sprite %s did not wake in time; raise wake_timeout if it is slow to start", rule.Sprite)
+	case ClassTLS:
+		return fmt.Sprintf("sprite %s: the API's TLS certificate is not trusted; check api_url and the system's CA certificates", rule.Sprite)
 	case ClassBadRequest:
 		return fmt.Sprintf("sprite %s: the API rejected the request; check host: and port: in forward %s", rule.Sprite, rule.Name)
 	}

@@ -30,6 +30,7 @@ const (
 	ClassLinkBroken  = "link_broken"
 	ClassPingTimeout = "ping_timeout"
 	ClassLimit       = "max_connections"
+	ClassTLS         = "tls"
 	ClassOther       = "other"
 )
 
@@ -40,6 +41,8 @@ func ErrorClass(err error) string {
 		return ClassAuth
 	case errors.Is(err, sprites.ErrNotFound):
 		return ClassNotFound
+	case errors.Is(err, sprites.ErrTLS):
+		return ClassTLS
 	case errors.Is(err, ErrNothingListening), sprites.IsRefused(err):
 		return ClassRefused
 	case errors.Is(err, ErrWakeTimeout):

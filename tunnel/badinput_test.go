@@ -1,0 +1,269 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/sprites/spritestest"
+)
+
+// hostileAPI answers /proxy with one misbehaviour; it counts requests.
+type hostileAPI struct {
+	requests atomic.Int64
+	handle   func(w http.ResponseWriter, r *http.Request)
+}
+
+func (h *hostileAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.requests.Add(1)
+	h.handle(w, r)
+}
+
+// connected accepts the upgrade and completes the init exchange.
+func connected(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context.Context) {
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return nil, nil
+	}
+	ctx := r.Context()
+	ws.Read(ctx)
+	ws.Write(ctx, websocket.MessageText, []byte(`{"status":"connected","target":"10.0.0.1:7"}`))
+	return ws, ctx
+}
+
+func daemonFor(t *testing.T, apiURL, settings string) (*Daemon, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	d := New(Options{Log: zerolog.New(logs), Getenv: func(string) string { return testToken }})
+	t.Cleanup(func() { d.Shutdown(time.Second) })
+	cfg, err := config.Parse("bad.yaml", []byte(fmt.Sprintf("api_url: %s\ntoken_file: /x\nshutdown_grace: 1s\n%sforwards:\n  - 0:db:7\n", apiURL, settings)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return d, logs
+}
+
+// readAll reads until the connection ends, and returns what arrived and how
+// it ended (nil for a clean EOF).
+func readAll(c net.Conn) ([]byte, error) {
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var buf bytes.Buffer
+	_, err := io.Copy(&buf, c)
+	return buf.Bytes(), err
+}
+
+func TestBadInputFromTheAPI(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 512<<10) // 8 MiB in one message
+	for _, tt := range []struct {
+		name     string
+		handle   func(w http.ResponseWriter, r *http.Request)
+		tls      bool
+		settings string
+		clients  int
+		wantData []byte
+		wantLog  string
+		maxReqs  int64
+	}{
+		{
+			name: "HTML instead of an upgrade",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html")
+				io.WriteString(w, "<html><body><h1>Sign in</h1></body></html>")
+			},
+			clients: 1, wantLog: "the API rejected the request", maxReqs: 1,
+		},
+		{
+			name: "text frame in the data phase",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				if ws, ctx := connected(w, r); ws != nil {
+					ws.Write(ctx, websocket.MessageBinary, []byte("before"))
+					ws.Write(ctx, websocket.MessageText, []byte("not data"))
+					ws.Read(ctx)
+				}
+			},
+			clients: 1, wantData: []byte("before"), maxReqs: 1,
+		},
+		{
+			name: "oversized message is relayed whole",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				if ws, ctx := connected(w, r); ws != nil {
+					ws.Write(ctx, websocket.MessageBinary, big)
+					ws.Close(websocket.StatusNormalClosure, "")
+				}
+			},
+			clients: 1, wantData: big, maxReqs: 1,
+		},
+		{
+			name: "close in mid-handshake",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				if ws, err := websocket.Accept(w, r, nil); err == nil {
+					ws.CloseNow()
+				}
+			},
+			settings: "wake_timeout: 1s\n", clients: 1, wantLog: "did not wake in time", maxReqs: 20,
+		},
+		{
+			name: "500 storm, 50 clients share the retries",
+			handle: func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "upstream exploded", http.StatusInternalServerError)
+			},
+			settings: "wake_timeout: 1s\n", clients: 50, wantLog: "did not wake in time", maxReqs: 50 + 20,
+		},
+		{
+			name:     "untrusted TLS certificate",
+			tls:      true,
+			handle:   func(w http.ResponseWriter, r *http.Request) {},
+			settings: "wake_timeout: 30s\n", clients: 1, wantLog: "TLS certificate is not trusted", maxReqs: 0,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			api := &hostileAPI{handle: tt.handle}
+			var srv *httptest.Server
+			if tt.tls {
+				srv = httptest.NewUnstartedServer(api)
+				srv.Config.ErrorLog = nil
+				srv.StartTLS()
+			} else {
+				srv = httptest.NewServer(api)
+			}
+			t.Cleanup(srv.Close)
+			d, logs := daemonFor(t, srv.URL, tt.settings)
+			addr := d.Status()[0].Addrs[0]
+			var wg sync.WaitGroup
+			for range tt.clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						if !errors.Is(err, syscall.ECONNRESET) {
+							t.Error(err)
+						}
+						return
+					}
+					defer c.Close()
+					got, err := readAll(c)
+					if tt.wantData != nil && !bytes.Equal(got, tt.wantData) {
+						t.Errorf("client got %d bytes, want %d", len(got), len(tt.wantData))
+					}
+					wantClean := bytes.Equal(tt.wantData, big)
+					if wantClean && err != nil {
+						t.Errorf("clean close ended with %v", err)
+					}
+					if !wantClean && !errors.Is(err, syscall.ECONNRESET) {
+						t.Errorf("client saw %v, want a reset", err)
+					}
+				}()
+			}
+			wg.Wait()
+			if n := api.requests.Load(); n > tt.maxReqs {
+				t.Errorf("%d API requests, want at most %d", n, tt.maxReqs)
+			}
+			if tt.wantLog != "" && !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs.String())
+			}
+			if strings.Contains(logs.String(), testToken) {
+				t.Error("token in the log")
+			}
+			// The daemon lives on: the listener still accepts.
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatalf("forward dead after bad input: %v", err)
+			}
+			c.Close()
+		})
+	}
+}
+
+func TestBadInputOnTheLocalPort(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - 0:db:7\n")
+	addr := r.status(t, "db:7").Addrs[0]
+
+	t.Run("garbage is carried untouched", func(t *testing.T) {
+		garbage := make([]byte, 1<<16)
+		for i := range garbage {
+			garbage[i] = byte(i * 7)
+		}
+		c := r.dial(t, "db:7")
+		go c.Write(garbage)
+		got := make([]byte, len(garbage))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, garbage) {
+			t.Fatalf("garbage echo: %v", err)
+		}
+	})
+
+	t.Run("connect-and-drop storm", func(t *testing.T) {
+		const storm = 5000
+		before := r.status(t, "db:7").Total
+		start := time.Now()
+		var wg sync.WaitGroup
+		var next, dialled atomic.Int64
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= storm {
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						continue
+					}
+					dialled.Add(1)
+					c.(*net.TCPConn).SetLinger(0)
+					c.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		took := time.Since(start).Round(time.Millisecond)
+		waitFor(t, "the storm to drain", func() bool { return r.status(t, "db:7").Open == 0 })
+		accepted := r.status(t, "db:7").Total - before
+		// The kernel may discard a connection reset while still in the
+		// accept queue; the daemon can only count what accept returns.
+		t.Logf("%d connects (%d succeeded) in %v; the daemon accepted %d", storm, dialled.Load(), took, accepted)
+		if accepted == 0 || accepted > dialled.Load() {
+			t.Errorf("accepted %d of %d", accepted, dialled.Load())
+		}
+		echoCheck(t, r.dial(t, "db:7"), 4096)
+	})
+}
+
+func TestMaxConnections(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - {listen: 0, sprite: db, port: 7, max_connections: 3}\n")
+	var held []*net.TCPConn
+	for range 3 {
+		c := r.dial(t, "db:7")
+		echoCheck(t, c, 16)
+		held = append(held, c)
+	}
+	over := r.dial(t, "db:7")
+	if _, err := readAll(over); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection over the limit: %v, want a reset", err)
+	}
+	if !strings.Contains(r.logs.String(), "max_connections reached (3)") {
+		t.Errorf("no log line for the limit:\n%s", r.logs.String())
+	}
+	held[0].Close()
+	waitFor(t, "a slot to free", func() bool { return r.status(t, "db:7").Open < 3 })
+	echoCheck(t, r.dial(t, "db:7"), 16)
+	if st := r.status(t, "db:7"); st.Errors[ClassLimit] != 1 {
+		t.Errorf("errors %v", st.Errors)
+	}
+}
