@@ -2,10 +2,11 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 30s
+DURATION  ?= 10m
 PKGS      := ./...
 
-.PHONY: all build demo test test-deps cross unit e2e fuzz lint bench clean
+.PHONY: all build demo test test-deps cross unit e2e fuzz soak lint bench clean
 
 all: build
 
@@ -19,10 +20,15 @@ build:
 demo:
 	$(GO) run ./cmd/spritefwd demo
 
-## test: lint, every test with -race (end-to-end ones included) and a short fuzz of each parser
+## test: lint, every test with -race (end-to-end ones included), each fuzz target, a 2-minute soak
 test: test-deps lint cross
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
 	$(MAKE) fuzz
+	$(MAKE) soak DURATION=2m
+
+## soak: the daemon under load and chaos for DURATION; prints what was delivered, reset and lost
+soak: test-deps
+	$(GO) test -run '^TestSoak$$' -v -count=1 -timeout 0 ./soak/ -args -duration=$(DURATION)
 
 ## cross: the code must build for macOS and Windows too
 cross:

@@ -37,6 +37,9 @@ type Status struct {
 	SocketPath   string          `json:"socket"`
 	MetricsAddr  string          `json:"metrics,omitempty"`
 	ServiceState string          `json:"service,omitempty"`
+	Goroutines   int             `json:"goroutines"`
+	RSSBytes     int64           `json:"rss_bytes,omitempty"` // resident memory, where the OS reports it
+	HeapBytes    uint64          `json:"heap_bytes"`          // live heap after the last GC
 }
 
 // ReloadResult is the answer to a reload request.

@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -186,12 +186,16 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	hctx, cancel := context.WithTimeout(ctx, c.handshake)
 	defer cancel()
 
-	l := &Link{maxMessage: c.maxMessage}
-	l.seen.Store(time.Now().UnixNano())
+	var l *Link // set once connected; the pong callback may fire before
+	var pongs atomic.Pointer[Link]
 	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy"), &websocket.DialOptions{
 		HTTPClient:     c.http,
 		HTTPHeader:     c.header(),
-		OnPongReceived: func(context.Context, []byte) { l.touch() },
+		OnPongReceived: func(context.Context, []byte) {
+			if l := pongs.Load(); l != nil {
+				l.touch()
+			}
+		},
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -236,10 +240,11 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 		return nil, fail(Permanent, err, 0, 0, "")
 	}
 	ok = true
-	l.ws = ws
-	l.target = r.Target
-	// The NetConn context must outlive the handshake: the link is long-lived.
-	l.Conn = websocket.NetConn(context.WithoutCancel(ctx), ws, websocket.MessageBinary)
+	// Our side accepts messages of any size: the server sends at most 32 KiB,
+	// but nothing is gained by failing a link over a larger one.
+	ws.SetReadLimit(-1)
+	l = newLink(ws, r.Target, c.maxMessage)
+	pongs.Store(l)
 	return l, nil
 }
 
@@ -392,7 +397,6 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	return nil
 }
 
-var _ net.Conn = (*Link)(nil)
 
 // Close releases idle HTTP connections. Open links are not affected.
 func (c *Client) Close() { c.http.CloseIdleConnections() }

@@ -40,6 +40,11 @@ func echoServer(t *testing.T, closeAfter int) string {
 			}
 			go func() {
 				defer c.Close()
+				if closeAfter < 0 { // echo -closeAfter bytes, then reset
+					_, _ = io.CopyN(c, c, int64(-closeAfter))
+					c.(*net.TCPConn).SetLinger(0)
+					return
+				}
 				if closeAfter > 0 {
 					_, _ = io.CopyN(c, c, int64(closeAfter))
 					return
@@ -68,6 +73,7 @@ func newEnv(t *testing.T, opts spritestest.Options, copts sprites.Options) env {
 	t.Cleanup(sim.Close)
 	sim.Map("db", 5432, echoServer(t, 0))
 	sim.Map("db", 7, echoServer(t, 5))
+	sim.Map("db", 8, echoServer(t, -5))
 	copts.APIURL = sim.URL
 	if copts.Token == "" {
 		copts.Token = token
@@ -80,7 +86,7 @@ func newEnv(t *testing.T, opts spritestest.Options, copts sprites.Options) env {
 	return env{sim: sim, client: c}
 }
 
-func roundTrip(t *testing.T, c net.Conn, msg string) {
+func roundTrip(t *testing.T, c io.ReadWriter, msg string) {
 	t.Helper()
 	if _, err := c.Write([]byte(msg)); err != nil {
 		t.Fatalf("write: %v", err)
@@ -196,6 +202,23 @@ func TestColdBlockWaitsForWake(t *testing.T) {
 	roundTrip(t, link, "awake")
 	if st, _ := e.sim.SpriteStats("db"); st.Wakes != 1 || st.State != "running" {
 		t.Errorf("stats %+v, want one wake and running", st)
+	}
+}
+
+// TestUpstreamResetIsNotEOF: when the server inside the sprite resets its
+// connection, the real server closes the link with 1001 "upstream closed".
+// That is a failure, and must not read as the end of the data.
+func TestUpstreamResetIsNotEOF(t *testing.T) {
+	e := newEnv(t, spritestest.Options{}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	roundTrip(t, link, "12345")
+	_, err = link.Read(make([]byte, 1))
+	if err == nil || err == io.EOF || websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("read after an upstream reset: %v, want the 1001 close as an error", err)
 	}
 }
 

@@ -2,53 +2,106 @@ package sprites
 
 import (
 	"context"
-	"net"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 )
 
-// Link is an open proxy link: a net.Conn whose bytes travel as binary
-// WebSocket messages to a TCP port inside a sprite.
+// Link is an open proxy link: raw TCP bytes to a port inside a sprite,
+// carried as binary WebSocket messages.
 //
-// Read returns io.EOF only when the server closed the link cleanly (close
-// code 1000 or 1001). Any other end, such as a cut TCP connection when the
-// sprite sleeps, is a non-EOF error, so that callers never mistake a broken
-// link for the end of the data.
+// Read returns io.EOF only when the server closed the link with code 1000.
+// Every other end is an error: a cut TCP connection when the sprite sleeps,
+// and also 1001 "upstream closed", which the real server sends when its read
+// from the target failed. websocket.NetConn maps 1001 to io.EOF as well,
+// which would let a failed upstream look like complete data; so Link reads
+// messages itself.
 type Link struct {
-	net.Conn
 	ws         *websocket.Conn
 	target     string
 	maxMessage int
+	ctx        context.Context // lives until Close or CloseNow
+	cancel     context.CancelFunc
 	seen       atomic.Int64 // unix nanos of the last data or pong received
+
+	readMu sync.Mutex
+	r      io.Reader // current message
+	eof    bool
+
+	writeMu sync.Mutex
+}
+
+// ErrTextFrame reports a text message after "connected", where only raw
+// bytes are allowed.
+var ErrTextFrame = errors.New("text frame in the data phase")
+
+func newLink(ws *websocket.Conn, target string, maxMessage int) *Link {
+	l := &Link{ws: ws, target: target, maxMessage: maxMessage}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.touch()
+	return l
 }
 
 // Target is the address the server connected to, as it reported it.
 func (l *Link) Target() string { return l.target }
 
-// Read reads raw bytes from the sprite.
+// Read reads raw bytes from the sprite, across message boundaries.
 func (l *Link) Read(p []byte) (int, error) {
-	n, err := l.Conn.Read(p)
-	if n > 0 {
-		l.touch()
+	l.readMu.Lock()
+	defer l.readMu.Unlock()
+	for {
+		if l.eof {
+			return 0, io.EOF
+		}
+		if l.r == nil {
+			typ, r, err := l.ws.Reader(l.ctx)
+			if err != nil {
+				if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+					l.eof = true
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				l.ws.CloseNow()
+				return 0, ErrTextFrame
+			}
+			l.r = r
+		}
+		n, err := l.r.Read(p)
+		if n > 0 {
+			l.touch()
+		}
+		if err == io.EOF {
+			l.r = nil // end of this message; empty messages carry nothing
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("reading link: %w", err)
+		}
+		return n, nil
 	}
-	return n, err
 }
 
 // Write sends p as one or more binary messages of at most MaxMessage bytes.
 func (l *Link) Write(p []byte) (int, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
 	written := 0
 	for len(p) > 0 {
-		chunk := p
-		if len(chunk) > l.maxMessage {
-			chunk = chunk[:l.maxMessage]
-		}
-		n, err := l.Conn.Write(chunk)
-		written += n
-		if err != nil {
+		chunk := p[:min(len(p), l.maxMessage)]
+		if err := l.ws.Write(l.ctx, websocket.MessageBinary, chunk); err != nil {
 			return written, err
 		}
+		written += len(chunk)
 		p = p[len(chunk):]
 	}
 	return written, nil
@@ -67,7 +120,14 @@ func (l *Link) touch() { l.seen.Store(time.Now().UnixNano()) }
 
 // CloseNow tears the link down without a close handshake. Use it after an
 // error, where the full handshake in Close could wait for seconds.
-func (l *Link) CloseNow() error { return l.ws.CloseNow() }
+func (l *Link) CloseNow() error {
+	l.cancel()
+	return l.ws.CloseNow()
+}
 
-// Close ends the link with a normal close handshake.
-func (l *Link) Close() error { return l.Conn.Close() }
+// Close ends the link with a normal close handshake (code 1000).
+func (l *Link) Close() error {
+	err := l.ws.Close(websocket.StatusNormalClosure, "")
+	l.cancel()
+	return err
+}

@@ -125,7 +125,9 @@ func TestBadInputFromTheAPI(t *testing.T) {
 			handle: func(w http.ResponseWriter, r *http.Request) {
 				http.Error(w, "upstream exploded", http.StatusInternalServerError)
 			},
-			settings: "wake_timeout: 1s\n", clients: 50, wantLog: "did not wake in time", maxReqs: 50 + 20,
+			// Unshared, 50 clients × ~6 retries would be ~300 requests. Each
+			// client dials once itself, and may once more as the wake ends.
+			settings: "wake_timeout: 1s\n", clients: 50, wantLog: "did not wake in time", maxReqs: 2*50 + 20,
 		},
 		{
 			name:     "untrusted TLS certificate",
@@ -183,12 +185,15 @@ func TestBadInputFromTheAPI(t *testing.T) {
 			if strings.Contains(logs.String(), testToken) {
 				t.Error("token in the log")
 			}
-			// The daemon lives on: the listener still accepts.
+			// The daemon lives on: the listener still accepts. (A reset can
+			// land before connect returns; that too was an accept.)
 			c, err := net.Dial("tcp", addr)
-			if err != nil {
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatalf("forward dead after bad input: %v", err)
 			}
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
 		})
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -211,7 +214,27 @@ func (r *runner) Status() control.Status {
 		st.Warnings = append(st.Warnings, w)
 	}
 	st.Forwards = r.d.Status()
+	st.Goroutines = runtime.NumGoroutine()
+	st.RSSBytes = residentBytes()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st.HeapBytes = ms.HeapAlloc
 	return st
+}
+
+// residentBytes reads VmRSS from /proc; 0 where there is no /proc.
+func residentBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // configFileWarning flags a config others can change: whoever edits it can
