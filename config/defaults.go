@@ -9,7 +9,7 @@ const (
 	DefaultKeepalive        = 15 * time.Second // ping interval; the sprite sleeps after 30 s idle
 	DefaultWakeTimeout      = 60 * time.Second // a cold wake takes 1-12 s; the server may hold 30 s
 	DefaultShutdownGrace    = 10 * time.Second // open connections get this long on stop or removal
-	DefaultHalfCloseTimeout = 10 * time.Second // after the client closes its side, how long the sprite may stay silent
+	DefaultHalfCloseTimeout = 5 * time.Second  // after the client closes its side, how long the sprite may stay silent
 	DefaultMaxMessage       = 32 << 10         // largest WebSocket message we send
 	DefaultMaxConnections   = 1024             // per forward
 	DefaultHost             = "localhost"      // target host inside the sprite

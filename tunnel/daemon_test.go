@@ -119,7 +119,10 @@ func newRig(t *testing.T, simOpts spritestest.Options, cfgExtra, forwards string
 	if !strings.Contains(cfgExtra, "keepalive:") {
 		cfgExtra += "keepalive: 1s\n"
 	}
-	r.base = fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\nhalf_close_timeout: 300ms\n%s", sim.URL, cfgExtra)
+	if !strings.Contains(cfgExtra, "half_close_timeout:") {
+		cfgExtra += "half_close_timeout: 300ms\n"
+	}
+	r.base = fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\n%s", sim.URL, cfgExtra)
 	r.d = New(Options{
 		Log:    zerolog.New(r.logs).Level(zerolog.DebugLevel),
 		Getenv: func(k string) string { return map[string]string{config.TokenEnv: testToken}[k] },
@@ -364,4 +367,23 @@ func TestKeepaliveHoldsSpriteAwake(t *testing.T) {
 		sim, _ := r.sim.SpriteStats("db")
 		return sim.State == "cold"
 	})
+}
+
+// TestLingeringDoesNotCountAsOpen: short-lived connections (pgbench -C,
+// browsers) close long before the sprite's side is known to be done. They
+// must not pile up against max_connections while they linger.
+func TestLingeringDoesNotCountAsOpen(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "half_close_timeout: 5s\n", "  - {listen: 0, sprite: db, port: 7, max_connections: 5}\n")
+	for range 50 {
+		c := r.dial(t, "db:7")
+		echoCheck(t, c, 64)
+		c.Close()
+	}
+	st := r.status(t, "db:7")
+	if st.Errors[ClassLimit] != 0 || st.Total != 50 {
+		t.Fatalf("50 short connections with max_connections 5: %+v", st.StatsSnapshot)
+	}
+	if st.Lingering == 0 {
+		t.Errorf("no connection shown as lingering: %+v", st.StatsSnapshot)
+	}
 }

@@ -210,9 +210,21 @@ func (f *forward) accept(ln net.Listener) {
 // until the link is up, so the client's first bytes wait in its socket.
 func (f *forward) handle(c net.Conn) {
 	defer f.conns.Done()
-	defer func() {
+	// A connection counts as open until its client closes its side. After
+	// that it only lingers, waiting out the sprite's last bytes (a proxy
+	// link cannot say when the server inside closed): it no longer counts
+	// against max_connections, and no longer keeps the sprite awake.
+	var lingering atomic.Bool
+	closeOpen := func() {
 		if f.stats.Open.Add(-1) == 0 {
 			f.waker.MarkIdle()
+		}
+	}
+	defer func() {
+		if lingering.Load() {
+			f.stats.Lingering.Add(-1)
+		} else {
+			closeOpen()
 		}
 	}()
 	env := f.d.env.Load()
@@ -259,6 +271,12 @@ func (f *forward) handle(c net.Conn) {
 	res := Relay(local, link, RelayOptions{
 		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
 		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut, Busy: &busy,
+		OnClientDone: func() {
+			f.stats.Lingering.Add(1)
+			lingering.Store(true)
+			closeOpen()
+			stopKeepalive()
+		},
 	})
 	stopAbort()
 	stopKeepalive()

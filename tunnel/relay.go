@@ -39,6 +39,9 @@ type RelayOptions struct {
 	// Busy is set while the relay is blocked writing to the client, so that
 	// keepalive does not mistake a slow client for a dead link.
 	Busy *atomic.Bool
+	// OnClientDone, if set, is called once when the client closes its
+	// sending side, from which point the relay only waits for the sprite.
+	OnClientDone func()
 }
 
 // End says how a relay finished.
@@ -179,6 +182,9 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 				abort(EndLinkBroken, err)
 			default:
 				clientClosed = true
+				if opts.OnClientDone != nil {
+					opts.OnClientDone()
+				}
 				if opts.HalfCloseTimeout > 0 {
 					idle = time.NewTicker(max(opts.HalfCloseTimeout/4, time.Millisecond))
 					idleC = idle.C

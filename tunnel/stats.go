@@ -12,6 +12,7 @@ import (
 // Stats counts one forward's traffic and failures. Safe for concurrent use.
 type Stats struct {
 	Open, Total       atomic.Int64
+	Lingering         atomic.Int64 // client closed its side; waiting out the sprite's last bytes
 	BytesIn, BytesOut atomic.Int64 // into the sprite, out of the sprite
 
 	mu        sync.Mutex
@@ -71,6 +72,7 @@ func (s *Stats) recordError(class string, err error, now time.Time) {
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
 	Open        int64            `json:"open"`
+	Lingering   int64            `json:"lingering"`
 	Total       int64            `json:"total"`
 	BytesIn     int64            `json:"bytes_in"`
 	BytesOut    int64            `json:"bytes_out"`
@@ -90,7 +92,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	}
 	snap := StatsSnapshot{Errors: errs, LastError: s.lastErr, LastErrorAt: s.lastErrAt}
 	s.mu.Unlock()
-	snap.Open, snap.Total = s.Open.Load(), s.Total.Load()
+	snap.Open, snap.Lingering, snap.Total = s.Open.Load(), s.Lingering.Load(), s.Total.Load()
 	snap.BytesIn, snap.BytesOut = s.BytesIn.Load(), s.BytesOut.Load()
 	return snap
 }

@@ -1,0 +1,588 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spritefwd/spritefwd/control"
+	"github.com/spritefwd/spritefwd/internal/testsvc"
+)
+
+var (
+	out       = flag.String("out", "", "write results as JSON to this file; empty skips the benchmark")
+	gib       = flag.Int64("bytes", 1<<30, "bytes per throughput measurement")
+	idleConns = flag.Int("idle", 10000, "concurrent idle connections to hold (capped by the open-file limit)")
+)
+
+const token = "bench-token"
+
+// result is one row of the report.
+type result struct {
+	Name  string             `json:"name"`
+	Value map[string]float64 `json:"values"`
+	Note  string             `json:"note,omitempty"`
+}
+
+type env struct {
+	t        *testing.T
+	dir      string
+	bin      string
+	sinkAddr string
+	echoAddr string
+	socat    string // first hop of the two-hop socat chain to the sink
+	socatE   string // the same chain to the echo server
+	socatPID []int
+	simURL   string
+	daemon   *exec.Cmd
+	socket   string
+	fwd      map[string]string
+	// fileLimit caps the idle test: every process in the chain (harness,
+	// daemon, emulator, echo server) holds two descriptors per connection.
+	fileLimit uint64
+}
+
+// procCPU is user+system CPU of pid and its reaped children, in seconds.
+func procCPU(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	total := 0.0
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		v, _ := strconv.ParseFloat(f[i], 64)
+		total += v
+	}
+	return total / 100 // clock ticks; USER_HZ is 100 on Linux
+}
+
+// TestMain doubles as the echo server process when asked to.
+func TestMain(m *testing.M) {
+	if os.Getenv("SPRITEFWD_BENCH_ECHO") != "" {
+		raiseFileLimit()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			os.Exit(1)
+		}
+		fmt.Println(ln.Addr())
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(0)
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func (e *env) echoProcess() string {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "SPRITEFWD_BENCH_ECHO=1")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+// hasChildren reports whether any of pids has a child process.
+func hasChildren(pids []int) bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+		ppid, _ := strconv.Atoi(f[1])
+		for _, p := range pids {
+			if ppid == p {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// sink reads a length and that many bytes, then acknowledges one byte.
+func sink(c net.Conn) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return
+	}
+	if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint64(hdr[:]))); err != nil {
+		return
+	}
+	c.Write([]byte{1})
+}
+
+func push(addr string, size int64) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(size))
+	c.Write(hdr[:])
+	buf := make([]byte, 256<<10)
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := c.Write(buf[:min(int64(len(buf)), size-sent)]); err != nil {
+			return err
+		}
+	}
+	_, err = io.ReadFull(c, hdr[:1])
+	return err
+}
+
+// socatChain starts two socat relays, hop1 → hop2 → target.
+func (e *env) socatChain(target string) string {
+	hop2 := e.socatListen("TCP:" + target + ",nodelay")
+	return e.socatListen("TCP:" + hop2 + ",nodelay")
+}
+
+// socatListen runs a forking socat relay to dest on a free port. This
+// socat cannot take a listener from us (no ACCEPT-FD before 1.8), so it
+// gets a random port outside the ephemeral range; if the port is taken,
+// socat exits at once and another is tried. Nothing is guessed silently.
+func (e *env) socatListen(dest string) string {
+	for range 50 {
+		port := 20000 + mrand.IntN(10000)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr,nodelay", port), dest)
+		if err := cmd.Start(); err != nil {
+			e.t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		up := false
+		for start := time.Now(); time.Since(start) < 2*time.Second && !up; time.Sleep(10 * time.Millisecond) {
+			select {
+			case <-exited:
+			default:
+				if c, err := net.Dial("tcp", addr); err == nil {
+					c.Close()
+					up = true
+				}
+				continue
+			}
+			break
+		}
+		select {
+		case <-exited:
+			continue // bind failed: try another port
+		default:
+		}
+		if !up {
+			cmd.Process.Kill()
+			<-exited
+			continue
+		}
+		e.socatPID = append(e.socatPID, cmd.Process.Pid)
+		e.t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+		return addr
+	}
+	e.t.Fatal("socat could not bind any port")
+	return ""
+}
+
+func (e *env) status() control.Status {
+	c := control.NewClient(e.socket)
+	defer c.Close()
+	st, err := c.Status(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func (e *env) setLatency(d time.Duration) {
+	body := fmt.Sprintf(`{"latency":%q}`, d.String())
+	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+token, "-d", body, e.simURL+"/_sim/faults")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("set latency: %v %s", err, out)
+	}
+}
+
+func raiseFileLimit() uint64 {
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	want := uint64(200000)
+	if lim.Max < want {
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}) == nil {
+			return want
+		}
+	}
+	lim.Cur = lim.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur
+}
+
+func setup(t *testing.T) *env {
+	testsvc.Need(t, "socat", "curl")
+	limit := raiseFileLimit()
+	e := &env{t: t, dir: t.TempDir(), fwd: map[string]string{}}
+	e.bin = filepath.Join(e.dir, "spritefwd")
+	if out, err := exec.Command("go", "build", "-o", e.bin, "../cmd/spritefwd").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	e.sinkAddr = serveTCP(t, sink)
+	e.echoAddr = e.echoProcess() // its own process: 10k connections need their own fds
+	e.socat = e.socatChain(e.sinkAddr)
+	e.socatE = e.socatChain(e.echoAddr)
+
+	sim := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s",
+		"--map", "s:9="+e.sinkAddr, "--map", "s:7="+e.echoAddr, "--log-level", "warn")
+	stdout, _ := sim.StdoutPipe()
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Process.Kill(); sim.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	e.simURL = strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
+
+	tokenFile := filepath.Join(e.dir, "token")
+	os.WriteFile(tokenFile, []byte(token), 0o600)
+	cfg := filepath.Join(e.dir, "bench.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`api_url: %s
+token_file: %s
+half_close_timeout: 1s
+forwards:
+  - {name: sink, listen: 0, sprite: s, port: 9, max_connections: 100000}
+  - {name: echo, listen: 0, sprite: s, port: 7, max_connections: 100000}
+`, e.simURL, tokenFile)), 0o600)
+	e.socket = filepath.Join(e.dir, "ctl.sock")
+	e.daemon = exec.Command(e.bin, "run", "--config", cfg, "--socket", e.socket, "--allow-root", "--log-level", "warn", "--no-watch")
+	e.daemon.Stderr = os.Stderr
+	if err := e.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.daemon.Process.Signal(syscall.SIGTERM); e.daemon.Wait() })
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		c := control.NewClient(e.socket)
+		st, err := c.Status(context.Background())
+		c.Close()
+		if err == nil && len(st.Forwards) == 2 && len(st.Forwards[0].Addrs) > 0 && len(st.Forwards[1].Addrs) > 0 {
+			for _, f := range st.Forwards {
+				e.fwd[f.Name] = f.Addrs[0]
+			}
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("daemon did not start")
+		}
+	}
+	e.fileLimit = limit
+	return e
+}
+
+func gbps(bytes int64, d time.Duration) float64 { return float64(bytes) * 8 / 1e9 / d.Seconds() }
+
+func (e *env) throughput(streams int) result {
+	per := *gib / int64(streams)
+	run := func(addr string, pids []int) (float64, float64) {
+		cpu0 := 0.0
+		for _, p := range pids {
+			cpu0 += procCPU(p)
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range streams {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := push(addr, per); err != nil {
+					e.t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		took := time.Since(start)
+		// socat forks a child per connection; its CPU reaches the parent's
+		// cutime only once the child is reaped.
+		for deadline := time.Now().Add(5 * time.Second); hasChildren(pids) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cpu := -cpu0
+		for _, p := range pids {
+			cpu += procCPU(p)
+		}
+		return gbps(per*int64(streams), took), cpu / (float64(per*int64(streams)) / (1 << 30))
+	}
+	direct, _ := run(e.sinkAddr, nil)
+	socat, socatCPU := run(e.socat, e.socatPID)
+	tunnel, daemonCPU := run(e.fwd["sink"], []int{e.daemon.Process.Pid})
+	return result{
+		Name: fmt.Sprintf("throughput, %d stream(s), %d MiB", streams, *gib>>20),
+		Value: map[string]float64{
+			"direct_gbps": direct, "socat_gbps": socat, "spritefwd_gbps": tunnel,
+			"spritefwd_vs_direct": tunnel / direct, "spritefwd_vs_socat": tunnel / socat,
+			"daemon_cpu_s_per_gib": daemonCPU, "socat_cpu_s_per_gib": socatCPU, "daemon_cpu_vs_socat": daemonCPU / socatCPU,
+		},
+	}
+}
+
+// setupLatency times connect → first echoed byte, n times in a row.
+func setupLatency(addr string, n int) (p50, p99 time.Duration, err error) {
+	var ds []time.Duration
+	for range n {
+		start := time.Now()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return 0, 0, err
+		}
+		c.Write([]byte{1})
+		_, err = io.ReadFull(c, make([]byte, 1))
+		ds = append(ds, time.Since(start))
+		c.Close()
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2], ds[len(ds)*99/100], nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func (e *env) setup() []result {
+	const n = 300
+	d50, d99, _ := setupLatency(e.echoAddr, n)
+	s50, s99, _ := setupLatency(e.socatE, n)
+	t50, t99, err := setupLatency(e.fwd["echo"], n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rows := []result{{
+		Name: "connection setup, connect to first echoed byte, latency 0",
+		Value: map[string]float64{
+			"direct_p50_us": us(d50), "direct_p99_us": us(d99), "socat_p50_us": us(s50), "socat_p99_us": us(s99),
+			"spritefwd_p50_us": us(t50), "spritefwd_p99_us": us(t99), "spritefwd_added_p50_us": us(t50 - d50),
+		},
+	}}
+	const oneWay = 50 * time.Millisecond
+	e.setLatency(oneWay)
+	defer e.setLatency(0)
+	l50, l99, err := setupLatency(e.fwd["echo"], 20)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rtt := 2 * oneWay
+	rows = append(rows, result{
+		Name: "connection setup with --latency 50ms (100 ms round trip)",
+		Value: map[string]float64{
+			"spritefwd_p50_ms": float64(l50) / 1e6, "spritefwd_p99_ms": float64(l99) / 1e6,
+			"round_trips_p50": float64(l50) / float64(rtt), "round_trips_p99": float64(l99) / float64(rtt),
+		},
+		Note: "the emulator charges the upgrade, the init exchange and the echo one round trip each; the TCP and TLS handshakes of a real WAN come on top",
+	})
+	return rows
+}
+
+func (e *env) idle() result {
+	n := *idleConns
+	note := ""
+	if most := int(e.fileLimit-2000) / 2; n > most {
+		note = fmt.Sprintf("asked for %d; this machine's open-file limit (%d, not raisable here) holds each process to %d, at two descriptors per connection", n, e.fileLimit, most)
+		n = most
+	}
+	before := e.status()
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	sem := make(chan struct{}, 256)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var failed int
+	for range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := net.Dial("tcp", e.fwd["echo"])
+			if err == nil {
+				c.SetDeadline(time.Now().Add(60 * time.Second))
+				c.Write([]byte{1})
+				_, err = io.ReadFull(c, make([]byte, 1))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				if c != nil {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}()
+	}
+	wg.Wait()
+	time.Sleep(2 * time.Second) // let the daemon settle
+	held := e.status()
+	// All of them still echo.
+	echoed := 0
+	for _, c := range conns {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write([]byte{2}); err == nil {
+			if _, err := io.ReadFull(c, make([]byte, 1)); err == nil {
+				echoed++
+			}
+		}
+	}
+	open := float64(len(conns))
+	return result{
+		Name: fmt.Sprintf("%d concurrent idle connections through one forward", n),
+		Value: map[string]float64{
+			"held": open, "failed_to_open": float64(failed), "still_echo": float64(echoed),
+			"daemon_rss_mib_before": float64(before.RSSBytes) / (1 << 20), "daemon_rss_mib_held": float64(held.RSSBytes) / (1 << 20),
+			"rss_kib_per_conn":        float64(held.RSSBytes-before.RSSBytes) / 1024 / open,
+			"goroutines_per_conn":     float64(held.Goroutines-before.Goroutines) / open,
+			"heap_kib_per_conn":       float64(int64(held.HeapBytes)-int64(before.HeapBytes)) / 1024 / open,
+		},
+		Note: note,
+	}
+}
+
+var tps = regexp.MustCompile(`tps = ([0-9.]+)`)
+
+func (e *env) pgbench() []result {
+	pg := testsvc.StartPostgres(e.t)
+	if out, err := testsvc.Command(context.Background(), e.t, "pgbench", "-i", "-q", "-h", pg.Dir, "-U", "postgres", "postgres").CombinedOutput(); err != nil {
+		e.t.Fatalf("pgbench -i: %v %s", err, out)
+	}
+	// pgbench needs TCP for the direct run too: a socat hop of one, so the
+	// direct side is TCP like the tunnel (and slightly pessimistic).
+	direct := e.socatChainUnix(pg.Socket)
+	simPG := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--map", "db:5432=unix:"+pg.Socket, "--log-level", "warn")
+	stdout, _ := simPG.StdoutPipe()
+	simPG.Start()
+	defer func() { simPG.Process.Kill(); simPG.Wait() }()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	url := strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
+	tokenFile := filepath.Join(e.dir, "token")
+	cfg := filepath.Join(e.dir, "pg.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\nforwards:\n  - {name: pg, listen: 0, sprite: db, port: 5432}\n", url, tokenFile)), 0o600)
+	sock := filepath.Join(e.dir, "pg.sock")
+	d := exec.Command(e.bin, "run", "--config", cfg, "--socket", sock, "--allow-root", "--log-level", "warn", "--no-watch", "--log-format", "json")
+	d.Stderr = os.Stderr
+	d.Start()
+	defer func() { d.Process.Signal(syscall.SIGTERM); d.Wait() }()
+	var tunnel string
+	for start := time.Now(); tunnel == "" && time.Since(start) < 20*time.Second; time.Sleep(50 * time.Millisecond) {
+		c := control.NewClient(sock)
+		if st, err := c.Status(context.Background()); err == nil && len(st.Forwards) == 1 && len(st.Forwards[0].Addrs) > 0 {
+			tunnel = st.Forwards[0].Addrs[0]
+		}
+		c.Close()
+	}
+	run := func(addr string, extra ...string) float64 {
+		_, port, _ := net.SplitHostPort(addr)
+		args := append([]string{"-c", "8", "-j", "2", "-T", "10", "-S", "-n", "-h", "127.0.0.1", "-p", port, "-U", "postgres"}, extra...)
+		out, err := testsvc.Command(context.Background(), e.t, "pgbench", append(args, "postgres")...).CombinedOutput()
+		if err != nil {
+			e.t.Errorf("pgbench: %v\n%s", err, out)
+		}
+		m := tps.FindSubmatch(out)
+		if m == nil {
+			return 0
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	var rows []result
+	for _, mode := range []struct {
+		name  string
+		extra []string
+	}{{"pgbench -c 8 -S", nil}, {"pgbench -c 8 -S -C (a connection per transaction)", []string{"-C"}}} {
+		dt, tt := run(direct, mode.extra...), run(tunnel, mode.extra...)
+		rows = append(rows, result{Name: mode.name, Value: map[string]float64{"direct_tps": dt, "spritefwd_tps": tt, "spritefwd_vs_direct": tt / dt},
+			Note: "direct is one socat hop to PostgreSQL's Unix socket"})
+	}
+	return rows
+}
+
+func (e *env) socatChainUnix(path string) string {
+	return e.socatListen("UNIX-CONNECT:" + path)
+}
+
+func TestBench(t *testing.T) {
+	if *out == "" {
+		t.Skip("bench: pass -out FILE (make bench)")
+	}
+	e := setup(t)
+	var rows []result
+	rows = append(rows, e.throughput(1), e.throughput(8))
+	rows = append(rows, e.setup()...)
+	rows = append(rows, e.pgbench()...) // before the idle test churns through ephemeral ports
+	rows = append(rows, e.idle())
+
+	fmt.Printf("\nspritefwd benchmarks (%s, %d cores), all references from this run\n", time.Now().Format(time.DateOnly), numCPU())
+	for _, r := range rows {
+		fmt.Printf("\n%s\n", r.Name)
+		keys := make([]string, 0, len(r.Value))
+		for k := range r.Value {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Printf("  %-26s %12.3f\n", k, r.Value[k])
+		}
+		if r.Note != "" {
+			fmt.Printf("  (%s)\n", r.Note)
+		}
+	}
+	data, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC(), "results": rows}, "", "  ")
+	if err := os.WriteFile(*out, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("\nwrote %s\n", *out)
+}
+
+func numCPU() int {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(data), "processor\t:")
+}
