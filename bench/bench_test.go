@@ -479,9 +479,9 @@ func (e *env) idle() result {
 		Value: map[string]float64{
 			"held": open, "failed_to_open": float64(failed), "still_echo": float64(echoed),
 			"daemon_rss_mib_before": float64(before.RSSBytes) / (1 << 20), "daemon_rss_mib_held": float64(held.RSSBytes) / (1 << 20),
-			"rss_kib_per_conn":        float64(held.RSSBytes-before.RSSBytes) / 1024 / open,
-			"goroutines_per_conn":     float64(held.Goroutines-before.Goroutines) / open,
-			"heap_kib_per_conn":       float64(int64(held.HeapBytes)-int64(before.HeapBytes)) / 1024 / open,
+			"rss_kib_per_conn":    float64(held.RSSBytes-before.RSSBytes) / 1024 / open,
+			"goroutines_per_conn": float64(held.Goroutines-before.Goroutines) / open,
+			"heap_kib_per_conn":   float64(int64(held.HeapBytes)-int64(before.HeapBytes)) / 1024 / open,
 		},
 		Note: note,
 	}

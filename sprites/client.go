@@ -189,8 +189,8 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	var l *Link // set once connected; the pong callback may fire before
 	var pongs atomic.Pointer[Link]
 	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy"), &websocket.DialOptions{
-		HTTPClient:     c.http,
-		HTTPHeader:     c.header(),
+		HTTPClient: c.http,
+		HTTPHeader: c.header(),
 		OnPongReceived: func(context.Context, []byte) {
 			if l := pongs.Load(); l != nil {
 				l.touch()
@@ -396,7 +396,6 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	}
 	return nil
 }
-
 
 // Close releases idle HTTP connections. Open links are not affected.
 func (c *Client) Close() { c.http.CloseIdleConnections() }

@@ -34,8 +34,8 @@ type forward struct {
 	stats *Stats
 	log   zerolog.Logger
 
-	ctx    context.Context // cancelled to abort every connection
-	cancel context.CancelFunc
+	ctx     context.Context // cancelled to abort every connection
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup // keep-awake and rebind loops, which end on cancel
 	accepts sync.WaitGroup // accept loops, which end when listeners close
 	conns   sync.WaitGroup // open connections, which drain waits for
