@@ -359,7 +359,7 @@ func TestSoak(t *testing.T) {
 		idleEnd, err = s.status()
 		open := int64(0)
 		for _, f := range idleEnd.Forwards {
-			open += f.Open
+			open += f.Open + f.Lingering
 		}
 		if err == nil && open == 0 || time.Since(start) > 30*time.Second {
 			break

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
@@ -21,39 +22,21 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const token = "org/1/tok/s3cr3t-value"
 
-// echoServer is a real TCP server standing in for a process inside a sprite.
-// With closeAfter > 0 it closes each connection after echoing that many bytes.
+// echoServer stands in for a process inside a sprite. With closeAfter > 0
+// it closes each connection after echoing that many bytes; with
+// closeAfter < 0 it echoes -closeAfter bytes, then resets.
 func echoServer(t *testing.T, closeAfter int) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if closeAfter < 0 { // echo -closeAfter bytes, then reset
-					_, _ = io.CopyN(c, c, int64(-closeAfter))
-					c.(*net.TCPConn).SetLinger(0)
-					return
-				}
-				if closeAfter > 0 {
-					_, _ = io.CopyN(c, c, int64(closeAfter))
-					return
-				}
-				_, _ = io.Copy(c, c)
-			}()
+	return testsvc.Serve(t, func(c net.Conn) {
+		switch {
+		case closeAfter < 0:
+			io.CopyN(c, c, int64(-closeAfter))
+			c.(*net.TCPConn).SetLinger(0)
+		case closeAfter > 0:
+			io.CopyN(c, c, int64(closeAfter))
+		default:
+			io.Copy(c, c)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 type env struct {
@@ -382,5 +365,39 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		if _, err := sprites.New(o); err == nil {
 			t.Errorf("New(%+v) succeeded", o)
 		}
+	}
+}
+
+func TestDropRateCutsLinks(t *testing.T) {
+	e := newEnv(t, spritestest.Options{Faults: spritestest.Faults{DropRate: 50}}, sprites.Options{})
+	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, link); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a random drop ended the link cleanly")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drop_rate 50/s never cut the link")
+	}
+}
+
+func TestColdAfterGoesWarmThenCold(t *testing.T) {
+	e := newEnv(t, spritestest.Options{ColdAfter: 200 * time.Millisecond}, sprites.Options{})
+	e.sim.Sleep("db")
+	if st, _ := e.sim.SpriteStats("db"); st.State != "warm" {
+		t.Fatalf("state %q right after sleep, want warm", st.State)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st, _ := e.sim.SpriteStats("db"); st.State != "cold"; st, _ = e.sim.SpriteStats("db") {
+		if time.Now().After(deadline) {
+			t.Fatalf("never went cold: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
@@ -46,9 +47,9 @@ func connected(w http.ResponseWriter, r *http.Request) (*websocket.Conn, context
 	return ws, ctx
 }
 
-func daemonFor(t *testing.T, apiURL, settings string) (*Daemon, *syncBuffer) {
+func daemonFor(t *testing.T, apiURL, settings string) (*Daemon, *testsvc.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testsvc.LogBuffer{}
 	d := New(Options{Log: zerolog.New(logs), Getenv: func(string) string { return testToken }})
 	t.Cleanup(func() { d.Shutdown(time.Second) })
 	cfg, err := config.Parse("bad.yaml", []byte(fmt.Sprintf("api_url: %s\ntoken_file: /x\nshutdown_grace: 1s\n%sforwards:\n  - 0:db:7\n", apiURL, settings)))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
@@ -55,7 +56,7 @@ func BenchmarkThroughput(b *testing.B) {
 	const size = 64 << 20
 	sim := spritestest.NewServer(spritestest.Options{Token: testToken, IdleSleep: -1})
 	defer sim.Close()
-	direct := serve(b, sink)
+	direct := testsvc.Serve(b, sink)
 	sim.Map("db", 9, direct)
 	d := New(Options{Getenv: func(string) string { return testToken }})
 	defer d.Shutdown(time.Second)

@@ -17,71 +17,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
 const testToken = "org/1/tok/daemon-test-secret"
-
-// syncBuffer collects log lines from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// serve runs a real TCP server on loopback for the test's lifetime.
-func serve(t testing.TB, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-func echo(c net.Conn) { io.Copy(c, c) }
 
 // source writes forever, for tests that cut a link mid-stream.
 func source(c net.Conn) {
@@ -96,7 +36,7 @@ func source(c net.Conn) {
 type rig struct {
 	sim  *spritestest.Server
 	d    *Daemon
-	logs *syncBuffer
+	logs *testsvc.LogBuffer
 	base string // config text before forwards:
 }
 
@@ -113,9 +53,9 @@ func newRig(t *testing.T, simOpts spritestest.Options, cfgExtra, forwards string
 	}
 	sim := spritestest.NewServer(simOpts)
 	t.Cleanup(sim.Close)
-	sim.Map("db", 7, serve(t, echo))
-	sim.Map("db", 19, serve(t, source))
-	r := &rig{sim: sim, logs: &syncBuffer{}}
+	sim.Map("db", 7, testsvc.Serve(t, testsvc.Echo))
+	sim.Map("db", 19, testsvc.Serve(t, source))
+	r := &rig{sim: sim, logs: &testsvc.LogBuffer{}}
 	if !strings.Contains(cfgExtra, "keepalive:") {
 		cfgExtra += "keepalive: 1s\n"
 	}
@@ -385,5 +325,33 @@ func TestLingeringDoesNotCountAsOpen(t *testing.T) {
 	}
 	if st.Lingering == 0 {
 		t.Errorf("no connection shown as lingering: %+v", st.StatsSnapshot)
+	}
+}
+
+// TestLocalhostBindsBothLoopbacks: localhost means 127.0.0.1 and ::1 on the
+// same port, even when the port is chosen by the system; without IPv6 it
+// still serves on 127.0.0.1.
+func TestLocalhostBindsBothLoopbacks(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - {name: both, listen: \"localhost:0\", sprite: db, port: 7}\n")
+	st := r.status(t, "both")
+	if len(st.Addrs) == 0 || !strings.HasPrefix(st.Addrs[0], "127.0.0.1:") {
+		t.Fatalf("addrs %v", st.Addrs)
+	}
+	_, port, _ := net.SplitHostPort(st.Addrs[0])
+	for _, a := range st.Addrs {
+		if _, p, _ := net.SplitHostPort(a); p != port {
+			t.Errorf("listeners on different ports: %v", st.Addrs)
+		}
+	}
+	for _, a := range st.Addrs {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoCheck(t, c, 32)
+		c.Close()
+	}
+	if len(st.Addrs) == 1 {
+		t.Log("no IPv6 loopback on this machine: served on 127.0.0.1 only")
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,27 +29,10 @@ import (
 
 const e2eToken = "org/1/tok/e2e-secret"
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type e2e struct {
 	sim  *spritestest.Server
 	d    *tunnel.Daemon
-	logs *logBuffer
+	logs *testsvc.LogBuffer
 }
 
 // startE2E runs an emulator with the given maps and a daemon forwarding
@@ -82,7 +64,7 @@ func startE2E(t *testing.T, opts spritestest.Options, maps map[string]string, se
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{sim: sim, logs: &logBuffer{}}
+	e := &e2e{sim: sim, logs: &testsvc.LogBuffer{}}
 	e.d = tunnel.New(tunnel.Options{
 		Log: zerolog.New(e.logs).Level(zerolog.DebugLevel),
 		Getenv: func(k string) string {

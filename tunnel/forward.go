@@ -77,6 +77,12 @@ func (f *forward) bind() error {
 	var lns []net.Listener
 	addrs := bindAddrs(f.rule.Listen)
 	for i, addr := range addrs {
+		if i > 0 && len(lns) > 0 {
+			// localhost:0 means one free port on both loopbacks, not two.
+			host, _, _ := net.SplitHostPort(addr)
+			_, port, _ := net.SplitHostPort(lns[0].Addr().String())
+			addr = net.JoinHostPort(host, port)
+		}
 		ln, err := f.d.listen(f.ctx, "tcp", addr)
 		if err != nil {
 			if i > 0 && ipv6Unavailable(err) {

@@ -20,7 +20,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,41 +43,6 @@ type daemonRig struct {
 	socket string
 	header string // settings before forwards:
 	r      *runner
-}
-
-func echoServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // startDaemon runs the real runner (watcher, control socket, metrics) on a
@@ -241,7 +205,7 @@ func (s *psqlSession) query(sql string) string {
 
 func TestE2EHotReloadKeepsLiveSession(t *testing.T) {
 	pg := testsvc.StartPostgres(t)
-	d := startDaemon(t, spritestest.Options{}, map[int]string{5432: "unix:" + pg.Socket, 7: echoServer(t)}, "",
+	d := startDaemon(t, spritestest.Options{}, map[int]string{5432: "unix:" + pg.Socket, 7: testsvc.Serve(t, testsvc.Echo)}, "",
 		"  - {name: a, listen: 0, sprite: db, port: 5432}\n  - {name: c, listen: 0, sprite: db, port: 7}\n")
 
 	s := startPsql(t, d.addr("a"))
@@ -287,7 +251,7 @@ func TestE2EHotReloadKeepsLiveSession(t *testing.T) {
 }
 
 func TestE2EBrokenEditKeepsServing(t *testing.T) {
-	d := startDaemon(t, spritestest.Options{}, map[int]string{7: echoServer(t)}, "",
+	d := startDaemon(t, spritestest.Options{}, map[int]string{7: testsvc.Serve(t, testsvc.Echo)}, "",
 		"  - {name: a, listen: 0, sprite: db, port: 7}\n  - {name: b, listen: 0, sprite: db, port: 7}\n")
 	for _, tt := range []struct{ name, forwards, want string }{
 		{"bad yaml", "  - {name: a, listen: 0, sprite: db, port: 7\n", `spritefwd.yaml:\d+:\d+: YAML syntax`},
@@ -315,7 +279,7 @@ func TestE2EBrokenEditKeepsServing(t *testing.T) {
 }
 
 func TestE2ERemovedForwardDrains(t *testing.T) {
-	d := startDaemon(t, spritestest.Options{}, map[int]string{7: echoServer(t)}, "shutdown_grace: 30s\n",
+	d := startDaemon(t, spritestest.Options{}, map[int]string{7: testsvc.Serve(t, testsvc.Echo)}, "shutdown_grace: 30s\n",
 		"  - {name: a, listen: 0, sprite: db, port: 7}\n  - {name: gone, listen: 0, sprite: db, port: 7}\n")
 	addr := d.addr("gone")
 	c, err := net.Dial("tcp", addr)
@@ -349,7 +313,7 @@ func TestE2ERemovedForwardDrains(t *testing.T) {
 }
 
 func TestE2EStatusAndMetrics(t *testing.T) {
-	d := startDaemon(t, spritestest.Options{Faults: spritestest.Faults{ColdProxy: spritestest.ColdFail}}, map[int]string{7: echoServer(t)},
+	d := startDaemon(t, spritestest.Options{Faults: spritestest.Faults{ColdProxy: spritestest.ColdFail}}, map[int]string{7: testsvc.Serve(t, testsvc.Echo)},
 		"metrics_listen: 127.0.0.1:0\n", "  - {name: echo, listen: 0, sprite: db, port: 7}\n")
 	metrics := func() string {
 		resp, err := http.Get("http://" + d.status().MetricsAddr + "/metrics")
@@ -421,7 +385,7 @@ func TestStatusWithoutDaemonExits3(t *testing.T) {
 }
 
 func TestTokenFileWarning(t *testing.T) {
-	d := startDaemon(t, spritestest.Options{}, map[int]string{7: echoServer(t)}, "", "  - 0:db:7\n")
+	d := startDaemon(t, spritestest.Options{}, map[int]string{7: testsvc.Serve(t, testsvc.Echo)}, "", "  - 0:db:7\n")
 	os.Chmod(filepath.Join(d.dir, "token"), 0o644)
 	os.Chmod(d.path, 0o666)
 	d.r.Reload()
@@ -436,7 +400,7 @@ func TestTokenFileWarning(t *testing.T) {
 // must return at once with forwards serving; Stop must drain within the
 // grace period, with no process exit.
 func TestServiceRunStartStop(t *testing.T) {
-	d := startDaemon(t, spritestest.Options{}, map[int]string{7: echoServer(t)}, "", "  - 0:db:7\n")
+	d := startDaemon(t, spritestest.Options{}, map[int]string{7: testsvc.Serve(t, testsvc.Echo)}, "", "  - 0:db:7\n")
 	d.r.Stop() // the rig's runner; the service below gets its own
 	cfg, _ := config.Load(d.path)
 	r := newRunner(runnerOptions{log: zerolog.Nop(), configPath: d.path, cfg: cfg, socket: filepath.Join(d.dir, "svc.sock")})
