@@ -129,9 +129,7 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		}
 	}
 	for _, w := range d.wakers {
-		w.mu.Lock()
-		w.WakeTimeout = cfg.WakeTimeout
-		w.mu.Unlock()
+		w.SetWakeTimeout(cfg.WakeTimeout)
 	}
 	d.cfg = cfg
 	d.mu.Unlock()

@@ -355,3 +355,21 @@ func TestLocalhostBindsBothLoopbacks(t *testing.T) {
 		t.Log("no IPv6 loopback on this machine: served on 127.0.0.1 only")
 	}
 }
+
+// TestReloadWhileConnecting changes wake_timeout while connections wait for
+// a wake; run with -race, it guards the timeout's reads.
+func TestReloadWhileConnecting(t *testing.T) {
+	r := newRig(t, spritestest.Options{WakeDelay: 300 * time.Millisecond, Faults: spritestest.Faults{ColdProxy: spritestest.ColdFail}}, "wake_timeout: 20s\n", "  - {name: a, listen: 0, sprite: db, port: 7}\n")
+	r.sim.Sleep("db")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			echoCheck(t, r.dial(t, "a"), 16)
+		}()
+	}
+	r.base = strings.Replace(r.base, "wake_timeout: 20s", "wake_timeout: 30s", 1)
+	r.apply(t, "  - {name: a, listen: 0, sprite: db, port: 7}\n")
+	wg.Wait()
+}

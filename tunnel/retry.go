@@ -59,7 +59,6 @@ type Waker struct {
 	Sprite       string
 	Clock        Clock
 	Backoff      Backoff
-	WakeTimeout  time.Duration
 	RefusedTries int           // how often "nothing listens" is retried outside the grace
 	RefusedGrace time.Duration // after a wake, "nothing listens" is retried this long
 	// OnWake, if set, is called when a wake ends, with how long it took.
@@ -70,12 +69,26 @@ type Waker struct {
 	// their wake timeout.
 	dials chan struct{}
 
-	mu       sync.Mutex
-	wake     *wakeOp
+	mu          sync.Mutex
+	wakeTimeout time.Duration // a reload may change it while connections dial
+	wake        *wakeOp
 	state    SpriteState
 	lastWake time.Time
 	wakes    int64
 	wakeWait time.Duration
+}
+
+// SetWakeTimeout changes the wake timeout for connections that start later.
+func (w *Waker) SetWakeTimeout(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.wakeTimeout = d
+}
+
+func (w *Waker) timeoutValue() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.wakeTimeout
 }
 
 // Wakes reports how many wakes this sprite went through and their total wait.
@@ -97,7 +110,7 @@ const MaxDialsPerSprite = 64
 // NewWaker returns a Waker with the default policy.
 func NewWaker(sprite string, clock Clock, wakeTimeout time.Duration) *Waker {
 	return &Waker{
-		Sprite: sprite, Clock: clock, Backoff: DefaultBackoff, WakeTimeout: wakeTimeout,
+		Sprite: sprite, Clock: clock, Backoff: DefaultBackoff, wakeTimeout: wakeTimeout,
 		RefusedTries: 3, RefusedGrace: 10 * time.Second, state: StateUnknown,
 		dials: make(chan struct{}, MaxDialsPerSprite),
 	}
@@ -191,9 +204,10 @@ func (w *Waker) wokeRecently() bool {
 // listens" only a few times or shortly after a wake.
 func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.Context) (T, error)) (T, error) {
 	var zero T
-	ctx, cancel := context.WithTimeout(ctx, w.WakeTimeout)
+	wakeTimeout := w.timeoutValue()
+	ctx, cancel := context.WithTimeout(ctx, wakeTimeout)
 	defer cancel()
-	deadline := w.Clock.Now().Add(w.WakeTimeout)
+	deadline := w.Clock.Now().Add(wakeTimeout)
 	var (
 		op       *wakeOp
 		leading  bool
@@ -213,7 +227,7 @@ func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.C
 				select {
 				case <-o.done:
 				case <-ctx.Done():
-					return zero, w.timeout(lastErr)
+					return zero, w.timeout(wakeTimeout, lastErr)
 				}
 				if sprites.IsPermanent(o.err) {
 					return zero, o.err
@@ -227,7 +241,7 @@ func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.C
 			return v, nil
 		}
 		if ctx.Err() != nil {
-			err = w.timeout(err)
+			err = w.timeout(wakeTimeout, err)
 			giveUpOp(err)
 			return zero, err
 		}
@@ -260,7 +274,7 @@ func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.C
 		attempt++
 		if left := deadline.Sub(w.Clock.Now()); delay > left {
 			if left <= 0 {
-				err = w.timeout(lastErr)
+				err = w.timeout(wakeTimeout, lastErr)
 				giveUpOp(err)
 				return zero, err
 			}
@@ -269,16 +283,16 @@ func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.C
 		select {
 		case <-w.Clock.After(delay):
 		case <-ctx.Done():
-			err = w.timeout(lastErr)
+			err = w.timeout(wakeTimeout, lastErr)
 			giveUpOp(err)
 			return zero, err
 		}
 	}
 }
 
-func (w *Waker) timeout(last error) error {
+func (w *Waker) timeout(limit time.Duration, last error) error {
 	if last == nil {
-		return fmt.Errorf("sprite %s: %w within %s", w.Sprite, ErrWakeTimeout, w.WakeTimeout)
+		return fmt.Errorf("sprite %s: %w within %s", w.Sprite, ErrWakeTimeout, limit)
 	}
-	return fmt.Errorf("sprite %s: %w within %s; last error: %w", w.Sprite, ErrWakeTimeout, w.WakeTimeout, last)
+	return fmt.Errorf("sprite %s: %w within %s; last error: %w", w.Sprite, ErrWakeTimeout, limit, last)
 }
