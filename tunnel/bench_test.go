@@ -75,3 +75,28 @@ func BenchmarkThroughput(b *testing.B) {
 	b.ReportMetric(float64(size)*8/1e9/(viaTunnel.Seconds()/n), "tunnel-Gbit/s")
 	b.ReportMetric(viaLoop.Seconds()/viaTunnel.Seconds(), "tunnel/loopback")
 }
+
+// BenchmarkSetup times connect → first echoed byte through the daemon and
+// the emulator, in process, for profiling the per-connection path.
+func BenchmarkSetup(b *testing.B) {
+	sim := spritestest.NewServer(spritestest.Options{Token: testToken, IdleSleep: -1})
+	defer sim.Close()
+	sim.Map("db", 7, testsvc.Serve(b, testsvc.Echo))
+	d := New(Options{Getenv: func(string) string { return testToken }})
+	defer d.Shutdown(time.Second)
+	applyYAML(b, d, sim.URL, "  - 0:db:7\n")
+	addr := d.Status()[0].Addrs[0]
+	one := make([]byte, 1)
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(one)
+		if _, err := io.ReadFull(c, one); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

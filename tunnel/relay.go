@@ -73,9 +73,19 @@ type RelayResult struct {
 	ClientClosed bool
 }
 
-const relayBufSize = 32 << 10
+// Relay buffers start small and grow with the traffic. An idle connection
+// blocks in Read holding its buffer, so with 10,000 idle connections the
+// buffers are most of the daemon's memory; a bulk transfer fills the small
+// buffer on its first read and switches to the large one at once.
+const (
+	smallBuf = 4 << 10
+	largeBuf = 32 << 10 // one WebSocket message at the default max_message
+)
 
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufSize); return &b }}
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
+)
 
 // copyResult tells apart which side of a copy failed: in a proxy a read error
 // and a write error mean different things.
@@ -84,10 +94,12 @@ type copyResult struct {
 }
 
 func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bool, lastRead *atomic.Int64) copyResult {
-	bp := relayBufs.Get().(*[]byte)
-	defer relayBufs.Put(bp)
-	buf := *bp
+	pool := &smallBufs
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
+	quiet := 0 // consecutive reads that used under a quarter of a large buffer
 	for {
+		buf := *bp
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			if lastRead != nil {
@@ -115,6 +127,20 @@ func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bo
 		}
 		if rerr != nil {
 			return copyResult{readErr: rerr}
+		}
+		switch {
+		case pool == &smallBufs && nr == len(buf):
+			pool.Put(bp)
+			pool = &largeBufs
+			bp, quiet = pool.Get().(*[]byte), 0
+		case pool == &largeBufs && nr < largeBuf/4:
+			if quiet++; quiet >= 8 {
+				pool.Put(bp)
+				pool = &smallBufs
+				bp = pool.Get().(*[]byte)
+			}
+		default:
+			quiet = 0
 		}
 	}
 }

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -214,4 +215,48 @@ func TestRelayMarksBusyWhileClientIsSlow(t *testing.T) {
 	}
 	once.Do(func() { close(stop) })
 	rig.client.Close()
+}
+
+// chunkReader returns its chunks one Read at a time.
+type chunkReader struct{ chunks [][]byte }
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	if n == len(r.chunks[0]) {
+		r.chunks = r.chunks[1:]
+	} else {
+		r.chunks[0] = r.chunks[0][n:]
+	}
+	return n, nil
+}
+
+// TestCopyAdaptsBuffer drives the buffer from small to large (a full read)
+// and back (a run of short reads) and checks no byte is lost or reordered.
+func TestCopyAdaptsBuffer(t *testing.T) {
+	var want bytes.Buffer
+	var chunks [][]byte
+	add := func(n int) {
+		c := make([]byte, n)
+		rand.Read(c)
+		want.Write(c)
+		chunks = append(chunks, c)
+	}
+	add(smallBuf) // fills the small buffer: grow
+	add(largeBuf)
+	add(largeBuf + 100)
+	for range 20 { // short reads: shrink
+		add(10)
+	}
+	add(3 * largeBuf) // grow again
+	var got bytes.Buffer
+	var n atomic.Int64
+	if r := copyCounting(&got, &chunkReader{chunks: chunks}, &n, nil, nil); r.readErr != nil || r.writeErr != nil {
+		t.Fatal(r)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) || n.Load() != int64(want.Len()) {
+		t.Fatalf("copied %d bytes (counted %d), want %d identical", got.Len(), n.Load(), want.Len())
+	}
 }
