@@ -72,10 +72,10 @@ type Waker struct {
 	mu          sync.Mutex
 	wakeTimeout time.Duration // a reload may change it while connections dial
 	wake        *wakeOp
-	state    SpriteState
-	lastWake time.Time
-	wakes    int64
-	wakeWait time.Duration
+	state       SpriteState
+	lastWake    time.Time
+	wakes       int64
+	wakeWait    time.Duration
 }
 
 // SetWakeTimeout changes the wake timeout for connections that start later.
