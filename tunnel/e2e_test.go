@@ -180,8 +180,8 @@ func TestE2EPostgres(t *testing.T) {
 	})
 
 	t.Run("idle session survives sleep periods", func(t *testing.T) {
-		const idle = time.Second
-		e := startE2E(t, spritestest.Options{IdleSleep: idle}, maps, "keepalive: 300ms\nhalf_close_timeout: 300ms\n", "0:db:5432")
+		const idle = 1500 * time.Millisecond
+		e := startE2E(t, spritestest.Options{IdleSleep: idle}, maps, "keepalive: 250ms\nhalf_close_timeout: 300ms\n", "0:db:5432")
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cmd := testsvc.Command(ctx, t, "psql", "-h", "127.0.0.1", "-p", e.port(t, "db:5432"), "-U", "postgres", "-X", "-At", "postgres")
