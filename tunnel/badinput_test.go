@@ -273,3 +273,37 @@ func TestMaxConnections(t *testing.T) {
 		t.Errorf("errors %v", st.Errors)
 	}
 }
+
+// TestSilentLinkIsDeclaredDead: an API that stops reading (so never answers
+// a ping) is, after two keepalive intervals, a dead link: the client gets
+// what arrived, then a reset, and status counts a ping timeout.
+func TestSilentLinkIsDeclaredDead(t *testing.T) {
+	release := make(chan struct{})
+	api := &hostileAPI{handle: func(w http.ResponseWriter, r *http.Request) {
+		if ws, ctx := connected(w, r); ws != nil {
+			ws.Write(ctx, websocket.MessageBinary, []byte("hello"))
+			select { // read nothing more: pings go unanswered
+			case <-release:
+			case <-ctx.Done():
+			}
+			ws.CloseNow()
+		}
+	}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	defer close(release)
+	d, logs := daemonFor(t, srv.URL, "keepalive: 200ms\n")
+	c, err := net.Dial("tcp", d.Status()[0].Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := readAll(c)
+	if string(got) != "hello" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client got %q then %v; want hello, then a reset", got, err)
+	}
+	waitFor(t, "the ping timeout to be counted", func() bool { return d.Status()[0].Errors[ClassPingTimeout] == 1 })
+	if !strings.Contains(logs.String(), "link dead") {
+		t.Errorf("no log line for the dead link:\n%s", logs.String())
+	}
+}

@@ -259,36 +259,36 @@ func (f *forward) handle(c net.Conn) {
 		local = noHalfClose{c}
 	}
 	var busy atomic.Bool
-	kctx, stopKeepalive := context.WithCancel(f.ctx)
-	kdone := make(chan error, 1)
-	if f.rule.KeepAwake != config.Never {
-		go func() {
-			err := Keepalive(kctx, link, env.keepalive, f.d.clock, &busy)
-			if errors.Is(err, ErrLinkDead) {
-				link.CloseNow() // the relay then resets the client after what arrived
-			}
-			kdone <- err
-		}()
-	} else {
-		kdone <- nil
-	}
-	// Abort the relay when the forward is forced down after its grace.
-	stopAbort := context.AfterFunc(f.ctx, func() { link.CloseNow() })
-	res := Relay(local, link, RelayOptions{
+	kctx, stopPings := context.WithCancel(f.ctx)
+	ka := &Keepalive{Pinger: link, Interval: env.keepalive, Clock: f.d.clock, Busy: &busy}
+	opts := RelayOptions{
 		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
 		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut, Busy: &busy,
 		OnClientDone: func() {
 			f.stats.Lingering.Add(1)
 			lingering.Store(true)
 			closeOpen()
-			stopKeepalive()
 		},
-	})
+	}
+	if f.rule.KeepAwake != config.Never {
+		ticker := time.NewTicker(env.keepalive)
+		defer ticker.Stop()
+		opts.Tick = ticker.C
+		opts.OnTick = func() error {
+			if lingering.Load() {
+				return nil // the client is gone: let the sprite sleep
+			}
+			return ka.Tick(kctx)
+		}
+	}
+	// Abort the relay when the forward is forced down after its grace.
+	stopAbort := context.AfterFunc(f.ctx, func() { link.CloseNow() })
+	res := Relay(local, link, opts)
 	stopAbort()
-	stopKeepalive()
-	kerr := <-kdone
+	stopPings()
+	ka.Wait()
 	switch {
-	case res.End == EndLinkBroken && errors.Is(kerr, ErrLinkDead):
+	case res.End == EndLinkBroken && errors.Is(res.Err, ErrLinkDead):
 		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
 		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())
 		log.Warn().Err(err).Msg("link dead; client reset after the data that arrived")

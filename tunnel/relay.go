@@ -42,6 +42,10 @@ type RelayOptions struct {
 	// OnClientDone, if set, is called once when the client closes its
 	// sending side, from which point the relay only waits for the sprite.
 	OnClientDone func()
+	// Tick and OnTick let the owner run periodic checks (keepalive) on the
+	// relay's own goroutine. An OnTick error ends the relay as a broken link.
+	Tick   <-chan time.Time
+	OnTick func() error
 }
 
 // End says how a relay finished.
@@ -183,6 +187,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		reset(local)
 	}
 	clientClosed := false
+	var tickErr error
 	for !finished {
 		select {
 		case r := <-upCh:
@@ -231,6 +236,13 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 			if upCh != nil {
 				<-upCh
 			}
+		case <-opts.Tick:
+			if err := opts.OnTick(); err != nil {
+				// The copies see the link fail and end the relay as broken,
+				// after delivering what already arrived.
+				tickErr = err
+				_ = remote.CloseNow()
+			}
 		case <-idleC:
 			if time.Since(time.Unix(0, lastDown.Load())) < opts.HalfCloseTimeout {
 				continue
@@ -247,6 +259,9 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		idle.Stop()
 	}
 	result.ClientClosed = clientClosed
+	if tickErr != nil && result.End == EndLinkBroken {
+		result.Err = tickErr
+	}
 	return result
 }
 

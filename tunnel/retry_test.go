@@ -187,101 +187,76 @@ func TestConnectFollowerTakesOver(t *testing.T) {
 	}
 }
 
+// Advance moves the clock forward by d.
+func (c *stepClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakePinger answers pings (or not) on the fake clock.
 type fakePinger struct {
-	clock    Clock
-	seen     time.Time
-	fail     bool
-	pings    atomic.Int64
-	onPing   func(n int64)
-	lastSeen func() time.Time
+	clock  *stepClock
+	answer bool
+	pings  atomic.Int64
+	mu     sync.Mutex
+	seen   time.Time
 }
 
 func (p *fakePinger) Ping(ctx context.Context) error {
-	n := p.pings.Add(1)
-	if p.onPing != nil {
-		p.onPing(n)
-	}
-	if p.fail {
+	p.pings.Add(1)
+	if !p.answer {
 		return context.DeadlineExceeded
 	}
+	p.mu.Lock()
+	p.seen = p.clock.Now() // the pong
+	p.mu.Unlock()
 	return nil
 }
 
-func (p *fakePinger) LastSeen() time.Time { return p.seen }
+func (p *fakePinger) LastSeen() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen
+}
 
 func TestKeepalive(t *testing.T) {
+	const interval = 15 * time.Second
 	for _, tt := range []struct {
-		name     string
-		fail     bool
-		busy     bool
-		wantDead bool
+		name   string
+		answer bool
+		busy   bool
+		deadAt int // the tick that reports ErrLinkDead; 0 for never
 	}{
-		{name: "pongs keep it alive"},
-		{name: "silence kills it", fail: true, wantDead: true},
-		{name: "a slow client is not silence", fail: true, busy: true},
+		{name: "pongs keep it alive", answer: true},
+		{name: "silence kills it after two intervals", deadAt: 2},
+		{name: "a slow client is not silence", busy: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newStepClock()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			p := &fakePinger{seen: clock.Now(), fail: tt.fail}
-			p.onPing = func(n int64) {
-				if n == 50 {
-					cancel()
-				}
-			}
+			p := &fakePinger{clock: clock, answer: tt.answer, seen: clock.Now()}
 			var busy atomic.Bool
 			busy.Store(tt.busy)
-			err := Keepalive(ctx, p, 15*time.Second, clock, &busy)
-			if tt.wantDead {
-				if !errors.Is(err, ErrLinkDead) || p.pings.Load() != 2 {
-					t.Fatalf("err %v after %d pings, want ErrLinkDead after 2", err, p.pings.Load())
+			k := &Keepalive{Pinger: p, Interval: interval, Clock: clock, Busy: &busy}
+			for tick := 1; tick <= 20; tick++ {
+				clock.Advance(interval)
+				err := k.Tick(context.Background())
+				k.Wait()
+				switch {
+				case tick == tt.deadAt && !errors.Is(err, ErrLinkDead):
+					t.Fatalf("tick %d: %v, want ErrLinkDead", tick, err)
+				case tick == tt.deadAt:
+					return
+				case err != nil:
+					t.Fatalf("tick %d: %v on a live link", tick, err)
 				}
-				return
 			}
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("err %v, want it to run until cancelled", err)
+			if tt.deadAt != 0 {
+				t.Fatal("never declared dead")
+			}
+			if p.pings.Load() != 20 {
+				t.Errorf("%d pings in 20 ticks", p.pings.Load())
 			}
 		})
-	}
-}
-
-// TestConnectBoundsDials: however many connections arrive at once, no more
-// than MaxDialsPerSprite handshakes run against the API together.
-func TestConnectBoundsDials(t *testing.T) {
-	w := NewWaker("db", SystemClock{}, 10*time.Second)
-	var inFlight, peak atomic.Int64
-	release := make(chan struct{})
-	dial := func(context.Context) (bool, error) {
-		n := inFlight.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
-		<-release
-		inFlight.Add(-1)
-		return true, nil
-	}
-	const conns = 3 * MaxDialsPerSprite
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := Connect(context.Background(), w, 5432, dial); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	for inFlight.Load() < MaxDialsPerSprite {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond) // give any excess dial the chance to start
-	close(release)
-	wg.Wait()
-	if p := peak.Load(); p != MaxDialsPerSprite {
-		t.Errorf("peak concurrent dials %d, want %d", p, MaxDialsPerSprite)
 	}
 }
