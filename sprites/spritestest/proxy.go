@@ -1,6 +1,7 @@
 package spritestest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,21 +222,36 @@ func (s *Server) relay(ctx context.Context, sp *sprite, l *link) {
 func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
 	out := s.delayLine(ctx, func(b []byte) error { _, err := l.target.Write(b); return err })
 	defer out.close()
+	buf := make([]byte, 32<<10) // reused; the delay line gets copies
 	for {
-		typ, msg, err := l.ws.Read(ctx)
+		typ, r, err := l.ws.Reader(ctx)
 		if err != nil {
 			return
 		}
 		s.mu.Lock()
 		s.touchLocked(sp)
-		sp.stats.BytesIn += int64(len(msg))
 		s.mu.Unlock()
 		if typ != websocket.MessageBinary {
-			continue // the real server ignores text frames after init
+			io.Copy(io.Discard, r) // the real server ignores text frames after init
+			continue
 		}
-		if !out.send(msg) {
-			_ = l.ws.Close(websocket.StatusGoingAway, reasonUpstream)
-			return
+		for {
+			n, rerr := r.Read(buf)
+			if n > 0 {
+				s.mu.Lock()
+				sp.stats.BytesIn += int64(n)
+				s.mu.Unlock()
+				if !out.send(out.own(buf[:n])) {
+					_ = l.ws.Close(websocket.StatusGoingAway, reasonUpstream)
+					return
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return
+			}
 		}
 	}
 }
@@ -243,15 +259,15 @@ func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
 func (s *Server) sprite2client(ctx context.Context, sp *sprite, l *link) {
 	out := s.delayLine(ctx, func(b []byte) error { return l.ws.Write(ctx, websocket.MessageBinary, b) })
 	defer out.close()
+	buf := make([]byte, maxServerMessage) // reused; the delay line gets copies
 	for {
-		buf := make([]byte, maxServerMessage)
 		n, err := l.target.Read(buf)
 		if n > 0 {
 			s.mu.Lock()
 			s.touchLocked(sp)
 			sp.stats.BytesOut += int64(n)
 			s.mu.Unlock()
-			if !out.send(buf[:n]) {
+			if !out.send(out.own(buf[:n])) {
 				return
 			}
 		}
@@ -325,6 +341,15 @@ func (d *delayLine) run() {
 			return
 		}
 	}
+}
+
+// own returns b, or a copy of it when the line holds messages for later
+// and the caller's buffer will be reused.
+func (d *delayLine) own(b []byte) []byte {
+	if d.ch == nil {
+		return b
+	}
+	return bytes.Clone(b)
 }
 
 func (d *delayLine) send(b []byte) bool {
