@@ -77,12 +77,12 @@ type RelayResult struct {
 	ClientClosed bool
 }
 
-// Relay buffers start small and grow with the traffic. An idle connection
+// Relay buffers start small (2 KiB: a keystroke, a query) and grow with the traffic. An idle connection
 // blocks in Read holding its buffer, so with 10,000 idle connections the
 // buffers are most of the daemon's memory; a bulk transfer fills the small
 // buffer on its first read and switches to the large one at once.
 const (
-	smallBuf = 4 << 10
+	smallBuf = 2 << 10
 	largeBuf = 32 << 10 // one WebSocket message at the default max_message
 )
 
