@@ -18,9 +18,12 @@ import (
 const simHelp = `spritefwd sim [flags]: run the Sprites API emulator.
 
 Serves the parts of the Sprites API that spritefwd uses (sprite CRUD, the
-proxy WebSocket) and fails the way the real service does: sprites sleep when
-idle, cut their links on sleep and take time to wake. Each --map creates a
-sprite and routes one of its ports to a real server on this machine.
+proxy WebSocket, the exec WebSocket without tty, fs/write and fs/read) and
+fails the way the real service does: sprites sleep when idle, cut their
+links on sleep and take time to wake. Each --map creates a sprite and routes
+one of its ports to a real server on this machine. Exec runs commands as
+local processes; each sprite gets its own directory, in which fs paths and
+exec working directories are resolved.
 Point spritefwd at it with api_url: http://LISTEN.
 
 Admin endpoints (same Bearer token; they never wake a sprite):

@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,18 +104,20 @@ type Server struct {
 }
 
 type sprite struct {
-	name    string
-	id      string
-	created time.Time
-	state   string        // running, warm, cold
-	slept   time.Time     // when it went to sleep
-	waking  chan struct{} // non-nil while waking; closed when it runs
-	wakeT   *time.Timer
-	active  time.Time
-	ports   map[int]string // port inside the sprite → real address (host:port or unix:/path)
-	links   map[*link]struct{}
-	execs   int
-	stats   Stats
+	name     string
+	id       string
+	created  time.Time
+	state    string        // running, warm, cold
+	slept    time.Time     // when it went to sleep
+	waking   chan struct{} // non-nil while waking; closed when it runs
+	wakeT    *time.Timer
+	active   time.Time
+	ports    map[int]string // port inside the sprite → real address (host:port or unix:/path)
+	links    map[*link]struct{}
+	execs    int // attached exec sessions: they keep the sprite awake
+	root     string
+	sessions map[*execSession]struct{}
+	stats    Stats
 }
 
 // Stats are the counters served at GET /_sim/sprites/{name}.
@@ -160,6 +163,9 @@ func New(opts Options) *Server {
 	mux.HandleFunc("PUT /v1/sprites/{name}", s.auth(s.withSprite(s.handleGet)))
 	mux.HandleFunc("DELETE /v1/sprites/{name}", s.auth(s.handleDelete))
 	mux.HandleFunc("GET /v1/sprites/{name}/proxy", s.auth(s.withSprite(s.handleProxy)))
+	mux.HandleFunc("GET /v1/sprites/{name}/exec", s.auth(s.withSprite(s.handleExec)))
+	mux.HandleFunc("POST /v1/sprites/{name}/fs/write", s.auth(s.withSprite(s.handleFSWrite)))
+	mux.HandleFunc("GET /v1/sprites/{name}/fs/read", s.auth(s.withSprite(s.handleFSRead)))
 	mux.HandleFunc("POST /_sim/sprites/{name}/sleep", s.auth(s.admin(s.Sleep)))
 	mux.HandleFunc("POST /_sim/sprites/{name}/drop-links", s.auth(s.admin(s.DropLinks)))
 	mux.HandleFunc("GET /_sim/sprites/{name}", s.auth(s.handleSimStats))
@@ -205,10 +211,15 @@ func (s *Server) Close() {
 	}
 	s.closed = true
 	close(s.stop)
+	var roots []string
 	for _, sp := range s.sprites {
 		s.cutLinksLocked(sp)
+		s.killSessionsLocked(sp)
 		if sp.wakeT != nil && sp.wakeT.Stop() {
 			s.wg.Done()
+		}
+		if sp.root != "" {
+			roots = append(roots, sp.root)
 		}
 	}
 	s.mu.Unlock()
@@ -216,6 +227,9 @@ func (s *Server) Close() {
 	defer cancel()
 	_ = s.http.Shutdown(ctx)
 	s.wg.Wait()
+	for _, r := range roots {
+		os.RemoveAll(r)
+	}
 }
 
 // Map routes port inside sprite to target, a real address on this machine
@@ -242,6 +256,7 @@ func (s *Server) createLocked(name string) *sprite {
 	sp := &sprite{
 		name: name, id: fmt.Sprintf("sprite-%04d", s.nextID), created: now,
 		state: "running", active: now, ports: map[int]string{}, links: map[*link]struct{}{},
+		sessions: map[*execSession]struct{}{},
 	}
 	s.sprites[name] = sp
 	return sp
@@ -564,6 +579,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cutLinksLocked(sp)
+	s.killSessionsLocked(sp)
 	delete(s.sprites, sp.name)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,0 +1,349 @@
+package spritestest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Stream ids of the exec WebSocket's non-TTY binary frames.
+const (
+	streamStdin    = 0
+	streamStdout   = 1
+	streamStderr   = 2
+	streamExit     = 3
+	streamStdinEOF = 4
+)
+
+// defaultMaxRunAfterDisconnect is how long a command outlives its
+// WebSocket unless the request says otherwise; 0 means forever.
+const defaultMaxRunAfterDisconnect = 10 * time.Second
+
+// execSession is a command run "inside" a sprite: a local child process
+// with the sprite's directory as its working directory.
+type execSession struct {
+	id   int
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	code int
+}
+
+// root is the sprite's directory, created on first use. The emulator has
+// no file system of its own for a sprite: fs paths and exec working
+// directories are resolved inside this directory, so a relative path means
+// the same file to both.
+func (s *Server) rootLocked(sp *sprite) (string, error) {
+	if sp.root != "" {
+		return sp.root, nil
+	}
+	dir, err := os.MkdirTemp("", "spritestest-"+sp.name+"-")
+	if err != nil {
+		return "", err
+	}
+	sp.root = dir
+	return dir, nil
+}
+
+// resolve maps a path inside the sprite to the real file, refusing any
+// path that would leave the sprite's directory.
+func (s *Server) resolve(sp *sprite, p string) (string, error) {
+	s.mu.Lock()
+	root, err := s.rootLocked(sp)
+	s.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	if p == "" {
+		return "", errors.New("path is required")
+	}
+	clean := filepath.Clean("/" + p)
+	return filepath.Join(root, clean), nil
+}
+
+// handleFSWrite stores the request body at ?path= (parents created). The
+// real API's parameters are not public; this is the emulator's choice, as
+// the protocol notes suggest. ?mode= takes an octal file mode.
+func (s *Server) handleFSWrite(w http.ResponseWriter, r *http.Request, sp *sprite) {
+	s.touch(sp)
+	path, err := s.resolve(sp, r.URL.Query().Get("path"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	mode := os.FileMode(0o644)
+	if m := r.URL.Query().Get("mode"); m != "" {
+		v, err := strconv.ParseUint(m, 8, 32)
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", "mode: want octal, such as 0755")
+			return
+		}
+		mode = os.FileMode(v)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		apiError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	n, err := io.Copy(f, r.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(path, mode) // the umask must not change what was asked for
+	}
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"path": r.URL.Query().Get("path"), "size": n})
+}
+
+// handleFSRead returns the file at ?path=.
+func (s *Server) handleFSRead(w http.ResponseWriter, r *http.Request, sp *sprite) {
+	s.touch(sp)
+	path, err := s.resolve(sp, r.URL.Query().Get("path"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		apiError(w, http.StatusNotFound, "not_found", "no such file")
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	io.Copy(w, f)
+}
+
+// handleExec runs ?cmd= (repeatable) as a child process and speaks the exec
+// WebSocket protocol: session_info, then stdout/stderr frames prefixed with
+// their stream id, then an exit frame and an exit message. TTY mode is not
+// emulated. A command outlives its WebSocket for max_run_after_disconnect.
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) {
+	q := r.URL.Query()
+	argv := q["cmd"]
+	name := q.Get("path")
+	if name == "" && len(argv) > 0 {
+		name = argv[0]
+	}
+	if name == "" {
+		apiError(w, http.StatusBadRequest, "bad_request", "cmd is required")
+		return
+	}
+	if q.Get("tty") == "true" {
+		apiError(w, http.StatusBadRequest, "bad_request", "the emulator does not emulate tty sessions")
+		return
+	}
+	maxRun := defaultMaxRunAfterDisconnect
+	if v := q.Get("max_run_after_disconnect"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			secs, serr := strconv.Atoi(v)
+			if serr != nil {
+				apiError(w, http.StatusBadRequest, "bad_request", "max_run_after_disconnect: want a duration such as 10s, or 0")
+				return
+			}
+			d = time.Duration(secs) * time.Second
+		}
+		maxRun = d
+	}
+	if waking := s.touch(sp); waking != nil {
+		select {
+		case <-waking:
+		case <-r.Context().Done():
+			return
+		case <-s.stop:
+			return
+		}
+	}
+	dir, err := s.resolve(sp, "/"+q.Get("dir"))
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(-1)
+	ctx := context.Background()
+
+	var args []string
+	if len(argv) > 1 {
+		args = argv[1:]
+	}
+	cmd := exec.Command(name, args...)
+	if !strings.Contains(name, "/") {
+		if p, err := exec.LookPath(name); err == nil {
+			cmd.Path = p
+		}
+	} else if !filepath.IsAbs(name) {
+		cmd.Path = filepath.Join(dir, name)
+	}
+	cmd.Dir = dir
+	cmd.Env = append([]string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}, q["env"]...)
+	setProcessGroup(cmd) // so a kill takes the command's children too
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	var stdin io.WriteCloser
+	if q.Get("stdin") == "true" {
+		stdin, _ = cmd.StdinPipe()
+	}
+	if err := cmd.Start(); err != nil {
+		ws.Write(ctx, websocket.MessageBinary, append([]byte{streamStderr}, []byte(err.Error()+"\n")...))
+		ws.Write(ctx, websocket.MessageBinary, []byte{streamExit, 127})
+		ws.Write(ctx, websocket.MessageText, mustJSON(map[string]any{"type": "exit", "exit_code": 127}))
+		ws.Close(websocket.StatusNormalClosure, "")
+		return
+	}
+	s.mu.Lock()
+	s.nextID++
+	sess := &execSession{id: s.nextID, cmd: cmd, done: make(chan struct{})}
+	sp.sessions[sess] = struct{}{}
+	sp.execs++ // an attached session keeps the sprite awake
+	s.mu.Unlock()
+	ws.Write(ctx, websocket.MessageText, mustJSON(map[string]any{
+		"type": "session_info", "session_id": sess.id, "command": name, "tty": false, "is_owner": true,
+	}))
+
+	// Output goes to the WebSocket while it is attached, and is drained
+	// (so the process never blocks on a full pipe) after it detaches.
+	var attached sync.Mutex
+	detached := false
+	send := func(stream byte, b []byte) {
+		attached.Lock()
+		defer attached.Unlock()
+		if !detached {
+			if ws.Write(ctx, websocket.MessageBinary, append([]byte{stream}, b...)) != nil {
+				detached = true
+			}
+		}
+	}
+	var pumps sync.WaitGroup
+	for stream, rd := range map[byte]io.Reader{streamStdout: stdout, streamStderr: stderr} {
+		pumps.Add(1)
+		go func() {
+			defer pumps.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := rd.Read(buf)
+				if n > 0 {
+					send(stream, buf[:n])
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Wait closes the pipes, so it runs once the pumps have read them dry.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		pumps.Wait()
+		s.superviseExec(sp, sess)
+	}()
+	// The client's frames: stdin data and stdin EOF.
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			typ, msg, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			s.touch(sp)
+			if typ != websocket.MessageBinary || len(msg) == 0 || stdin == nil {
+				continue
+			}
+			switch msg[0] {
+			case streamStdin:
+				stdin.Write(msg[1:])
+			case streamStdinEOF:
+				stdin.Close()
+			}
+		}
+	}()
+	select {
+	case <-sess.done: // all output was sent: the pumps finished first
+		attached.Lock()
+		if !detached {
+			ws.Write(ctx, websocket.MessageBinary, []byte{streamExit, byte(sess.code)})
+			ws.Write(ctx, websocket.MessageText, mustJSON(map[string]any{"type": "exit", "exit_code": sess.code}))
+			ws.Close(websocket.StatusNormalClosure, "")
+		}
+		detached = true
+		attached.Unlock()
+	case <-readerDone:
+		attached.Lock()
+		detached = true
+		attached.Unlock()
+		if maxRun > 0 {
+			t := time.AfterFunc(maxRun, func() { killProcessGroup(cmd.Process) })
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				<-sess.done
+				t.Stop()
+			}()
+		}
+	case <-s.stop:
+	}
+	ws.CloseNow()
+	<-readerDone
+	s.mu.Lock()
+	sp.execs--
+	s.mu.Unlock()
+}
+
+// superviseExec reaps the process and forgets the session.
+func (s *Server) superviseExec(sp *sprite, sess *execSession) {
+	err := sess.cmd.Wait()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit) && exit.ExitCode() >= 0:
+		sess.code = exit.ExitCode()
+	default:
+		sess.code = 137 // killed by a signal
+	}
+	s.mu.Lock()
+	delete(sp.sessions, sess)
+	s.mu.Unlock()
+	close(sess.done)
+}
+
+// killSessionsLocked ends every command of a sprite: on Close and delete.
+func (s *Server) killSessionsLocked(sp *sprite) {
+	for sess := range sp.sessions {
+		killProcessGroup(sess.cmd.Process)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("spritestest: %v", err))
+	}
+	return b
+}

@@ -1,0 +1,12 @@
+//go:build !unix
+
+package spritestest
+
+import (
+	"os"
+	"os/exec"
+)
+
+func setProcessGroup(*exec.Cmd) {}
+
+func killProcessGroup(p *os.Process) { p.Kill() }
