@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spritefwd/spritefwd/tunnel"
@@ -37,7 +38,7 @@ func New(status func() []tunnel.Status) *Metrics {
 		}, []string{"forward"}),
 	}
 	m.reg.MustRegister(m.wake, m.setup, collector{status: status},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -186,8 +186,7 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	hctx, cancel := context.WithTimeout(ctx, c.handshake)
 	defer cancel()
 
-	var l *Link // set once connected; the pong callback may fire before
-	var pongs atomic.Pointer[Link]
+	var pongs atomic.Pointer[Link] // set once connected; a pong may come first
 	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy"), &websocket.DialOptions{
 		HTTPClient: c.http,
 		HTTPHeader: c.header(),
@@ -243,7 +242,7 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// Our side accepts messages of any size: the server sends at most 32 KiB,
 	// but nothing is gained by failing a link over a larger one.
 	ws.SetReadLimit(-1)
-	l = newLink(ws, r.Target, c.maxMessage)
+	l := newLink(ws, r.Target, c.maxMessage)
 	pongs.Store(l)
 	return l, nil
 }

@@ -183,6 +183,10 @@ func TestBadInputFromTheAPI(t *testing.T) {
 			if tt.wantLog != "" && !strings.Contains(logs.String(), tt.wantLog) {
 				t.Errorf("log lacks %q:\n%s", tt.wantLog, logs.String())
 			}
+			// Identical failures are logged once per interval, not per client.
+			if n := strings.Count(logs.String(), `"level":"warn"`); tt.clients > 1 && n > tt.clients/5 {
+				t.Errorf("%d clients failing alike wrote %d warnings", tt.clients, n)
+			}
 			if strings.Contains(logs.String(), testToken) {
 				t.Error("token in the log")
 			}

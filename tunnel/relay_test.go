@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -191,7 +190,6 @@ func TestRelayClientResetAbortsLink(t *testing.T) {
 
 func TestRelayMarksBusyWhileClientIsSlow(t *testing.T) {
 	rig := startRelay(t, RelayOptions{})
-	var once sync.Once
 	stop := make(chan struct{})
 	go func() {
 		buf := make([]byte, 64<<10)
@@ -213,7 +211,7 @@ func TestRelayMarksBusyWhileClientIsSlow(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	once.Do(func() { close(stop) })
+	close(stop)
 	rig.client.Close()
 }
 

@@ -51,7 +51,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 
 	servers := &demoServers{}
 	defer servers.close()
-	httpAddr, err := servers.start(demoHTTP)
+	var requests atomic.Int64
+	httpAddr, err := servers.start(func(c net.Conn) { demoHTTP(c, &requests) })
 	if err != nil {
 		return err
 	}
@@ -208,11 +209,10 @@ func demoSelftest(log zerolog.Logger, sim *spritestest.Server, web, echoAddr str
 	return nil
 }
 
-var demoRequests atomic.Int64
-
-func demoHTTP(c net.Conn) {
+// demoHTTP serves one connection; requests numbers the replies.
+func demoHTTP(c net.Conn, requests *atomic.Int64) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from inside sprite demo (request %d, %s %s)\n", demoRequests.Add(1), r.Method, r.URL.Path)
+		fmt.Fprintf(w, "hello from inside sprite demo (request %d, %s %s)\n", requests.Add(1), r.Method, r.URL.Path)
 	})}
 	srv.Serve(&oneConnListener{c: c, done: make(chan struct{})})
 }

@@ -69,7 +69,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 		}
 	}
 	// The request and the 101 each cross the emulated network once.
-	if !s.delay(2*faults.Latency, r.Context()) {
+	if !s.delay(r.Context(), 2*faults.Latency) {
 		return
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
@@ -96,7 +96,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 		return
 	}
 	reply, _ := json.Marshal(map[string]string{"status": "connected", "target": rewriteHost(host, port)})
-	if !s.delay(2*faults.Latency, ctx) {
+	if !s.delay(ctx, 2*faults.Latency) {
 		target.Close()
 		ws.CloseNow()
 		return
@@ -185,7 +185,7 @@ func rewriteHost(host string, port int) string {
 }
 
 // delay waits d, unless ctx ends or the server stops first.
-func (s *Server) delay(d time.Duration, ctx context.Context) bool {
+func (s *Server) delay(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
@@ -328,7 +328,7 @@ func (d *delayLine) run() {
 			close(m.ack)
 			continue
 		}
-		if !d.s.delay(time.Until(m.at), d.ctx) {
+		if !d.s.delay(d.ctx, time.Until(m.at)) {
 			close(d.failed)
 			for range d.ch {
 			}
