@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/mux"
 	"github.com/spritefwd/spritefwd/sprites"
 )
 
@@ -202,7 +203,7 @@ func (f *forward) accept(ln net.Listener) {
 			err := fmt.Errorf("forward %s: %w (%d); new connections are refused until some close", f.rule.Name, errTooManyConnections, f.rule.MaxConnections)
 			f.stats.recordError(ClassLimit, err, f.d.clock.Now())
 			f.warn(err, "connection refused")
-			reset(c)
+			mux.Reset(c)
 			continue
 		}
 		f.stats.Open.Add(1)
@@ -240,7 +241,7 @@ func (f *forward) handle(c net.Conn) {
 		return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
 	})
 	if err != nil {
-		reset(c)
+		mux.Reset(c)
 		if f.ctx.Err() != nil {
 			return
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spritefwd/spritefwd/mux"
 )
 
 // Local is the client's side of a relay: a TCP connection, or anything that
@@ -182,9 +184,10 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		finished = true
 		_ = remote.CloseNow()
 		if end == EndLinkBroken {
-			drainSendQueue(local, opts.DrainTimeout)
+			mux.Abort(local, opts.DrainTimeout)
+		} else {
+			mux.Reset(local)
 		}
-		reset(local)
 	}
 	clientClosed := false
 	var tickErr error
@@ -251,7 +254,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 			// finished. Whether its reply was complete is unknowable here.
 			_ = remote.CloseNow()
 			<-down
-			reset(local)
+			mux.Reset(local)
 			result, finished = RelayResult{End: EndRemoteSilent}, true
 		}
 	}
@@ -263,15 +266,6 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		result.Err = tickErr
 	}
 	return result
-}
-
-// reset aborts a connection with RST where the type allows, so the peer
-// reads ECONNRESET rather than EOF.
-func reset(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 // ErrLinkDead reports a link that stopped answering pings.

@@ -1,0 +1,340 @@
+package mux
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/rs/zerolog"
+)
+
+// WindowSize is yamux's per-stream receive window at both ends: enough for
+// one stream to fill 1 Gbit/s at a 200 ms round trip (25 MB). yamux
+// allocates as data arrives, and the replay buffer bounds what a peer may
+// have in flight, so the window costs no memory by itself.
+const WindowSize = 32 << 20
+
+func yamuxConfig(log zerolog.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = WindowSize
+	c.AcceptBacklog = 1024
+	// The daemon pings when its streams want the sprite kept awake; yamux's
+	// own keepalive would ping regardless, and keep a sprite up that
+	// keep_awake: never wants asleep.
+	c.EnableKeepAlive = false
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.LogOutput = nil
+	c.Logger = yamuxLogger{log}
+	return c
+}
+
+// yamuxLogger raises yamux's "[ERR]" lines to warn; a zerolog.Logger used
+// directly would log them at debug, out of sight.
+type yamuxLogger struct{ log zerolog.Logger }
+
+func (l yamuxLogger) Print(v ...any)                 { l.log.Warn().Msg(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.log.Warn().Msgf(format, v...) }
+func (l yamuxLogger) Println(v ...any)               { l.log.Warn().Msg(fmt.Sprint(v...)) }
+
+// Session is the daemon's end of one link to the agent.
+type Session struct {
+	ys   *yamux.Session
+	link io.ReadWriteCloser
+}
+
+// Dial shakes hands with the agent over link and starts a yamux client on
+// it. resumed reports that the agent still holds h.Session's streams. On
+// error the link is closed.
+func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, log zerolog.Logger) (*Session, bool, error) {
+	stop := context.AfterFunc(ctx, func() { link.Close() })
+	resumed, err := ClientHello(link, secret, h)
+	if !stop() {
+		err = errors.Join(ctx.Err(), err)
+	}
+	if err != nil {
+		link.Close()
+		return nil, false, err
+	}
+	ys, err := yamux.Client(&coalescer{ReadWriteCloser: link}, yamuxConfig(log))
+	if err != nil {
+		link.Close()
+		return nil, false, err
+	}
+	return &Session{ys: ys, link: link}, resumed, nil
+}
+
+// Open starts a new stream to host:port inside the sprite. It does not
+// wait for the agent: the open frame and the first data leave together,
+// and a failed dial comes back as a reset.
+func (s *Session) Open(st *Stream, host string, port int) error {
+	c, err := s.ys.OpenStream()
+	if err != nil {
+		return err
+	}
+	if err := writeFrame(c, frame{typ: frameOpen, a: st.id, b: uint64(port)}, []byte(host)); err != nil {
+		abortCarrier(c)
+		return err
+	}
+	return st.Attach(c, 0, false)
+}
+
+// Resume moves a detached stream onto this session. It costs one round
+// trip: the agent answers with how much it has received.
+func (s *Session) Resume(ctx context.Context, st *Stream) error {
+	c, err := s.ys.OpenStream()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { abortCarrier(c) })
+	defer stop()
+	if err := writeFrame(c, frame{typ: frameResume, a: st.id, b: st.Received()}, nil); err != nil {
+		abortCarrier(c)
+		return err
+	}
+	var hdr [headerLen]byte
+	f, err := readFrame(c, hdr[:])
+	if err != nil {
+		abortCarrier(c)
+		return err
+	}
+	switch f.typ {
+	case frameResumed:
+		return st.Attach(c, f.b, false)
+	case frameReset:
+		reason := make([]byte, f.n)
+		_, _ = io.ReadFull(c, reason)
+		abortCarrier(c)
+		st.fail(fmt.Errorf("%w: %s", ErrUnknownStream, reason), false)
+		return nil
+	}
+	abortCarrier(c)
+	return fmt.Errorf("%w: resume answered with %s", ErrProtocol, f.typ)
+}
+
+// Ping measures a round trip to the agent itself (not just the API edge).
+func (s *Session) Ping() (time.Duration, error) { return s.ys.Ping() }
+
+// Done is closed when the session has failed or closed.
+func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
+
+// Close ends the session and its link.
+func (s *Session) Close() error {
+	err := s.ys.Close()
+	s.link.Close()
+	return err
+}
+
+// coalescer joins each yamux data header with the body that follows it, so
+// that a frame crosses a message-based link as one message, not two. yamux's
+// send loop is the only writer, and writes a data frame's header and then
+// its body, so holding the header between the two calls is safe.
+type coalescer struct {
+	io.ReadWriteCloser
+	hdr  [12]byte
+	held bool
+	buf  []byte
+}
+
+func (c *coalescer) Write(p []byte) (int, error) {
+	// A yamux header: version, type (0 = data), flags, stream id, length.
+	if !c.held && len(p) == 12 && p[1] == 0 && binary.BigEndian.Uint32(p[8:]) > 0 {
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	if !c.held {
+		return c.ReadWriteCloser.Write(p)
+	}
+	c.held = false
+	k := min(len(p), maxChunk-len(c.hdr))
+	if c.buf == nil {
+		c.buf = make([]byte, maxChunk)
+	}
+	b := append(append(c.buf[:0], c.hdr[:]...), p[:k]...)
+	if _, err := c.ReadWriteCloser.Write(b); err != nil {
+		return 0, err
+	}
+	if k == len(p) {
+		return k, nil
+	}
+	n, err := c.ReadWriteCloser.Write(p[k:])
+	return k + n, err
+}
+
+// Server is the agent's end: it accepts sessions and serves their streams.
+// Streams of a session outlive its link for their resume window.
+type Server struct {
+	Secret string
+	// Dial connects to a target inside the sprite. It is where the agent's
+	// policy (loopback only) lives.
+	Dial func(ctx context.Context, host string, port int) (Conn, error)
+	Log  zerolog.Logger
+
+	mu       sync.Mutex
+	sessions map[SessionID]*serverSession
+	wg       sync.WaitGroup
+}
+
+type serverSession struct {
+	hello   Hello
+	live    *yamux.Session
+	streams map[uint64]*Stream
+}
+
+// Streams counts the streams the server holds, attached or waiting.
+func (s *Server) Streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ss := range s.sessions {
+		n += len(ss.streams)
+	}
+	return n
+}
+
+// ServeConn runs one link: the handshake, then its streams, until the link
+// ends. Streams that were attached to it wait for a resume.
+func (s *Server) ServeConn(conn net.Conn) error {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	h, _, err := AcceptHello(conn, s.Secret, s.known)
+	if err != nil {
+		return err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	ys, err := yamux.Server(conn, yamuxConfig(s.Log))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.sessions == nil {
+		s.sessions = map[SessionID]*serverSession{}
+	}
+	ss := s.sessions[h.Session]
+	if ss == nil {
+		ss = &serverSession{streams: map[uint64]*Stream{}}
+		s.sessions[h.Session] = ss
+	}
+	ss.hello = h
+	old := ss.live
+	ss.live = ys
+	s.mu.Unlock()
+	if old != nil {
+		old.Close() // the daemon redialled: the old link is dead to it
+	}
+	s.Log.Debug().Stringer("session", h.Session).Msg("session up")
+	defer func() {
+		ys.Close()
+		s.mu.Lock()
+		if ss.live == ys {
+			ss.live = nil
+		}
+		s.forgetLocked(h.Session, ss)
+		s.mu.Unlock()
+	}()
+	for {
+		c, err := ys.AcceptStream()
+		if err != nil {
+			if errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveStream(h.Session, ss, c)
+		}()
+	}
+}
+
+func (s *Server) known(id SessionID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	return ok && len(ss.streams) > 0
+}
+
+// forgetLocked drops a session that has neither a link nor streams.
+func (s *Server) forgetLocked(id SessionID, ss *serverSession) {
+	if ss.live == nil && len(ss.streams) == 0 && s.sessions[id] == ss {
+		delete(s.sessions, id)
+	}
+}
+
+func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream) {
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	o, resume, recvd, err := readFirst(c)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		s.Log.Warn().Err(err).Msg("bad stream header")
+		abortCarrier(c)
+		return
+	}
+	s.mu.Lock()
+	st := ss.streams[o.ID]
+	h := ss.hello
+	s.mu.Unlock()
+	if resume {
+		if st == nil {
+			_ = writeFrame(c, frame{typ: frameReset}, []byte(ErrUnknownStream.Error()))
+			c.Close()
+			return
+		}
+		if err := st.Attach(c, recvd, true); err != nil {
+			s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("resume failed")
+		}
+		return
+	}
+	if st != nil {
+		_ = writeFrame(c, frame{typ: frameReset}, []byte("stream id already in use"))
+		c.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	target, err := s.Dial(ctx, o.Host, o.Port)
+	cancel()
+	if err != nil {
+		_ = writeFrame(c, frame{typ: frameReset}, []byte(err.Error()))
+		c.Close()
+		return
+	}
+	st = NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow})
+	s.mu.Lock()
+	ss.streams[o.ID] = st
+	s.mu.Unlock()
+	_ = st.Attach(c, 0, false)
+	<-st.Done()
+	if err := st.Err(); err != nil {
+		s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("stream ended")
+	}
+	s.mu.Lock()
+	delete(ss.streams, o.ID)
+	s.forgetLocked(id, ss)
+	s.mu.Unlock()
+}
+
+// Close resets every stream and waits for them.
+func (s *Server) Close() {
+	s.mu.Lock()
+	var all []*Stream
+	for _, ss := range s.sessions {
+		if ss.live != nil {
+			ss.live.Close()
+		}
+		for _, st := range ss.streams {
+			all = append(all, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range all {
+		st.fail(errors.New("agent shutting down"), false)
+	}
+	s.wg.Wait()
+}

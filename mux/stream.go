@@ -1,0 +1,632 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is a stream's local end: the client's connection in the daemon, the
+// target's in the agent. CloseWrite carries a half-close.
+type Conn interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// Carrier is one yamux stream. It carries a Stream until it fails; a
+// Stream outlives its carriers.
+type Carrier interface {
+	io.ReadWriteCloser
+	SetDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// Buffer bounds.
+const (
+	DefaultBuffer = 4 << 20
+	minBuffer     = 64 << 10
+	maxBuffer     = 1 << 30
+)
+
+// Errors that end a stream; Stream.Err wraps one of them.
+var (
+	ErrResumeExpired = errors.New("the link was not back within resume_window")
+	ErrPeerReset     = errors.New("reset by the other end")
+	ErrLocalAborted  = errors.New("local connection failed")
+	ErrUnknownStream = errors.New("the agent no longer has this stream (it restarted, or the stream had ended)")
+	ErrLinkLost      = errors.New("link lost and resumption is off")
+)
+
+// StreamOptions tune a Stream. The zero value works.
+type StreamOptions struct {
+	// Buffer bounds the bytes sent but not yet acknowledged, which are kept
+	// for replay. It also bounds one stream's bytes in flight, so one
+	// stream's throughput is at most Buffer per round trip.
+	Buffer int
+	// ResumeWindow is how long a stream whose carrier failed waits for a
+	// new one before it resets. Zero resets at once.
+	ResumeWindow time.Duration
+	// DrainTimeout bounds the wait for the local socket to take delivered
+	// bytes before a reset.
+	DrainTimeout time.Duration
+	Up, Down     *atomic.Int64 // bytes local→peer and peer→local
+	// OnDetach runs on its own goroutine when the carrier fails and the
+	// stream starts waiting for a new one.
+	OnDetach func(*Stream)
+}
+
+// Stream is one TCP connection carried across carriers. It keeps what it
+// sent until the peer acknowledges it, so that when a carrier dies the
+// stream can continue on a new one from the peer's received count: nothing
+// lost, nothing duplicated. Offsets count bytes; a FIN takes one offset, as
+// in TCP.
+type Stream struct {
+	id    uint64
+	local Conn
+	opts  StreamOptions
+
+	// sendMu orders the frames on a carrier: the out pump's data, acks, and
+	// Attach's replay.
+	sendMu sync.Mutex
+
+	mu      sync.Mutex
+	cond    sync.Cond // room in buf, detach, end
+	buf     []byte    // sent, unacknowledged: offsets [acked, acked+len(buf))
+	acked   uint64    // the peer has everything below
+	next    uint64    // the next offset to send
+	finRead bool      // local EOF; the FIN has offset finOff
+	finOff  uint64
+	recv    uint64 // delivered to local; +1 once the peer's FIN is in
+	ackSent uint64
+	peerFin bool
+	car     *carrierState // nil while detached
+	ackDue  bool
+	expire  *time.Timer
+	started bool
+	ended   bool
+	err     error
+	done    chan struct{}
+}
+
+type carrierState struct {
+	c    Carrier
+	sent uint64        // offsets below this were written on c
+	in   chan struct{} // closed when c's in pump returns
+}
+
+// NewStream returns a stream for local; Attach starts it.
+func NewStream(id uint64, local Conn, opts StreamOptions) *Stream {
+	if opts.Buffer <= 0 {
+		opts.Buffer = DefaultBuffer
+	}
+	opts.Buffer = max(opts.Buffer, minBuffer)
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	s := &Stream{id: id, local: local, opts: opts, done: make(chan struct{})}
+	s.cond.L = &s.mu
+	return s
+}
+
+// ID is the stream's id, unique within its session.
+func (s *Stream) ID() uint64 { return s.id }
+
+// Done is closed when the stream has ended, cleanly or not.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err is nil after a clean end (both sides sent FIN and were acknowledged).
+func (s *Stream) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Received is the count the stream would resume from: bytes delivered to
+// local, plus one after the peer's FIN. Stable only while detached.
+func (s *Stream) Received() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recv
+}
+
+// Detached reports whether the stream is waiting for a carrier.
+func (s *Stream) Detached() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.car == nil && !s.ended
+}
+
+// Attach puts the stream on carrier c. peerRecv is the peer's received
+// count (0 for a new stream); everything from there on is replayed. With
+// reply, Attach first tells the peer our received count (the agent's answer
+// to a resume). A previous carrier is aborted, and its in pump finished,
+// before anything is written, so two carriers never deliver at once.
+func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
+	s.mu.Lock()
+	old := s.car
+	s.car = nil
+	s.mu.Unlock()
+	if old != nil {
+		abortCarrier(old.c)
+		<-old.in
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	if s.ended {
+		err := s.err
+		s.mu.Unlock()
+		c.Close()
+		return fmt.Errorf("stream %d already ended: %w", s.id, err)
+	}
+	if peerRecv < s.acked || peerRecv > s.next {
+		s.mu.Unlock()
+		err := fmt.Errorf("%w: stream %d: peer has %d bytes, but we sent %d and it acknowledged %d", ErrProtocol, s.id, peerRecv, s.next, s.acked)
+		c.Close()
+		s.fail(err, false)
+		return err
+	}
+	s.ackLocked(peerRecv)
+	recv := s.recv
+	replay := s.buf // bytes below acked are never rewritten, so this stays valid unlocked
+	base := s.acked
+	fin := s.finRead
+	finOff := s.finOff
+	end := s.next
+	cs := &carrierState{c: c, in: make(chan struct{}), sent: end}
+	s.car = cs
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	s.ackSent = max(s.ackSent, recv)
+	start := !s.started
+	s.started = true
+	s.mu.Unlock()
+	// The in pump starts before the replay is written: the peer may be
+	// replaying to us at the same time, and neither may wait on the other.
+	go s.pumpIn(cs)
+
+	err := func() error {
+		if reply {
+			if err := writeFrame(c, frame{typ: frameResumed, b: recv}, nil); err != nil {
+				return err
+			}
+		}
+		for off := 0; off < len(replay); off += maxChunk {
+			chunk := replay[off:min(off+maxChunk, len(replay))]
+			if err := writeFrame(c, frame{typ: frameData, a: base + uint64(off), b: recv}, chunk); err != nil {
+				return err
+			}
+		}
+		if fin {
+			return writeFrame(c, frame{typ: frameFin, a: finOff, b: recv}, nil)
+		}
+		return nil
+	}()
+	if err != nil {
+		abortCarrier(c) // the in pump sees it fail and detaches again
+	}
+	if start {
+		go s.pumpOut()
+	}
+	return nil
+}
+
+// Reset ends the stream abnormally: the peer is told, and the local
+// connection gets the bytes already delivered, then a reset.
+func (s *Stream) Reset(err error) { s.fail(err, true) }
+
+// Buffers for the out pump, which holds one while blocked in Read: start
+// small for idle connections, grow with the traffic.
+const smallChunk = 2 << 10
+
+var (
+	smallFrames = sync.Pool{New: func() any { b := make([]byte, headerLen+smallChunk); return &b }}
+	largeFrames = sync.Pool{New: func() any { b := make([]byte, headerLen+maxChunk); return &b }}
+)
+
+// pumpOut reads the local connection and sends what it reads.
+func (s *Stream) pumpOut() {
+	pool := &smallFrames
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
+	for {
+		s.mu.Lock()
+		// A full buffer stops reading, attached or not: the client's writes
+		// then wait in its own socket, as TCP flow control would have them.
+		// While detached, that holds until the link is back or the resume
+		// window expires; a bulk transfer survives a drop, and memory stays
+		// bounded by the buffer.
+		for !s.ended && len(s.buf)+maxChunk > s.opts.Buffer {
+			s.cond.Wait()
+		}
+		ended := s.ended
+		s.mu.Unlock()
+		if ended {
+			return
+		}
+		b := *bp
+		n, err := s.local.Read(b[headerLen:])
+		if n > 0 {
+			if s.opts.Up != nil {
+				s.opts.Up.Add(int64(n))
+			}
+			off, ok := s.enqueue(b[headerLen : headerLen+n])
+			if !ok {
+				return
+			}
+			s.sendData(off, b[:headerLen+n])
+			if pool == &smallFrames && n == smallChunk {
+				pool.Put(bp)
+				pool = &largeFrames
+				bp = pool.Get().(*[]byte)
+			}
+		}
+		if err == io.EOF {
+			s.localEOF()
+			return
+		}
+		if err != nil {
+			s.fail(fmt.Errorf("%w: %w", ErrLocalAborted, err), true)
+			return
+		}
+	}
+}
+
+// enqueue keeps p for replay and assigns its offset. pumpOut made room
+// before it read p.
+func (s *Stream) enqueue(p []byte) (uint64, bool) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return 0, false
+	}
+	if cap(s.buf)-len(s.buf) < len(p) {
+		nb := make([]byte, len(s.buf), min(max(2*cap(s.buf), len(s.buf)+len(p), 4<<10), s.opts.Buffer))
+		copy(nb, s.buf)
+		s.buf = nb
+	}
+	s.buf = append(s.buf, p...)
+	off := s.next
+	s.next += uint64(len(p))
+	s.mu.Unlock()
+	return off, true
+}
+
+// sendData writes a data frame (header space at the front of b) unless the
+// carrier already has it, from a replay.
+func (s *Stream) sendData(off uint64, b []byte) {
+	n := uint64(len(b) - headerLen)
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	cs, recv := s.car, s.recv
+	s.mu.Unlock()
+	if cs == nil || cs.sent >= off+n {
+		return
+	}
+	frame{typ: frameData, a: off, b: recv, n: uint32(n)}.put(b)
+	if _, err := cs.c.Write(b); err != nil {
+		abortCarrier(cs.c)
+		return
+	}
+	s.mu.Lock()
+	cs.sent = off + n
+	s.ackSent = max(s.ackSent, recv)
+	s.mu.Unlock()
+}
+
+func (s *Stream) localEOF() {
+	s.mu.Lock()
+	s.finRead, s.finOff = true, s.next
+	s.next++
+	s.mu.Unlock()
+	s.sendMu.Lock()
+	s.mu.Lock()
+	cs, recv := s.car, s.recv
+	s.mu.Unlock()
+	if cs != nil && cs.sent <= s.finOff {
+		if err := writeFrame(cs.c, frame{typ: frameFin, a: s.finOff, b: recv}, nil); err != nil {
+			abortCarrier(cs.c)
+		} else {
+			s.mu.Lock()
+			cs.sent = s.finOff + 1
+			s.ackSent = max(s.ackSent, recv)
+			s.mu.Unlock()
+		}
+	}
+	s.sendMu.Unlock()
+	s.checkDone()
+}
+
+// ackEvery is how much the receiver takes in before it acknowledges at
+// once; smaller amounts wait ackDelay, or ride on data going the other way.
+func (s *Stream) ackEvery() uint64 { return uint64(min(max(s.opts.Buffer/8, 16<<10), 512<<10)) }
+
+const ackDelay = 20 * time.Millisecond
+
+// pumpIn reads frames from one carrier and delivers them. It never writes
+// to the carrier itself (acks go out on a timer's goroutine), so two peers
+// each blocked on a full window cannot deadlock.
+func (s *Stream) pumpIn(cs *carrierState) {
+	defer close(cs.in)
+	hdr := make([]byte, headerLen)
+	for {
+		f, err := readFrame(cs.c, hdr)
+		if err != nil {
+			s.lost(cs, err)
+			return
+		}
+		switch f.typ {
+		case frameData:
+			if err := s.deliver(cs, f); err != nil {
+				return
+			}
+		case frameAck:
+			s.ack(f.b)
+		case frameFin:
+			s.ack(f.b)
+			s.mu.Lock()
+			switch {
+			case f.a == s.recv && !s.peerFin:
+				s.peerFin = true
+				s.recv++
+				s.mu.Unlock()
+				_ = s.local.CloseWrite()
+				s.scheduleAck(0)
+				s.checkDone()
+			case f.a > s.recv:
+				s.mu.Unlock()
+				s.fail(fmt.Errorf("%w: fin at %d, but only %d bytes arrived", ErrProtocol, f.a, s.recv), true)
+				return
+			default:
+				s.mu.Unlock() // a replayed FIN we already have
+			}
+		case frameReset:
+			reason := make([]byte, f.n)
+			_, _ = io.ReadFull(cs.c, reason)
+			s.fail(fmt.Errorf("%w: %s", ErrPeerReset, reason), false)
+			return
+		default:
+			s.fail(fmt.Errorf("%w: unexpected %s frame", ErrProtocol, f.typ), true)
+			return
+		}
+	}
+}
+
+var payloads = sync.Pool{New: func() any { b := make([]byte, maxChunk); return &b }}
+
+// deliver writes a data frame's new bytes to local. Bytes below recv are a
+// replay of what we already have, and are skipped.
+func (s *Stream) deliver(cs *carrierState, f frame) error {
+	s.ack(f.b)
+	s.mu.Lock()
+	recv := s.recv
+	s.mu.Unlock()
+	if f.a > recv {
+		err := fmt.Errorf("%w: data at %d, but only %d bytes arrived", ErrProtocol, f.a, recv)
+		s.fail(err, true)
+		return err
+	}
+	skip := recv - f.a
+	bp := payloads.Get().(*[]byte)
+	defer payloads.Put(bp)
+	for left := uint64(f.n); left > 0; {
+		b := (*bp)[:min(left, uint64(len(*bp)))]
+		if _, err := io.ReadFull(cs.c, b); err != nil {
+			s.lost(cs, err)
+			return err
+		}
+		left -= uint64(len(b))
+		if skip >= uint64(len(b)) {
+			skip -= uint64(len(b))
+			continue
+		}
+		b = b[skip:]
+		skip = 0
+		if _, err := s.local.Write(b); err != nil {
+			err = fmt.Errorf("%w: %w", ErrLocalAborted, err)
+			s.fail(err, true)
+			return err
+		}
+		if s.opts.Down != nil {
+			s.opts.Down.Add(int64(len(b)))
+		}
+		s.mu.Lock()
+		s.recv += uint64(len(b))
+		due := s.recv-s.ackSent >= s.ackEvery()
+		s.mu.Unlock()
+		if due {
+			s.scheduleAck(0)
+		} else {
+			s.scheduleAck(ackDelay)
+		}
+	}
+	return nil
+}
+
+// scheduleAck sends an ack after delay, unless one is already due.
+func (s *Stream) scheduleAck(delay time.Duration) {
+	s.mu.Lock()
+	if s.ackDue || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ackDue = true
+	s.mu.Unlock()
+	time.AfterFunc(delay, s.sendAck)
+}
+
+func (s *Stream) sendAck() {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	s.ackDue = false
+	cs, recv := s.car, s.recv
+	if cs == nil || recv <= s.ackSent || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if err := writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil); err != nil {
+		abortCarrier(cs.c)
+		return
+	}
+	s.mu.Lock()
+	s.ackSent = max(s.ackSent, recv)
+	s.mu.Unlock()
+}
+
+func (s *Stream) ack(a uint64) {
+	s.mu.Lock()
+	s.ackLocked(a)
+	done := s.finRead && s.acked == s.finOff+1 && s.peerFin
+	s.mu.Unlock()
+	if done {
+		s.checkDone()
+	}
+}
+
+func (s *Stream) ackLocked(a uint64) {
+	if a <= s.acked || a > s.next {
+		return // old, or a claim beyond what we sent: ignore
+	}
+	trim := min(a, s.acked+uint64(len(s.buf))) - s.acked
+	s.buf = s.buf[trim:]
+	if len(s.buf) == 0 {
+		s.buf = nil // an idle stream holds no buffer
+	}
+	s.acked = a
+	s.cond.Broadcast()
+}
+
+// lost handles a carrier that failed: detach and wait for another.
+func (s *Stream) lost(cs *carrierState, err error) {
+	abortCarrier(cs.c)
+	s.mu.Lock()
+	if s.ended || s.car != cs {
+		s.mu.Unlock()
+		return
+	}
+	s.car = nil
+	s.cond.Broadcast()
+	if s.opts.ResumeWindow <= 0 {
+		s.mu.Unlock()
+		s.fail(fmt.Errorf("%w: %w", ErrLinkLost, err), false)
+		return
+	}
+	if s.expire == nil {
+		s.expire = time.AfterFunc(s.opts.ResumeWindow, s.expired)
+	} else {
+		s.expire.Reset(s.opts.ResumeWindow)
+	}
+	s.mu.Unlock()
+	if s.opts.OnDetach != nil {
+		go s.opts.OnDetach(s)
+	}
+}
+
+func (s *Stream) expired() {
+	s.mu.Lock()
+	detached := s.car == nil && !s.ended
+	s.mu.Unlock()
+	if detached {
+		s.fail(fmt.Errorf("%w (%s)", ErrResumeExpired, s.opts.ResumeWindow), false)
+	}
+}
+
+// checkDone ends the stream cleanly once both FINs are in and acknowledged.
+// Our ack of the peer's FIN goes out before the carrier closes, or the peer
+// would wait for it on a dead carrier.
+func (s *Stream) checkDone() {
+	s.mu.Lock()
+	if s.ended || !s.finRead || s.acked != s.finOff+1 || !s.peerFin {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	cs := s.car
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	go func() {
+		if cs != nil {
+			s.sendMu.Lock()
+			s.mu.Lock()
+			recv, due := s.recv, s.recv > s.ackSent
+			s.mu.Unlock()
+			if due {
+				_ = writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil)
+			}
+			s.sendMu.Unlock()
+			cs.c.Close()
+		}
+		s.local.Close()
+		close(s.done)
+	}()
+}
+
+// fail ends the stream with err. With notifyPeer the peer gets a reset
+// frame; the local connection gets what was delivered, then a reset.
+func (s *Stream) fail(err error, notifyPeer bool) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended, s.err = true, err
+	cs := s.car
+	s.car = nil
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if cs != nil {
+		if notifyPeer {
+			go func() {
+				// A writer blocked on a full window would hold sendMu for
+				// ever; the deadline frees it.
+				_ = cs.c.SetWriteDeadline(time.Now().Add(time.Second))
+				s.sendMu.Lock()
+				reason := []byte(err.Error())
+				_ = writeFrame(cs.c, frame{typ: frameReset}, reason[:min(len(reason), maxReason)])
+				s.sendMu.Unlock()
+				abortCarrier(cs.c)
+			}()
+		} else {
+			abortCarrier(cs.c)
+		}
+	}
+	Abort(s.local, s.opts.DrainTimeout)
+	close(s.done)
+}
+
+// abortCarrier unblocks the carrier's reader and writer and closes it.
+// Close alone is a half-close in yamux, which would leave Read blocked.
+func abortCarrier(c Carrier) {
+	_ = c.SetDeadline(time.Now())
+	_ = c.Close()
+}
+
+// Abort ends a connection after a failure: it waits, up to drain, for the
+// kernel to send what was already written, then resets, so the peer reads
+// every delivered byte and then ECONNRESET, never a clean EOF.
+func Abort(c net.Conn, drain time.Duration) {
+	drainSendQueue(c, drain)
+	Reset(c)
+}
+
+// Reset aborts a connection with RST where the type allows.
+func Reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = c.Close()
+}

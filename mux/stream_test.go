@@ -1,0 +1,299 @@
+package mux
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns both ends of a loopback TCP connection: the stream's
+// local end, and the far end the test plays the client (or server) on.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// dupConn duplicates some whole frames, as a replay after a reconnect can.
+// Each Write on a carrier is exactly one frame.
+type dupConn struct {
+	net.Conn
+	rng *rand.Rand
+	mu  *sync.Mutex
+}
+
+func (d dupConn) Write(p []byte) (int, error) {
+	n, err := d.Conn.Write(p)
+	d.mu.Lock()
+	dup := len(p) >= headerLen && d.rng.IntN(20) == 0
+	d.mu.Unlock()
+	if err == nil && dup && frameType(p[0]) != frameResumed {
+		_, _ = d.Conn.Write(p)
+	}
+	return n, err
+}
+
+func TestStreamSurvivesRandomDrops(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run("", func(t *testing.T) { streamDropRun(t, seed, seed%3 == 0) })
+	}
+}
+
+// streamDropRun is the property: whatever the drop points, and with
+// duplicated frames, each far end reads exactly what the other wrote.
+func streamDropRun(t *testing.T, seed uint64, dup bool) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	clientSide, aLocal := tcpPair(t)
+	bLocal, serverSide := tcpPair(t)
+	opts := StreamOptions{Buffer: 64 << 10, ResumeWindow: time.Minute}
+	a := NewStream(7, aLocal, opts)
+	b := NewStream(7, bLocal, opts)
+	var mu sync.Mutex
+	// Each carrier is a net.Pipe: synchronous, so any wait of one side on
+	// the other deadlocks here rather than hiding in a buffer. a's end can
+	// be killed alone (a deadline, not a close), so b can go on believing in
+	// a carrier that a has given up on.
+	type carrier struct {
+		a, b net.Conn
+		ca   Carrier
+		cb   Carrier
+	}
+	newCarrier := func() carrier {
+		x, y := net.Pipe()
+		c := carrier{a: x, b: y, ca: x, cb: y}
+		if dup {
+			c.ca = dupConn{x, rand.New(rand.NewPCG(seed, rng.Uint64())), &mu}
+			c.cb = dupConn{y, rand.New(rand.NewPCG(seed, rng.Uint64())), &mu}
+		}
+		return c
+	}
+	var carriers []carrier
+	defer func() {
+		for _, c := range carriers {
+			c.a.Close()
+			c.b.Close()
+		}
+	}()
+	cur := newCarrier()
+	carriers = append(carriers, cur)
+	if err := a.Attach(cur.ca, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Attach(cur.cb, 0, false); err != nil {
+		t.Fatal(err)
+	}
+
+	up := make([]byte, 1<<20+rng.IntN(1<<20))
+	down := make([]byte, 1<<20+rng.IntN(1<<20))
+	for i := range up {
+		up[i] = byte(rng.Uint32())
+	}
+	for i := range down {
+		down[i] = byte(rng.Uint32())
+	}
+	var wg sync.WaitGroup
+	var gotUp, gotDown []byte
+	var errUp, errDown error
+	send := func(c *net.TCPConn, p []byte) {
+		defer wg.Done()
+		for len(p) > 0 {
+			n := min(len(p), 1+rand.IntN(8<<10))
+			if _, err := c.Write(p[:n]); err != nil {
+				return
+			}
+			p = p[n:]
+		}
+		c.CloseWrite()
+	}
+	wg.Add(4)
+	go send(clientSide, up)
+	go send(serverSide, down)
+	go func() { defer wg.Done(); gotUp, errUp = io.ReadAll(serverSide) }()
+	go func() { defer wg.Done(); gotDown, errDown = io.ReadAll(clientSide) }()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	drops := 0
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case <-time.After(time.Duration(rng.IntN(4000)) * time.Microsecond):
+		}
+		if isDone(a) || isDone(b) {
+			continue
+		}
+		drops++
+		next := newCarrier()
+		carriers = append(carriers, next)
+		if rng.IntN(3) == 0 {
+			// Out of order, as when the agent has not yet noticed the
+			// drop: only a's end dies; b learns of it when it resumes.
+			cur.a.SetDeadline(time.Unix(1, 0))
+			waitFor(t, "a detached", func() bool { return a.Detached() || isDone(a) })
+		} else {
+			cur.a.Close()
+			waitFor(t, "both detached", func() bool {
+				return (a.Detached() || isDone(a)) && (b.Detached() || isDone(b))
+			})
+		}
+		if isDone(a) || isDone(b) {
+			continue
+		}
+		// The resume handshake: a sends its count, b attaches and answers
+		// with its own (a resumed frame), then a attaches.
+		ra := a.Received()
+		go b.Attach(next.cb, ra, true)
+		var hdr [headerLen]byte
+		f, err := readFrame(next.ca, hdr[:])
+		if err != nil || f.typ != frameResumed {
+			t.Fatalf("resume answer: %v %v", f.typ, err)
+		}
+		if err := a.Attach(next.ca, f.b, false); err != nil {
+			t.Fatal(err)
+		}
+		cur = next
+	}
+	if errUp != nil || errDown != nil {
+		t.Fatalf("seed %d after %d drops: read errors up=%v down=%v; a: %v; b: %v", seed, drops, errUp, errDown, a.Err(), b.Err())
+	}
+	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
+		t.Fatalf("seed %d after %d drops: up %d/%d bytes (sha %x vs %x), down %d/%d", seed, drops,
+			len(gotUp), len(up), sha256.Sum256(gotUp), sha256.Sum256(up), len(gotDown), len(down))
+	}
+	<-a.Done()
+	<-b.Done()
+	t.Logf("seed %d: %d drops, up %d down %d bytes intact (dup=%v)", seed, drops, len(up), len(down), dup)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func isDone(s *Stream) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func TestStreamResetReachesBothClients(t *testing.T) {
+	clientSide, aLocal := tcpPair(t)
+	bLocal, serverSide := tcpPair(t)
+	a := NewStream(1, aLocal, StreamOptions{ResumeWindow: time.Minute})
+	b := NewStream(1, bLocal, StreamOptions{ResumeWindow: time.Minute})
+	ca, cb := net.Pipe()
+	defer ca.Close()
+	_ = a.Attach(ca, 0, false)
+	_ = b.Attach(cb, 0, false)
+	if _, err := serverSide.Write([]byte("partial reply")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 13)
+	if _, err := io.ReadFull(clientSide, buf); err != nil {
+		t.Fatal(err)
+	}
+	serverSide.SetLinger(0)
+	serverSide.Close() // the server inside the sprite resets
+	_, err := clientSide.Read(buf)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after the server's reset: %v, want ECONNRESET", err)
+	}
+	<-a.Done()
+	if !errors.Is(a.Err(), ErrPeerReset) {
+		t.Fatalf("daemon side ended with %v, want ErrPeerReset", a.Err())
+	}
+}
+
+func TestStreamWindowExpiryResets(t *testing.T) {
+	clientSide, aLocal := tcpPair(t)
+	a := NewStream(1, aLocal, StreamOptions{ResumeWindow: 50 * time.Millisecond})
+	ca, cb := net.Pipe()
+	_ = a.Attach(ca, 0, false)
+	cb.Close()
+	buf := make([]byte, 1)
+	_, err := clientSide.Read(buf)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after the window: %v, want ECONNRESET", err)
+	}
+	<-a.Done()
+	if !errors.Is(a.Err(), ErrResumeExpired) {
+		t.Fatalf("ended with %v, want ErrResumeExpired", a.Err())
+	}
+}
+
+// A client that keeps writing while the link is down fills the replay
+// buffer, then waits in its own socket: the stream holds no more than its
+// buffer, and the window's expiry resets the client.
+func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
+	clientSide, aLocal := tcpPair(t)
+	a := NewStream(1, aLocal, StreamOptions{Buffer: 64 << 10, ResumeWindow: 2 * time.Second})
+	ca, cb := net.Pipe()
+	_ = a.Attach(ca, 0, false)
+	cb.Close()
+	waitFor(t, "detached", a.Detached)
+	var werr error
+	written := 0
+	chunk := make([]byte, 16<<10)
+	_ = clientSide.SetWriteDeadline(time.Now().Add(time.Second))
+	for i := 0; i < 4096 && werr == nil; i++ { // up to 64 MiB: far past the buffer
+		var n int
+		n, werr = clientSide.Write(chunk)
+		written += n
+	}
+	if werr == nil {
+		t.Fatal("the client wrote 64 MiB into a detached stream with a 64 KiB buffer")
+	}
+	a.mu.Lock()
+	held := len(a.buf)
+	a.mu.Unlock()
+	if held > 64<<10 {
+		t.Fatalf("the stream holds %d bytes, more than its 64 KiB buffer", held)
+	}
+	t.Logf("client wrote %d bytes before blocking; the stream holds %d", written, held)
+	_ = clientSide.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := clientSide.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after the window: %v, want ECONNRESET", err)
+	}
+	<-a.Done()
+	if !errors.Is(a.Err(), ErrResumeExpired) {
+		t.Fatalf("ended with %v, want ErrResumeExpired", a.Err())
+	}
+}
