@@ -241,12 +241,13 @@ func (f *forward) handle(c net.Conn) {
 		return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
 	})
 	if err != nil {
-		mux.Reset(c)
-		if f.ctx.Err() != nil {
-			return
+		// Log before the reset, so that whoever sees the reset can find
+		// the reason already written.
+		if f.ctx.Err() == nil {
+			f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
+			f.warn(err, advice(f.rule, err))
 		}
-		f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
-		f.warn(err, advice(f.rule, err))
+		mux.Reset(c)
 		return
 	}
 	setup := f.d.clock.Now().Sub(start)
