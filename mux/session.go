@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -45,7 +46,7 @@ func (l yamuxLogger) Println(v ...any)               { l.log.Warn().Msg(fmt.Spri
 // Session is the daemon's end of one link to the agent.
 type Session struct {
 	ys   *yamux.Session
-	link io.ReadWriteCloser
+	link *coalescer
 }
 
 // Dial shakes hands with the agent over link and starts a yamux client on
@@ -61,18 +62,21 @@ func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, 
 		link.Close()
 		return nil, false, err
 	}
-	ys, err := yamux.Client(&coalescer{ReadWriteCloser: link}, yamuxConfig(log))
+	lc := &coalescer{ReadWriteCloser: link}
+	lc.lastRead.Store(time.Now().UnixNano())
+	ys, err := yamux.Client(lc, yamuxConfig(log))
 	if err != nil {
 		link.Close()
 		return nil, false, err
 	}
-	return &Session{ys: ys, link: link}, resumed, nil
+	return &Session{ys: ys, link: lc}, resumed, nil
 }
 
 // Open starts a new stream to host:port inside the sprite. It does not
 // wait for the agent: the open frame and the first data leave together,
 // and a failed dial comes back as a reset.
 func (s *Session) Open(st *Stream, host string, port int) error {
+	st.host, st.port = host, port
 	c, err := s.ys.OpenStream()
 	if err != nil {
 		return err
@@ -110,6 +114,11 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 		reason := make([]byte, f.n)
 		_, _ = io.ReadFull(c, reason)
 		abortCarrier(c)
+		if f.a == resetNotSeen {
+			// The open frame was lost with the old link: the agent never
+			// saw this stream, so opening it again duplicates nothing.
+			return s.Open(st, st.host, st.port)
+		}
 		st.fail(fmt.Errorf("%w: %s", ErrUnknownStream, reason), false)
 		return nil
 	}
@@ -117,8 +126,36 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 	return fmt.Errorf("%w: resume answered with %s", ErrProtocol, f.typ)
 }
 
-// Ping measures a round trip to the agent itself (not just the API edge).
-func (s *Session) Ping() (time.Duration, error) { return s.ys.Ping() }
+// Ping measures a round trip to the agent itself (not just the API edge),
+// giving up after timeout. A failed ping closes the session.
+func (s *Session) Ping(timeout time.Duration) (time.Duration, error) {
+	type result struct {
+		rtt time.Duration
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		rtt, err := s.ys.Ping()
+		ch <- result{rtt, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			s.Close()
+		}
+		return r.rtt, r.err
+	case <-t.C:
+		s.Close() // the ping goroutine returns when the session closes
+		return 0, fmt.Errorf("agent did not answer a ping within %s", timeout)
+	}
+}
+
+// Quiet is how long the link has delivered nothing.
+func (s *Session) Quiet() time.Duration {
+	return time.Since(time.Unix(0, s.link.lastRead.Load()))
+}
 
 // Done is closed when the session has failed or closed.
 func (s *Session) Done() <-chan struct{} { return s.ys.CloseChan() }
@@ -134,11 +171,22 @@ func (s *Session) Close() error {
 // that a frame crosses a message-based link as one message, not two. yamux's
 // send loop is the only writer, and writes a data frame's header and then
 // its body, so holding the header between the two calls is safe.
+// It also notes when the link last delivered anything, so that a session
+// that has been quiet can be probed before it is trusted with a stream.
 type coalescer struct {
 	io.ReadWriteCloser
-	hdr  [12]byte
-	held bool
-	buf  []byte
+	hdr      [12]byte
+	held     bool
+	buf      []byte
+	lastRead atomic.Int64
+}
+
+func (c *coalescer) Read(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 func (c *coalescer) Write(p []byte) (int, error) {
@@ -184,8 +232,72 @@ type Server struct {
 type serverSession struct {
 	hello   Hello
 	live    *yamux.Session
-	streams map[uint64]*Stream
+	streams map[uint64]*serverStream
+	// The daemon numbers streams in order, but concurrent opens can arrive
+	// out of order. maxSeen is the highest id opened, and holes the ids
+	// below it not yet seen; a resume for either is for an open frame that
+	// was lost, which the daemon may safely send again.
+	maxSeen uint64
+	holes   map[uint64]bool
+	forget  *time.Timer
+	// finished remembers the final count of streams that ended cleanly: if
+	// our last ack died with the link, the daemon resumes to ask for it.
+	finished     map[uint64]uint64
+	finishedRing []uint64
+	finishedNext int
 }
+
+// maxFinished bounds the record of finished streams, per session.
+const maxFinished = 4096
+
+func (ss *serverSession) markFinished(id, recv uint64) {
+	if ss.finished == nil {
+		ss.finished = map[uint64]uint64{}
+		ss.finishedRing = make([]uint64, maxFinished)
+	}
+	if old := ss.finishedRing[ss.finishedNext]; old != 0 {
+		delete(ss.finished, old)
+	}
+	ss.finishedRing[ss.finishedNext] = id
+	ss.finishedNext = (ss.finishedNext + 1) % maxFinished
+	ss.finished[id] = recv
+}
+
+// maxHoles bounds the record of open frames not yet seen.
+const maxHoles = 1 << 16
+
+// markOpened records an open frame for id. false: id was already used.
+func (ss *serverSession) markOpened(id uint64) bool {
+	if id <= ss.maxSeen {
+		if !ss.holes[id] {
+			return false
+		}
+		delete(ss.holes, id)
+		return true
+	}
+	if ss.holes == nil {
+		ss.holes = map[uint64]bool{}
+	}
+	for h := ss.maxSeen + 1; h < id && len(ss.holes) < maxHoles; h++ {
+		ss.holes[h] = true
+	}
+	ss.maxSeen = id
+	return true
+}
+
+func (ss *serverSession) seen(id uint64) bool { return id <= ss.maxSeen && !ss.holes[id] }
+
+// serverStream is a stream, or an open still dialling its target.
+type serverStream struct {
+	st    *Stream       // nil until ready
+	ready chan struct{} // closed once the dial is done
+}
+
+// Reset codes (the a field of a reset frame).
+const (
+	resetError   = 0
+	resetNotSeen = 1 // no open frame ever arrived for this stream
+)
 
 // Streams counts the streams the server holds, attached or waiting.
 func (s *Server) Streams() int {
@@ -199,7 +311,8 @@ func (s *Server) Streams() int {
 }
 
 // ServeConn runs one link: the handshake, then its streams, until the link
-// ends. Streams that were attached to it wait for a resume.
+// ends. Streams that were attached to it wait for a resume, and the
+// session's record is kept for the resume window even with no streams.
 func (s *Server) ServeConn(conn net.Conn) error {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -218,8 +331,12 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	}
 	ss := s.sessions[h.Session]
 	if ss == nil {
-		ss = &serverSession{streams: map[uint64]*Stream{}}
+		ss = &serverSession{streams: map[uint64]*serverStream{}}
 		s.sessions[h.Session] = ss
+	}
+	if ss.forget != nil {
+		ss.forget.Stop()
+		ss.forget = nil
 	}
 	ss.hello = h
 	old := ss.live
@@ -234,8 +351,8 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		s.mu.Lock()
 		if ss.live == ys {
 			ss.live = nil
+			s.forgetLaterLocked(h.Session, ss)
 		}
-		s.forgetLocked(h.Session, ss)
 		s.mu.Unlock()
 	}()
 	for {
@@ -257,15 +374,23 @@ func (s *Server) ServeConn(conn net.Conn) error {
 func (s *Server) known(id SessionID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss, ok := s.sessions[id]
-	return ok && len(ss.streams) > 0
+	_, ok := s.sessions[id]
+	return ok
 }
 
-// forgetLocked drops a session that has neither a link nor streams.
-func (s *Server) forgetLocked(id SessionID, ss *serverSession) {
-	if ss.live == nil && len(ss.streams) == 0 && s.sessions[id] == ss {
-		delete(s.sessions, id)
+// forgetLaterLocked drops a session's record once it has had neither a
+// link nor streams for its resume window.
+func (s *Server) forgetLaterLocked(id SessionID, ss *serverSession) {
+	if ss.live != nil || len(ss.streams) > 0 || ss.forget != nil {
+		return
 	}
+	ss.forget = time.AfterFunc(ss.hello.ResumeWindow, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if ss.live == nil && len(ss.streams) == 0 && s.sessions[id] == ss {
+			delete(s.sessions, id)
+		}
+	})
 }
 
 func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream) {
@@ -277,47 +402,75 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream) {
 		abortCarrier(c)
 		return
 	}
+	refuse := func(code uint64, msg string) {
+		_ = writeFrame(c, frame{typ: frameReset, a: code}, []byte(msg))
+		c.Close()
+	}
 	s.mu.Lock()
-	st := ss.streams[o.ID]
-	h := ss.hello
+	entry := ss.streams[o.ID]
+	final, finished := ss.finished[o.ID]
+	h, seen := ss.hello, ss.seen(o.ID)
+	if !resume {
+		entry = nil
+		if ss.markOpened(o.ID) {
+			entry = &serverStream{ready: make(chan struct{})}
+			ss.streams[o.ID] = entry
+		}
+	}
 	s.mu.Unlock()
 	if resume {
-		if st == nil {
-			_ = writeFrame(c, frame{typ: frameReset}, []byte(ErrUnknownStream.Error()))
+		switch {
+		case entry != nil:
+			<-entry.ready
+			if entry.st == nil {
+				refuse(resetError, "the target could not be reached")
+				return
+			}
+			if err := entry.st.Attach(c, recvd, true); err != nil {
+				s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("resume failed")
+			}
+		case finished:
+			_ = writeFrame(c, frame{typ: frameResumed, b: final}, nil)
 			c.Close()
-			return
-		}
-		if err := st.Attach(c, recvd, true); err != nil {
-			s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("resume failed")
+		case seen:
+			refuse(resetError, ErrUnknownStream.Error())
+		default:
+			refuse(resetNotSeen, "no open frame arrived for this stream")
 		}
 		return
 	}
-	if st != nil {
-		_ = writeFrame(c, frame{typ: frameReset}, []byte("stream id already in use"))
-		c.Close()
+	if entry == nil {
+		refuse(resetError, "stream id already used")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	target, err := s.Dial(ctx, o.Host, o.Port)
 	cancel()
+	done := func() {
+		s.mu.Lock()
+		delete(ss.streams, o.ID)
+		s.forgetLaterLocked(id, ss)
+		s.mu.Unlock()
+	}
 	if err != nil {
-		_ = writeFrame(c, frame{typ: frameReset}, []byte(err.Error()))
-		c.Close()
+		close(entry.ready)
+		done()
+		refuse(resetError, err.Error())
 		return
 	}
-	st = NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow})
-	s.mu.Lock()
-	ss.streams[o.ID] = st
-	s.mu.Unlock()
+	st := NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow})
 	_ = st.Attach(c, 0, false)
+	entry.st = st
+	close(entry.ready)
 	<-st.Done()
 	if err := st.Err(); err != nil {
 		s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("stream ended")
+	} else {
+		s.mu.Lock()
+		ss.markFinished(o.ID, st.Received())
+		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	delete(ss.streams, o.ID)
-	s.forgetLocked(id, ss)
-	s.mu.Unlock()
+	done()
 }
 
 // Close resets every stream and waits for them.
@@ -328,8 +481,17 @@ func (s *Server) Close() {
 		if ss.live != nil {
 			ss.live.Close()
 		}
-		for _, st := range ss.streams {
-			all = append(all, st)
+		if ss.forget != nil {
+			ss.forget.Stop()
+		}
+		for _, e := range ss.streams {
+			select {
+			case <-e.ready:
+				if e.st != nil {
+					all = append(all, e.st)
+				}
+			default:
+			}
 		}
 	}
 	s.mu.Unlock()

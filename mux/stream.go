@@ -57,6 +57,14 @@ type StreamOptions struct {
 	// OnDetach runs on its own goroutine when the carrier fails and the
 	// stream starts waiting for a new one.
 	OnDetach func(*Stream)
+	// OnResume is called with how long the stream was detached, each time
+	// it moves to a new carrier.
+	OnResume func(took time.Duration)
+	// OnEnd is called once, when the stream has ended; Err says how.
+	OnEnd func(*Stream)
+	// LingerForPeer: after both FINs, wait for the peer to close the
+	// carrier before ending (the daemon's side; see checkDone).
+	LingerForPeer bool
 }
 
 // Stream is one TCP connection carried across carriers. It keeps what it
@@ -68,6 +76,8 @@ type Stream struct {
 	id    uint64
 	local Conn
 	opts  StreamOptions
+	host  string // the target, for an open sent again (see Session.Resume)
+	port  int
 
 	// sendMu orders the frames on a carrier: the out pump's data, acks, and
 	// Attach's replay.
@@ -86,6 +96,7 @@ type Stream struct {
 	car     *carrierState // nil while detached
 	ackDue  bool
 	expire  *time.Timer
+	lostAt  time.Time // when the last carrier failed
 	started bool
 	ended   bool
 	err     error
@@ -93,7 +104,8 @@ type Stream struct {
 }
 
 type carrierState struct {
-	c    Carrier
+	c      Carrier
+	closed bool // we half-closed it, done and waiting for the peer's close
 	sent uint64        // offsets below this were written on c
 	in   chan struct{} // closed when c's in pump returns
 }
@@ -151,8 +163,14 @@ func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
 	s.car = nil
 	s.mu.Unlock()
 	if old != nil {
+		// The old in pump may be blocked writing to local, on a target
+		// that waits for us to read its reply, which waits for acks that
+		// only this attach can bring. A deadline frees it; what it wrote
+		// counts, and the peer replays the rest.
 		abortCarrier(old.c)
+		_ = s.local.SetWriteDeadline(time.Unix(1, 0))
 		<-old.in
+		_ = s.local.SetWriteDeadline(time.Time{})
 	}
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -185,7 +203,15 @@ func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
 	s.ackSent = max(s.ackSent, recv)
 	start := !s.started
 	s.started = true
+	lostAt := s.lostAt
 	s.mu.Unlock()
+	if !lostAt.IsZero() && s.opts.OnResume != nil {
+		s.opts.OnResume(time.Since(lostAt))
+	}
+	// The peer's count may acknowledge our FIN: then there is nothing left
+	// but to close, and that must be decided before the in pump can read
+	// the peer's close.
+	s.checkDone()
 	// The in pump starts before the replay is written: the peer may be
 	// replaying to us at the same time, and neither may wait on the other.
 	go s.pumpIn(cs)
@@ -356,7 +382,16 @@ func (s *Stream) pumpIn(cs *carrierState) {
 	defer close(cs.in)
 	hdr := make([]byte, headerLen)
 	for {
+		s.mu.Lock()
+		current := s.car == cs
+		s.mu.Unlock()
+		if !current {
+			return // replaced: frames still buffered on cs are replayed on the new one
+		}
 		f, err := readFrame(cs.c, hdr)
+		if err == io.EOF && s.peerClosed(cs) {
+			return
+		}
 		if err != nil {
 			s.lost(cs, err)
 			return
@@ -428,18 +463,23 @@ func (s *Stream) deliver(cs *carrierState, f frame) error {
 		}
 		b = b[skip:]
 		skip = 0
-		if _, err := s.local.Write(b); err != nil {
+		n, err := s.local.Write(b)
+		if s.opts.Down != nil {
+			s.opts.Down.Add(int64(n))
+		}
+		s.mu.Lock()
+		s.recv += uint64(n)
+		due := s.recv-s.ackSent >= s.ackEvery()
+		current := s.car == cs
+		s.mu.Unlock()
+		if err != nil {
+			if !current {
+				return err // Attach interrupted us to move to a new carrier
+			}
 			err = fmt.Errorf("%w: %w", ErrLocalAborted, err)
 			s.fail(err, true)
 			return err
 		}
-		if s.opts.Down != nil {
-			s.opts.Down.Add(int64(len(b)))
-		}
-		s.mu.Lock()
-		s.recv += uint64(len(b))
-		due := s.recv-s.ackSent >= s.ackEvery()
-		s.mu.Unlock()
 		if due {
 			s.scheduleAck(0)
 		} else {
@@ -467,9 +507,9 @@ func (s *Stream) sendAck() {
 	s.mu.Lock()
 	s.ackDue = false
 	cs, recv := s.car, s.recv
-	if cs == nil || recv <= s.ackSent || s.ended {
+	if cs == nil || cs.closed || recv <= s.ackSent || s.ended {
 		s.mu.Unlock()
-		return
+		return // (a closed carrier took the final ack with it)
 	}
 	s.mu.Unlock()
 	if err := writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil); err != nil {
@@ -513,6 +553,7 @@ func (s *Stream) lost(cs *carrierState, err error) {
 		return
 	}
 	s.car = nil
+	s.lostAt = time.Now()
 	s.cond.Broadcast()
 	if s.opts.ResumeWindow <= 0 {
 		s.mu.Unlock()
@@ -542,18 +583,34 @@ func (s *Stream) expired() {
 // checkDone ends the stream cleanly once both FINs are in and acknowledged.
 // Our ack of the peer's FIN goes out before the carrier closes, or the peer
 // would wait for it on a dead carrier.
+//
+// Whoever sends the last ack cannot know it arrived. The agent's answer is
+// a record of finished streams (see Server); the daemon's, with
+// LingerForPeer, is to half-close the carrier and end only when the agent
+// closes its side, which it does only once it is done too. If the carrier
+// dies first, the daemon resumes, and the agent finishes or answers from
+// its record.
 func (s *Stream) checkDone() {
 	s.mu.Lock()
 	if s.ended || !s.finRead || s.acked != s.finOff+1 || !s.peerFin {
 		s.mu.Unlock()
 		return
 	}
-	s.ended = true
 	cs := s.car
-	if s.expire != nil {
-		s.expire.Stop()
+	linger := s.opts.LingerForPeer
+	if linger {
+		if cs == nil || cs.closed {
+			s.mu.Unlock()
+			return // ends on the peer's close (in pumpIn), after a resume if need be
+		}
+		cs.closed = true
+	} else {
+		s.ended = true
+		if s.expire != nil {
+			s.expire.Stop()
+		}
+		s.cond.Broadcast()
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
 	go func() {
 		if cs != nil {
@@ -567,9 +624,37 @@ func (s *Stream) checkDone() {
 			s.sendMu.Unlock()
 			cs.c.Close()
 		}
-		s.local.Close()
-		close(s.done)
+		if !linger {
+			s.local.Close()
+			s.end()
+		}
 	}()
+}
+
+// peerClosed ends a lingering stream when the agent closes the carrier
+// after both FINs: it is done as well.
+func (s *Stream) peerClosed(cs *carrierState) bool {
+	s.mu.Lock()
+	if s.ended || s.car != cs || !cs.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.ended = true
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.local.Close()
+	s.end()
+	return true
+}
+
+func (s *Stream) end() {
+	close(s.done)
+	if s.opts.OnEnd != nil {
+		s.opts.OnEnd(s)
+	}
 }
 
 // fail ends the stream with err. With notifyPeer the peer gets a reset
@@ -605,7 +690,7 @@ func (s *Stream) fail(err error, notifyPeer bool) {
 		}
 	}
 	Abort(s.local, s.opts.DrainTimeout)
-	close(s.done)
+	s.end()
 }
 
 // abortCarrier unblocks the carrier's reader and writer and closes it.

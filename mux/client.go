@@ -1,0 +1,398 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// Connect dials a link to the agent and shakes hands (see Dial). It owns
+	// waking the sprite and deploying the agent, and should give up within
+	// its own bound (wake_timeout).
+	Connect func(ctx context.Context, h Hello) (*Session, bool, error)
+	// Buffer and ResumeWindow are each stream's, at both ends.
+	Buffer       int
+	ResumeWindow time.Duration
+	// IdleTimeout closes the session this long after its last stream ends,
+	// so that the sprite can sleep.
+	IdleTimeout time.Duration
+	// PingInterval pings the agent while a stream that keeps the sprite
+	// awake is open. Pings also find a dead agent, which the API's edge
+	// would not report. Zero disables them.
+	PingInterval time.Duration
+	// ProbeAfter: a session quiet for longer is pinged before it takes a
+	// new stream, so a new connection never lands on a dead link.
+	ProbeAfter time.Duration
+	Log        zerolog.Logger
+}
+
+// ClientStats count a client's sessions and resumptions.
+type ClientStats struct {
+	Connected   bool
+	Sessions    int64 // links set up, first one included
+	Resumptions int64 // streams moved to a new carrier
+	Streams     int
+}
+
+// Client is the daemon's side of mux mode for one agent: it dials the
+// session lazily, opens a stream per connection, and when a link drops it
+// redials and resumes every stream it can.
+type Client struct {
+	opts   ClientOptions
+	id     SessionID
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	sessions, resumptions atomic.Int64
+
+	mu        sync.Mutex
+	sess      *Session
+	dialing   chan struct{} // closed when the connect in progress ends
+	dialErr   error
+	streams   map[uint64]*Stream
+	awake     map[uint64]bool // streams that want pings
+	nextID    uint64
+	idle      *time.Timer
+	repairing bool
+	again     bool
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// NewClient returns a client with no session yet.
+func NewClient(opts ClientOptions) *Client {
+	if opts.ProbeAfter <= 0 {
+		opts.ProbeAfter = 2 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{opts: opts, id: NewSessionID(), ctx: ctx, cancel: cancel,
+		streams: map[uint64]*Stream{}, awake: map[uint64]bool{}}
+}
+
+// Stats reports the client's counters.
+func (c *Client) Stats() ClientStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ClientStats{Connected: c.sess != nil, Sessions: c.sessions.Load(), Resumptions: c.resumptions.Load(), Streams: len(c.streams)}
+}
+
+// probeTimeout bounds a probe's ping: a live agent answers in one round
+// trip, and a round trip is well under this even from the far side of the
+// world.
+const probeTimeout = 5 * time.Second
+
+// Open carries local to host:port inside the sprite on a new stream. The
+// stream's own options are extended with the client's buffer, window and
+// hooks; keepAwake streams are pinged for.
+func (c *Client) Open(ctx context.Context, local Conn, host string, port int, keepAwake bool, so StreamOptions) (*Stream, error) {
+	for attempt := 0; ; attempt++ {
+		sess, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if sess.Quiet() > c.opts.ProbeAfter {
+			if _, err := sess.Ping(probeTimeout); err != nil {
+				c.opts.Log.Info().Err(err).Msg("agent session dead; reconnecting")
+				c.dropSession(sess)
+				continue
+			}
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("mux client closed")
+		}
+		c.nextID++
+		id := c.nextID
+		so.Buffer, so.ResumeWindow, so.LingerForPeer = c.opts.Buffer, c.opts.ResumeWindow, true
+		so.OnDetach = func(*Stream) { c.kick() }
+		onEnd := so.OnEnd
+		so.OnEnd = func(st *Stream) {
+			c.remove(st.id)
+			if onEnd != nil {
+				onEnd(st)
+			}
+		}
+		onResume := so.OnResume
+		so.OnResume = func(took time.Duration) {
+			c.resumptions.Add(1)
+			if onResume != nil {
+				onResume(took)
+			}
+		}
+		st := NewStream(id, local, so)
+		c.streams[id] = st
+		if keepAwake {
+			c.awake[id] = true
+		}
+		if c.idle != nil {
+			c.idle.Stop()
+		}
+		c.mu.Unlock()
+		if err := sess.Open(st, host, port); err != nil {
+			c.opts.Log.Debug().Err(err).Msg("open on the agent session failed; reconnecting")
+			c.mu.Lock()
+			delete(c.streams, id)
+			delete(c.awake, id)
+			c.mu.Unlock()
+			c.dropSession(sess)
+			if attempt < 2 && ctx.Err() == nil {
+				continue
+			}
+			return nil, fmt.Errorf("open stream: %w", err)
+		}
+		return st, nil
+	}
+}
+
+func (c *Client) remove(id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.streams, id)
+	delete(c.awake, id)
+	if len(c.streams) == 0 && c.sess != nil && c.opts.IdleTimeout > 0 {
+		sess := c.sess
+		if c.idle != nil {
+			c.idle.Stop()
+		}
+		c.idle = time.AfterFunc(c.opts.IdleTimeout, func() {
+			c.mu.Lock()
+			idle := len(c.streams) == 0 && c.sess == sess
+			c.mu.Unlock()
+			if idle {
+				c.opts.Log.Debug().Msg("agent session idle; closing it so the sprite can sleep")
+				c.dropSession(sess)
+			}
+		})
+	}
+}
+
+// session returns the live session, connecting if there is none. One
+// connect runs at a time; everyone waiting shares its result.
+func (c *Client) session(ctx context.Context) (*Session, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("mux client closed")
+		}
+		if c.sess != nil {
+			s := c.sess
+			c.mu.Unlock()
+			return s, nil
+		}
+		if c.dialing == nil {
+			c.dialing = make(chan struct{})
+			c.wg.Add(1)
+			go c.connect(c.dialing)
+		}
+		ch := c.dialing
+		c.mu.Unlock()
+		select {
+		case <-ch:
+			c.mu.Lock()
+			s, err := c.sess, c.dialErr
+			c.mu.Unlock()
+			if s != nil {
+				return s, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (c *Client) connect(ch chan struct{}) {
+	defer c.wg.Done()
+	sess, resumed, err := c.opts.Connect(c.ctx, Hello{Session: c.id, ResumeWindow: c.opts.ResumeWindow, Buffer: c.bufferSize()})
+	c.mu.Lock()
+	c.dialing, c.dialErr = nil, err
+	var orphans []*Stream
+	if err == nil {
+		if c.closed {
+			c.mu.Unlock()
+			sess.Close()
+			close(ch)
+			return
+		}
+		c.sess = sess
+		c.sessions.Add(1)
+		if !resumed {
+			// Every stream registered now belongs to an earlier session,
+			// which the agent no longer knows: it restarted.
+			for _, st := range c.streams {
+				orphans = append(orphans, st)
+			}
+		}
+		c.wg.Add(1)
+		go c.watch(sess)
+	}
+	c.mu.Unlock()
+	close(ch)
+	for _, st := range orphans {
+		st.fail(ErrUnknownStream, false)
+	}
+}
+
+func (c *Client) bufferSize() int {
+	if c.opts.Buffer <= 0 {
+		return DefaultBuffer
+	}
+	return max(c.opts.Buffer, minBuffer)
+}
+
+// dropSession closes sess and forgets it, unless it was already replaced.
+func (c *Client) dropSession(sess *Session) {
+	sess.Close()
+	c.mu.Lock()
+	if c.sess == sess {
+		c.sess = nil
+	}
+	c.mu.Unlock()
+}
+
+// watch pings the session while it has streams that keep the sprite awake,
+// and forgets it when it ends; its streams then detach and ask for repair.
+func (c *Client) watch(sess *Session) {
+	defer c.wg.Done()
+	var tick <-chan time.Time
+	if c.opts.PingInterval > 0 {
+		t := time.NewTicker(c.opts.PingInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-sess.Done():
+			c.dropSession(sess)
+			return
+		case <-c.ctx.Done():
+			sess.Close()
+			return
+		case <-tick:
+			c.mu.Lock()
+			want := len(c.awake) > 0
+			c.mu.Unlock()
+			if want {
+				if _, err := sess.Ping(probeTimeout + c.opts.PingInterval); err != nil {
+					c.opts.Log.Info().Err(err).Msg("agent stopped answering pings; reconnecting")
+				}
+			}
+		}
+	}
+}
+
+// Probe pings the session now, as after the laptop slept: a dead link is
+// found in one round trip instead of a TCP timeout.
+func (c *Client) Probe() {
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		if _, err := sess.Ping(probeTimeout); err != nil {
+			c.opts.Log.Info().Err(err).Msg("agent session did not survive; reconnecting")
+		}
+	}
+}
+
+// kick starts the repair loop, or tells the running one to go round again.
+func (c *Client) kick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.repairing {
+		c.again = true
+		return
+	}
+	c.repairing = true
+	c.wg.Add(1)
+	go c.repair()
+}
+
+// repair resumes detached streams, reconnecting as needed, until none is
+// left detached. Streams whose window runs out reset themselves.
+func (c *Client) repair() {
+	defer c.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		c.mu.Lock()
+		c.again = false
+		var todo []*Stream
+		for _, st := range c.streams {
+			if st.Detached() {
+				todo = append(todo, st)
+			}
+		}
+		if len(todo) == 0 || c.closed {
+			c.repairing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		sess, err := c.session(c.ctx)
+		if err == nil {
+			// All at once: resuming costs one round trip, not one per stream.
+			var wg sync.WaitGroup
+			var failed atomic.Bool
+			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+			for _, st := range todo {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if st.Detached() && sess.Resume(ctx, st) != nil {
+						failed.Store(true)
+					}
+				}()
+			}
+			wg.Wait()
+			cancel()
+			if failed.Load() {
+				c.dropSession(sess) // its streams detach again; go round
+			}
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		c.opts.Log.Debug().Err(err).Msg("resume attempt failed; retrying")
+		select {
+		case <-c.ctx.Done():
+			c.mu.Lock()
+			c.repairing = false
+			c.mu.Unlock()
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Close resets every stream and closes the session.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	all := make([]*Stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		all = append(all, st)
+	}
+	sess := c.sess
+	c.mu.Unlock()
+	for _, st := range all {
+		st.Reset(errors.New("forward stopped"))
+	}
+	c.cancel()
+	if sess != nil {
+		sess.Close()
+	}
+	c.wg.Wait()
+}
