@@ -105,9 +105,9 @@ type Stream struct {
 
 type carrierState struct {
 	c      Carrier
-	closed bool // we half-closed it, done and waiting for the peer's close
-	sent uint64        // offsets below this were written on c
-	in   chan struct{} // closed when c's in pump returns
+	closed bool          // we half-closed it, done and waiting for the peer's close
+	sent   uint64        // offsets below this were written on c
+	in     chan struct{} // closed when c's in pump returns
 }
 
 // NewStream returns a stream for local; Attach starts it.
