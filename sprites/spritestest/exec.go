@@ -239,6 +239,17 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 			}
 		}
 	}
+	stopPorts := make(chan struct{})
+	defer close(stopPorts)
+	go s.watchPorts(cmd.Process.Pid, stopPorts, func(typ string, port int) {
+		attached.Lock()
+		defer attached.Unlock()
+		if !detached {
+			ws.Write(ctx, websocket.MessageText, mustJSON(map[string]any{
+				"type": typ, "port": port, "address": "127.0.0.1", "pid": cmd.Process.Pid,
+			}))
+		}
+	})
 	var pumps sync.WaitGroup
 	for stream, rd := range map[byte]io.Reader{streamStdout: stdout, streamStderr: stderr} {
 		pumps.Add(1)
@@ -314,6 +325,64 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 	s.mu.Lock()
 	sp.execs--
 	s.mu.Unlock()
+}
+
+// execListens reports whether one of the sprite's exec commands listens on
+// port.
+func (s *Server) execListens(sp *sprite, port int) bool {
+	s.mu.Lock()
+	var pids []int
+	for sess := range sp.sessions {
+		pids = append(pids, sess.cmd.Process.Pid)
+	}
+	s.mu.Unlock()
+	for _, pid := range pids {
+		if listeningPorts(pid)[port] {
+			return true
+		}
+	}
+	return false
+}
+
+// watchPorts sends port_opened and port_closed notices for the command's
+// listening ports while the client is attached.
+func (s *Server) watchPorts(pid int, stop <-chan struct{}, notify func(typ string, port int)) {
+	known := map[int]bool{}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		now := listeningPorts(pid)
+		for p := range now {
+			if !known[p] {
+				notify("port_opened", p)
+			}
+		}
+		for p := range known {
+			if !now[p] {
+				notify("port_closed", p)
+			}
+		}
+		known = now
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// freezeLocked and thawLocked stop and continue a sprite's commands, as
+// suspension does: they are frozen, not killed.
+func (s *Server) freezeLocked(sp *sprite) {
+	for sess := range sp.sessions {
+		freezeProcessGroup(sess.cmd.Process)
+	}
+}
+
+func (s *Server) thawLocked(sp *sprite) {
+	for sess := range sp.sessions {
+		thawProcessGroup(sess.cmd.Process)
+	}
 }
 
 // superviseExec reaps the process and forgets the session.

@@ -10,3 +10,7 @@ import (
 func setProcessGroup(*exec.Cmd) {}
 
 func killProcessGroup(p *os.Process) { p.Kill() }
+
+func freezeProcessGroup(*os.Process) {}
+
+func thawProcessGroup(*os.Process) {}

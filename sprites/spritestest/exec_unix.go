@@ -11,3 +11,9 @@ import (
 func setProcessGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
 
 func killProcessGroup(p *os.Process) { syscall.Kill(-p.Pid, syscall.SIGKILL) }
+
+// freezeProcessGroup and thawProcessGroup stand in for a sprite's
+// suspension: its processes stop, and go on where they were on wake.
+func freezeProcessGroup(p *os.Process) { syscall.Kill(-p.Pid, syscall.SIGSTOP) }
+
+func thawProcessGroup(p *os.Process) { syscall.Kill(-p.Pid, syscall.SIGCONT) }

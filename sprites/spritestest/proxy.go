@@ -163,6 +163,14 @@ func (s *Server) dialTarget(sp *sprite, host string, port int) (net.Conn, error)
 	default:
 		ok = false
 	}
+	if !ok && host != "10.0.0.1" && s.execListens(sp, port) {
+		// A process started through exec listens there; the sprite's
+		// network is this machine's.
+		addr, ok = net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), true
+		if host == "::1" {
+			addr = net.JoinHostPort("::1", strconv.Itoa(port))
+		}
+	}
 	if !ok {
 		return nil, fmt.Errorf("dial tcp %s: connect: connection refused", rewriteHost(host, port))
 	}

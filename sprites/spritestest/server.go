@@ -336,6 +336,7 @@ func (s *Server) sleepLocked(sp *sprite, now time.Time) {
 	sp.slept = now
 	sp.stats.Sleeps++
 	s.cutLinksLocked(sp)
+	s.freezeLocked(sp)
 	s.log.Info().Str("sprite", sp.name).Str("state", sp.state).Msg("sprite fell asleep")
 }
 
@@ -364,6 +365,7 @@ func (s *Server) touchLocked(sp *sprite) chan struct{} {
 			defer s.mu.Unlock()
 			sp.state = "running"
 			sp.active = time.Now()
+			s.thawLocked(sp)
 			close(sp.waking)
 			sp.waking, sp.wakeT = nil, nil
 			s.log.Info().Str("sprite", sp.name).Msg("sprite running")
