@@ -52,6 +52,8 @@ Usage:
                                            restart, status)
   spritefwd sim [flags]                    run the Sprites API emulator
   spritefwd demo                           emulator + forwards to a demo sprite, to try it out
+  spritefwd agent --listen ADDR --secret-file FILE
+                                           the in-sprite side of mode: mux (deployed by the daemon)
   spritefwd version                        print the version
 
 Run 'spritefwd COMMAND --help' for a command's flags.
@@ -98,6 +100,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdSim(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(rest, stdout, stderr)
+	case "agent":
+		return cmdAgent(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "spritefwd", versionString())
 		return nil

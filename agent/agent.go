@@ -1,0 +1,202 @@
+// Package agent is the server that spritefwd runs inside a sprite in mux
+// mode. It accepts sessions from the daemon over proxy links, checks the
+// deployment secret, and carries each stream to a target inside the sprite:
+// loopback only, unless the deployment allows more.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/mux"
+)
+
+// Options configure an agent.
+type Options struct {
+	// Listen is where the daemon's proxy links arrive, such as
+	// 127.0.0.1:7022. Keep it on loopback: the API's proxy reaches it there.
+	Listen string
+	Secret string
+	// AllowHosts are targets allowed besides loopback, by name or IP.
+	AllowHosts []string
+	Log        zerolog.Logger
+}
+
+// ErrTargetRefused is a stream's target that policy does not allow.
+var ErrTargetRefused = errors.New("target not allowed: the agent reaches loopback only")
+
+// Ready is the line the agent prints on stdout once it listens, which the
+// daemon waits for after starting it.
+type Ready struct {
+	Ready   bool   `json:"ready"`
+	Listen  string `json:"listen"`
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+}
+
+// Agent serves mux sessions on a listener.
+type Agent struct {
+	opts Options
+	srv  *mux.Server
+}
+
+// New returns an agent; Serve runs it.
+func New(opts Options) (*Agent, error) {
+	if len(opts.Secret) < 32 {
+		return nil, errors.New("agent: the secret must be at least 32 characters")
+	}
+	a := &Agent{opts: opts}
+	a.srv = &mux.Server{Secret: opts.Secret, Log: opts.Log, Dial: a.dial}
+	return a, nil
+}
+
+// Serve accepts links on ln until ctx is done, then resets every stream.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer func() {
+		ln.Close()
+		a.srv.Close()
+		wg.Wait()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			a.opts.Log.Warn().Err(err).Msg("accept failed")
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.srv.ServeConn(c); err != nil {
+				a.opts.Log.Warn().Err(err).Str("from", c.RemoteAddr().String()).Msg("session refused or failed")
+			}
+		}()
+	}
+}
+
+// Allowed checks a target host against the policy before any lookup.
+func (a *Agent) Allowed(host string) error {
+	if host == "localhost" || slices.Contains(a.opts.AllowHosts, host) {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w (asked for %s); allow it with --allow-host", ErrTargetRefused, host)
+}
+
+// dial connects to a target. The address actually dialled is checked again
+// at connect time, so a name that resolves somewhere else is refused too.
+func (a *Agent) dial(ctx context.Context, host string, port int) (mux.Conn, error) {
+	if err := a.Allowed(host); err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Control: func(_, address string, _ syscall.RawConn) error {
+		h, _, _ := net.SplitHostPort(address)
+		if ip := net.ParseIP(h); ip != nil && !ip.IsLoopback() && !slices.Contains(a.opts.AllowHosts, host) {
+			return fmt.Errorf("%w (%s resolved to %s)", ErrTargetRefused, host, h)
+		}
+		return nil
+	}}
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// Streams counts the streams held, attached or waiting for a resume.
+func (a *Agent) Streams() int { return a.srv.Streams() }
+
+// ReadSecret reads the deployment secret from a file ("-" for stdin),
+// which must not be readable by others.
+func ReadSecret(path string, stdin io.Reader) (string, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(stdin, 4096))
+	} else {
+		var fi os.FileInfo
+		if fi, err = os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("secret file %s is readable by others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+		}
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Replace stops the agent recorded in pidfile, if it is still running, so a
+// new deployment can take its port. It waits up to wait for it to exit.
+func Replace(pidfile string, wait time.Duration) error {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return nil // none recorded
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 || pid == os.Getpid() {
+		return nil
+	}
+	// Only an agent: a recycled pid may belong to anything by now.
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil || !strings.Contains(string(cmdline), "agent") {
+		return nil
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return nil
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if p.Signal(syscall.Signal(0)) != nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = p.Signal(syscall.SIGKILL)
+	return nil
+}
+
+// ListenRetry listens on addr, retrying for up to wait while the port is
+// still held by an agent that is exiting.
+func ListenRetry(ctx context.Context, addr string, wait time.Duration) (net.Listener, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WriteReady prints the ready line.
+func WriteReady(w io.Writer, r Ready) error {
+	b, _ := json.Marshal(r)
+	_, err := fmt.Fprintf(w, "%s\n", b)
+	return err
+}
