@@ -40,6 +40,10 @@ type Mode string
 const (
 	// Direct opens one proxy WebSocket per local connection.
 	Direct Mode = "direct"
+	// Mux carries every connection to a sprite as a stream on one link to
+	// an agent inside it: no per-connection handshake, and streams that
+	// survive a dropped link.
+	Mux Mode = "mux"
 )
 
 // Config is a validated configuration file.
@@ -54,7 +58,14 @@ type Config struct {
 	MaxMessage       int
 	MetricsListen    string
 	AllowPublic      bool
-	Forwards         []Forward
+	// Mux mode.
+	AgentPort      int
+	AgentBinary    string // linux agent binary to upload; {arch} becomes amd64 or arm64
+	AgentDir       string
+	MuxIdleTimeout time.Duration
+	ResumeWindow   time.Duration
+	ResumeBuffer   int
+	Forwards       []Forward
 }
 
 // Forward is one rule: accept on Listen, carry to Host:Port inside Sprite.
@@ -127,6 +138,8 @@ func Default() *Config {
 		APIURL: DefaultAPIURL, TokenFile: DefaultTokenFile,
 		Keepalive: DefaultKeepalive, WakeTimeout: DefaultWakeTimeout, ShutdownGrace: DefaultShutdownGrace,
 		HalfCloseTimeout: DefaultHalfCloseTimeout, MaxMessage: DefaultMaxMessage,
+		AgentPort: DefaultAgentPort, AgentDir: DefaultAgentDir, MuxIdleTimeout: DefaultMuxIdleTimeout,
+		ResumeWindow: DefaultResumeWindow, ResumeBuffer: DefaultResumeBuffer,
 	}
 }
 
@@ -248,7 +261,8 @@ func (p *parser) pairsDepth(n *yaml.Node, what string, depth int) []pair {
 }
 
 var topKeys = []string{"api_url", "token_file", "keepalive", "wake_timeout", "shutdown_grace",
-	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "forwards"}
+	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "agent_port", "agent_binary",
+	"agent_dir", "mux_idle_timeout", "resume_window", "resume_buffer", "forwards"}
 
 func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	root := doc
@@ -293,6 +307,25 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 			}
 		case "allow_public":
 			cfg.AllowPublic = p.boolean(v, k.Value)
+		case "agent_port":
+			cfg.AgentPort = p.intIn(v, k.Value, 1, 65535, cfg.AgentPort)
+		case "agent_binary":
+			if s, ok := p.str(v, k.Value); ok {
+				cfg.AgentBinary = ExpandHome(s)
+			}
+		case "agent_dir":
+			if s, ok := p.str(v, k.Value); ok {
+				if !strings.HasPrefix(s, "/") || strings.Contains(s, "..") {
+					p.errf(at(v), "agent_dir %q: want an absolute path inside the sprite, such as /tmp/spritefwd", s)
+				}
+				cfg.AgentDir = strings.TrimSuffix(s, "/")
+			}
+		case "mux_idle_timeout":
+			cfg.MuxIdleTimeout = p.duration(v, k.Value, 0, 24*time.Hour, cfg.MuxIdleTimeout)
+		case "resume_window":
+			cfg.ResumeWindow = p.duration(v, k.Value, 0, 24*time.Hour, cfg.ResumeWindow)
+		case "resume_buffer":
+			cfg.ResumeBuffer = p.size(v, k.Value, 64<<10, 1<<30, cfg.ResumeBuffer)
 		case "forwards":
 			forwards = v
 		default:
@@ -457,8 +490,8 @@ func (p *parser) forwardMap(f *Forward, n *yaml.Node) bool {
 			}
 		case "mode":
 			if s, ok := p.str(v, "mode"); ok {
-				if Mode(s) != Direct {
-					p.errf(at(v), "mode %q: this build supports only mode: direct", s)
+				if Mode(s) != Direct && Mode(s) != Mux {
+					p.errf(at(v), "mode %q: want direct (a WebSocket per connection) or mux (streams over one link to an agent in the sprite)", s)
 				}
 				f.Mode = Mode(s)
 			}
@@ -635,6 +668,36 @@ func (p *parser) intIn(v *yaml.Node, key string, lo, hi, def int) int {
 		return def
 	}
 	return int(n)
+}
+
+// size reads a byte count: a whole number, or one with KiB, MiB or GiB.
+func (p *parser) size(v *yaml.Node, key string, lo, hi, def int) int {
+	n, ok := ParseSize(v.Value)
+	if v.Kind != yaml.ScalarNode || !ok {
+		p.errf(at(v), "%s must be a size such as 4MiB, 512KiB or 1048576", key)
+		return def
+	}
+	if n < lo || n > hi {
+		p.errf(at(v), "%s %s is out of range; want %dKiB to %dMiB", key, v.Value, lo>>10, hi>>20)
+		return def
+	}
+	return n
+}
+
+// ParseSize parses a byte count such as 4MiB, 512KiB, 1GiB or 65536.
+func ParseSize(s string) (int, bool) {
+	mult := 1
+	for suffix, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if t, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = strings.TrimSpace(t), m
+			break
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, false
+	}
+	return n * mult, true
 }
 
 func (p *parser) duration(v *yaml.Node, key string, lo, hi, def time.Duration) time.Duration {

@@ -46,8 +46,22 @@ forwards:
 			t.Errorf("forward %d = %+v\nwant %+v", i, f, want[i])
 		}
 	}
+	if cfg.ResumeWindow != DefaultResumeWindow || cfg.ResumeBuffer != 4<<20 || cfg.AgentPort != DefaultAgentPort {
+		t.Errorf("mux defaults: window %v buffer %d port %d", cfg.ResumeWindow, cfg.ResumeBuffer, cfg.AgentPort)
+	}
 	if cfg.Forwards[2].Pos != (Pos{8, 5}) {
 		t.Errorf("web forward at %v, want 8:5", cfg.Forwards[2].Pos)
+	}
+}
+
+func TestParseMuxSettings(t *testing.T) {
+	cfg, err := Parse("m.yaml", []byte("agent_port: 7100\nagent_binary: /opt/spritefwd-linux-{arch}\nagent_dir: /home/sprite/.spritefwd/\nresume_window: 30s\nresume_buffer: 32MiB\nmux_idle_timeout: 0s\nforwards:\n  - {sprite: db, port: 5432, listen: 5432, mode: mux}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AgentPort != 7100 || cfg.AgentBinary != "/opt/spritefwd-linux-{arch}" || cfg.AgentDir != "/home/sprite/.spritefwd" ||
+		cfg.ResumeWindow != 30*time.Second || cfg.ResumeBuffer != 32<<20 || cfg.MuxIdleTimeout != 0 || cfg.Forwards[0].Mode != Mux {
+		t.Errorf("parsed %+v", cfg)
 	}
 }
 
@@ -74,7 +88,11 @@ func TestParseErrors(t *testing.T) {
 		{"bare duration", "keepalive: 15\n", []string{`1:12: keepalive "15" is not a duration such as 15s or 2m (a bare number has no unit: write 15s)`}},
 		{"zero keepalive", "keepalive: 0s\n", []string{`1:12: keepalive 0s is out of range`}},
 		{"keep_awake", "forwards:\n  - {sprite: db, port: 1, keep_awake: sometimes}\n", []string{`keep_awake "sometimes": want while_connected, always or never`}},
-		{"mode mux", "forwards:\n  - {sprite: db, port: 1, mode: mux}\n", []string{`mode "mux": this build supports only mode: direct`}},
+		{"mode", "forwards:\n  - {sprite: db, port: 1, mode: tunnel}\n", []string{`2:33: mode "tunnel": want direct (a WebSocket per connection) or mux`}},
+		{"resume_buffer", "resume_buffer: 4MB\n", []string{`1:16: resume_buffer must be a size such as 4MiB`}},
+		{"resume_buffer small", "resume_buffer: 1KiB\n", []string{`1:16: resume_buffer 1KiB is out of range`}},
+		{"agent_dir", "agent_dir: tmp/x\n", []string{`1:12: agent_dir "tmp/x": want an absolute path`}},
+		{"resume_window", "resume_window: 2\n", []string{`1:16: resume_window "2" is not a duration such as 15s or 2m (a bare number has no unit: write 2s)`}},
 		{"yaml syntax", "forwards:\n  - a: b\n   c: d\n", []string{`f.yaml:1:1: YAML syntax: did not find expected '-' indicator`}},
 		{"forwards not list", "forwards: 5432:db:5432\n", []string{`1:11: forwards must be a list`}},
 		{"api_url scheme", "api_url: ftp://x\n", []string{`1:10: api_url: "ftp://x" must start with https://`}},

@@ -17,6 +17,13 @@ const (
 	DefaultKeepAwake        = WhileConnected
 	DefaultMode             = Direct
 
+	// Mux mode (see the agent).
+	DefaultAgentPort      = 7022             // where the agent listens inside the sprite
+	DefaultAgentDir       = "/tmp/spritefwd" // where the daemon puts the agent inside the sprite
+	DefaultMuxIdleTimeout = 30 * time.Second // close an agent session this long after its last stream
+	DefaultResumeWindow   = 2 * time.Minute  // how long streams wait for a dropped link to come back
+	DefaultResumeBuffer   = 4 << 20          // bytes kept for replay per stream and direction
+
 	// MaxFileSize bounds what Load reads, so a runaway file cannot eat memory.
 	MaxFileSize = 1 << 20
 )
