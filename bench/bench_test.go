@@ -491,7 +491,7 @@ var tps = regexp.MustCompile(`tps = ([0-9.]+)`)
 
 func (e *env) pgbench() []result {
 	pg := testsvc.StartPostgres(e.t)
-	if out, err := testsvc.Command(context.Background(), e.t, "pgbench", "-i", "-q", "-h", pg.Dir, "-U", "postgres", "postgres").CombinedOutput(); err != nil {
+	if out, err := testsvc.Command(context.Background(), e.t, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
 		e.t.Fatalf("pgbench -i: %v %s", err, out)
 	}
 	// pgbench needs TCP for the direct run too: a socat hop of one, so the

@@ -186,7 +186,7 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	pg := testsvc.StartPostgres(t)
-	if out, err := testsvc.Command(context.Background(), t, "pgbench", "-i", "-q", "-h", pg.Dir, "-U", "postgres", "postgres").CombinedOutput(); err != nil {
+	if out, err := testsvc.Command(context.Background(), t, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, out)
 	}
 	echo, err := net.Listen("tcp", "127.0.0.1:0")

@@ -33,6 +33,10 @@ type Options struct {
 	// took to set up, wake included. OnWake gets each wake's wait.
 	OnLinkSetup func(forward string, setup time.Duration)
 	OnWake      func(sprite string, waited time.Duration)
+	// AgentBinary finds a linux agent binary for arch ("amd64", "arm64")
+	// when the config names none: a file next to the daemon, or the daemon
+	// itself when it is that binary.
+	AgentBinary func(arch string) (string, error)
 }
 
 // linkEnv is what new links are made with. A reload swaps it atomically:
@@ -61,8 +65,16 @@ type Daemon struct {
 	forwards map[string]*forward
 	drainers map[*forward]struct{} // removed or replaced, still finishing
 	wakers   map[string]*Waker
+	agents   map[string]*agentPool // by sprite, for mux forwards
+	retired  []*agentPool          // replaced by a reload; they idle out
+	agentSet agentSettings
 	draining sync.WaitGroup
 	closed   bool
+
+	stopWatch chan struct{}
+	stopOnce  sync.Once
+	watchOnce sync.Once
+	watchDone sync.WaitGroup
 }
 
 // New returns a Daemon with no forwards; call Apply.
@@ -70,6 +82,7 @@ func New(opts Options) *Daemon {
 	d := &Daemon{
 		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
 		forwards: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
+		agents: map[string]*agentPool{}, stopWatch: make(chan struct{}),
 	}
 	if d.clock == nil {
 		d.clock = SystemClock{}
@@ -131,6 +144,19 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	for _, w := range d.wakers {
 		w.SetWakeTimeout(cfg.WakeTimeout)
 	}
+	if set := settingsOf(cfg); set != d.agentSet || old == nil || old.keepalive != cfg.Keepalive {
+		// New streams go to new pools; the old ones keep theirs and idle out.
+		for _, p := range d.agents {
+			d.retired = append(d.retired, p)
+		}
+		d.agents, d.agentSet = map[string]*agentPool{}, set
+	} else {
+		for _, p := range d.agents {
+			p.mu.Lock()
+			p.fallback = nil // a reload tries a failed deploy again at once
+			p.mu.Unlock()
+		}
+	}
 	d.cfg = cfg
 	d.mu.Unlock()
 
@@ -168,6 +194,67 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		old.client.Close()
 	}
 	return nil
+}
+
+// agent returns the sprite's agent pool, making it on first use.
+func (d *Daemon) agent(sprite string, waker *Waker) *agentPool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.agents[sprite]
+	if !ok {
+		p = newAgentPool(d, sprite, d.agentSet, waker, d.env.Load().keepalive)
+		d.agents[sprite] = p
+		d.watchOnce.Do(func() {
+			d.watchDone.Add(1)
+			go d.watchSleep()
+		})
+	}
+	return p
+}
+
+// watchSleep notices the machine waking from sleep: the wall clock jumps
+// ahead of the monotonic one, which stops while the machine sleeps. Agent
+// sessions are then probed at once, rather than found dead by a TCP
+// timeout minutes later.
+func (d *Daemon) watchSleep() {
+	defer d.watchDone.Done()
+	const every = time.Second
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prev := time.Now()
+	for {
+		select {
+		case <-d.stopWatch:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if jump := ClockJump(prev, now); jump > 0 {
+			d.log.Info().Stringer("slept", jump.Round(time.Second)).Msg("the machine slept; probing agent sessions")
+			d.mu.Lock()
+			pools := make([]*agentPool, 0, len(d.agents))
+			for _, p := range d.agents {
+				pools = append(pools, p)
+			}
+			d.mu.Unlock()
+			for _, p := range pools {
+				go p.client.Probe()
+			}
+		}
+		prev = now
+	}
+}
+
+// ClockJump reports how far the wall clock ran ahead of the monotonic clock
+// between two readings of time.Now, if by more than a few seconds: the
+// machine slept in between (or the clock was set forward).
+func ClockJump(prev, now time.Time) time.Duration {
+	mono := now.Sub(prev)                   // monotonic readings
+	wall := now.Round(0).Sub(prev.Round(0)) // wall clock only
+	if jump := wall - mono; jump > 3*time.Second {
+		return jump
+	}
+	return 0
 }
 
 func (d *Daemon) wakerLocked(sprite string, wakeTimeout time.Duration) *Waker {
@@ -252,6 +339,18 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	}
 	wg.Wait()
 	d.draining.Wait()
+	d.mu.Lock()
+	pools := d.retired
+	for _, p := range d.agents {
+		pools = append(pools, p)
+	}
+	d.agents, d.retired = map[string]*agentPool{}, nil
+	d.mu.Unlock()
+	for _, p := range pools {
+		p.client.Close()
+	}
+	d.stopOnce.Do(func() { close(d.stopWatch) })
+	d.watchDone.Wait()
 	if env := d.env.Load(); env != nil {
 		env.client.Close()
 	}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +134,7 @@ func TestE2EPostgres(t *testing.T) {
 
 	t.Run("pgbench -C", func(t *testing.T) {
 		testsvc.Need(t, "pgbench")
-		if out, err := run(t, 2*time.Minute, "pgbench", "-i", "-q", "-h", pg.Dir, "-U", "postgres", "postgres"); err != nil {
+		if out, err := run(t, 2*time.Minute, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres"); err != nil {
 			t.Fatalf("pgbench -i: %v\n%s", err, out)
 		}
 		e := startE2E(t, spritestest.Options{}, maps, "", "0:db:5432")

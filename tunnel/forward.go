@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -47,6 +48,7 @@ type forward struct {
 	bindErr   error
 	lastWarn  map[string]time.Time // per failure message, to log each once per interval
 	muted     map[string]int
+	streams   map[*mux.Stream]struct{} // mux mode: open streams, reset on forced drain
 }
 
 func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
@@ -213,9 +215,119 @@ func (f *forward) accept(ln net.Listener) {
 	}
 }
 
-// handle carries one client connection. It does not read from the client
-// until the link is up, so the client's first bytes wait in its socket.
+// handle carries one client connection: on a stream to the sprite's agent
+// in mux mode, or else on its own proxy link.
 func (f *forward) handle(c net.Conn) {
+	if f.rule.Mode == config.Mux && f.handleMux(c) {
+		return
+	}
+	f.handleDirect(c)
+}
+
+// handleMux opens a stream for c. It returns false when the agent is
+// unavailable and c should go direct; otherwise c is taken care of, and the
+// stream's end does the accounting that handleDirect does on return.
+func (f *forward) handleMux(c net.Conn) bool {
+	p := f.d.agent(f.rule.Sprite, f.waker)
+	if p.usable() != nil {
+		return false
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	start := f.d.clock.Now()
+	var st *mux.Stream
+	so := mux.StreamOptions{
+		DrainTimeout: 5 * time.Second, Up: &f.stats.BytesIn, Down: &f.stats.BytesOut,
+		OnResume: func(took time.Duration) { f.stats.recordResume(took) },
+		OnEnd: func(s *mux.Stream) {
+			f.streamEnded(s)
+			f.mu.Lock()
+			delete(f.streams, s)
+			f.mu.Unlock()
+			if f.stats.Open.Add(-1) == 0 {
+				f.waker.MarkIdle()
+			}
+			f.conns.Done()
+		},
+	}
+	st, err := p.client.Open(f.ctx, tc, f.rule.Host, f.rule.Port, f.rule.KeepAwake != config.Never, so)
+	var de *deployError
+	if errors.As(err, &de) {
+		if p.fail(err) {
+			f.stats.recordError(ClassOther, err, f.d.clock.Now())
+			f.log.Warn().Err(err).Stringer("retry_in", fallbackRetry).Msg("agent unavailable; this sprite's mux forwards use direct mode for now")
+		}
+		return false
+	}
+	if err != nil {
+		if f.ctx.Err() == nil {
+			err = fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, err)
+			f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
+			f.warn(err, advice(f.rule, err))
+		}
+		mux.Reset(c)
+		if f.stats.Open.Add(-1) == 0 {
+			f.waker.MarkIdle()
+		}
+		f.conns.Done()
+		return true
+	}
+	setup := f.d.clock.Now().Sub(start)
+	if f.d.hooks.OnLinkSetup != nil {
+		f.d.hooks.OnLinkSetup(f.rule.Name, setup)
+	}
+	f.mu.Lock()
+	if f.streams == nil {
+		f.streams = map[*mux.Stream]struct{}{}
+		// Forced down after the grace: reset what is still open.
+		context.AfterFunc(f.ctx, func() {
+			f.mu.Lock()
+			all := make([]*mux.Stream, 0, len(f.streams))
+			for s := range f.streams {
+				all = append(all, s)
+			}
+			f.mu.Unlock()
+			for _, s := range all {
+				s.Reset(errors.New("forward stopped"))
+			}
+		})
+	}
+	select {
+	case <-st.Done():
+	default:
+		f.streams[st] = struct{}{}
+	}
+	f.mu.Unlock()
+	return true
+}
+
+// streamEnded logs and counts how a mux stream ended.
+func (f *forward) streamEnded(s *mux.Stream) {
+	err := s.Err()
+	if err == nil || f.ctx.Err() != nil {
+		return
+	}
+	now := f.d.clock.Now()
+	switch {
+	case errors.Is(err, mux.ErrPeerReset) && strings.Contains(err.Error(), "connection refused"):
+		err = fmt.Errorf("forward %s: %w: %w", f.rule.Name, ErrNothingListening, err)
+		f.stats.recordError(ClassRefused, err, now)
+		f.warn(err, advice(f.rule, err))
+	case errors.Is(err, mux.ErrPeerReset), errors.Is(err, mux.ErrLocalAborted):
+		f.log.Debug().Err(err).Msg("stream reset")
+	default: // resume window expired, agent restarted
+		err = fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, err)
+		f.stats.recordError(ClassLinkBroken, err, now)
+		f.log.Info().Err(err).Msg("stream could not be resumed; client reset after the data that arrived")
+	}
+}
+
+// handleDirect carries one client connection on its own proxy link. It
+// does not read from the client until the link is up, so the client's
+// first bytes wait in its socket.
+func (f *forward) handleDirect(c net.Conn) {
 	defer f.conns.Done()
 	// A connection counts as open until its client closes its side. After
 	// that it only lingers, waiting out the sprite's last bytes (a proxy
@@ -393,20 +505,22 @@ func (f *forward) drain(grace time.Duration) {
 
 // Status is one forward's row in `spritefwd status`.
 type Status struct {
-	Name        string      `json:"name"`
-	Listen      string      `json:"listen"`
-	Addrs       []string    `json:"addrs,omitempty"` // where it really listens; differs for port 0
-	Target      string      `json:"target"`
-	State       string      `json:"state"`
-	BindError   string      `json:"bind_error,omitempty"`
-	SpriteState SpriteState `json:"sprite_state"`
-	LastWake    time.Time   `json:"last_wake,omitzero"`
+	Name        string       `json:"name"`
+	Listen      string       `json:"listen"`
+	Addrs       []string     `json:"addrs,omitempty"` // where it really listens; differs for port 0
+	Target      string       `json:"target"`
+	State       string       `json:"state"`
+	BindError   string       `json:"bind_error,omitempty"`
+	SpriteState SpriteState  `json:"sprite_state"`
+	LastWake    time.Time    `json:"last_wake,omitzero"`
+	Mode        config.Mode  `json:"mode"`
+	Agent       *AgentStatus `json:"agent,omitempty"` // mux mode
 	StatsSnapshot
 }
 
 func (f *forward) status() Status {
 	f.mu.Lock()
-	st := Status{Name: f.rule.Name, Listen: f.rule.Listen, Target: f.rule.Target(), State: f.state}
+	st := Status{Name: f.rule.Name, Listen: f.rule.Listen, Target: f.rule.Target(), State: f.state, Mode: f.rule.Mode}
 	if f.bindErr != nil {
 		st.BindError = f.bindErr.Error()
 	}
@@ -417,5 +531,9 @@ func (f *forward) status() Status {
 	st.SpriteState, st.LastWake = f.waker.State()
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()
+	if f.rule.Mode == config.Mux {
+		as := f.d.agent(f.rule.Sprite, f.waker).status()
+		st.Agent = &as
+	}
 	return st
 }

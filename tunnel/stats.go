@@ -15,10 +15,26 @@ type Stats struct {
 	Lingering         atomic.Int64 // client closed its side; waiting out the sprite's last bytes
 	BytesIn, BytesOut atomic.Int64 // into the sprite, out of the sprite
 
+	Resumptions atomic.Int64 // mux streams moved to a new link
+
 	mu        sync.Mutex
 	errors    map[string]int64
 	lastErr   string
 	lastErrAt time.Time
+	resumes   []time.Duration // the most recent resumptions' durations
+}
+
+// recentResumes bounds the durations kept for status.
+const recentResumes = 10
+
+func (s *Stats) recordResume(took time.Duration) {
+	s.Resumptions.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.resumes) == recentResumes {
+		s.resumes = s.resumes[1:]
+	}
+	s.resumes = append(s.resumes, took)
 }
 
 // Error classes, as counted in status and metrics.
@@ -81,6 +97,9 @@ type StatsSnapshot struct {
 	Errors      map[string]int64 `json:"errors,omitempty"`
 	LastError   string           `json:"last_error,omitempty"`
 	LastErrorAt time.Time        `json:"last_error_at,omitzero"`
+	Resumptions int64            `json:"resumptions,omitempty"`
+	// ResumeTimes are the latest resumptions' durations, oldest first.
+	ResumeTimes []time.Duration `json:"resume_times_ns,omitempty"`
 }
 
 // Snapshot copies the counters.
@@ -90,9 +109,10 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	for k, v := range s.errors {
 		errs[k] = v
 	}
-	snap := StatsSnapshot{Errors: errs, LastError: s.lastErr, LastErrorAt: s.lastErrAt}
+	snap := StatsSnapshot{Errors: errs, LastError: s.lastErr, LastErrorAt: s.lastErrAt, ResumeTimes: append([]time.Duration(nil), s.resumes...)}
 	s.mu.Unlock()
 	snap.Open, snap.Lingering, snap.Total = s.Open.Load(), s.Lingering.Load(), s.Total.Load()
 	snap.BytesIn, snap.BytesOut = s.BytesIn.Load(), s.BytesOut.Load()
+	snap.Resumptions = s.Resumptions.Load()
 	return snap
 }

@@ -61,7 +61,7 @@ func newRunner(o runnerOptions) *runner {
 	r.m = metrics.New(func() []tunnel.Status { return r.d.Status() })
 	r.d = tunnel.New(tunnel.Options{
 		Log: o.log, UserAgent: "spritefwd/" + versionString(),
-		OnLinkSetup: r.m.ObserveSetup, OnWake: r.m.ObserveWake,
+		OnLinkSetup: r.m.ObserveSetup, OnWake: r.m.ObserveWake, AgentBinary: agentBinary,
 	})
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r

@@ -92,7 +92,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		cfg.Forwards = append(cfg.Forwards, f)
 	}
 	d := tunnel.New(tunnel.Options{
-		Log: log, UserAgent: "spritefwd/" + versionString(),
+		Log: log, UserAgent: "spritefwd/" + versionString(), AgentBinary: agentBinary,
 		Getenv: func(k string) string {
 			if k == config.TokenEnv {
 				return token

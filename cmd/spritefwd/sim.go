@@ -23,7 +23,10 @@ fails the way the real service does: sprites sleep when idle, cut their
 links on sleep and take time to wake. Each --map creates a sprite and routes
 one of its ports to a real server on this machine. Exec runs commands as
 local processes; each sprite gets its own directory, in which fs paths and
-exec working directories are resolved.
+exec working directories are resolved. A port that such a process listens
+on (on this machine's loopback: the emulated sprite shares its network) is
+reachable through the proxy, which is how a mux agent works here. Sleep
+stops a sprite's processes (SIGSTOP) and a wake continues them.
 Point spritefwd at it with api_url: http://LISTEN.
 
 Admin endpoints (same Bearer token; they never wake a sprite):
@@ -31,6 +34,7 @@ Admin endpoints (same Bearer token; they never wake a sprite):
   POST /_sim/sprites/NAME/drop-links   cut NAME's links without a close frame
   GET  /_sim/sprites/NAME              counters: state, wakes, proxy_connects, ...
   POST /_sim/faults                    {"cold_proxy":"fail","latency":"50ms","drop_rate":0.1}
+  POST /_sim/offline?on=true|false     drop every API request and link, as a dead network does
 
 When ready it prints one line: "spritefwd sim: serving http://HOST:PORT".`
 

@@ -71,10 +71,22 @@ func Command(ctx context.Context, t testing.TB, program string, args ...string) 
 	return exec.CommandContext(ctx, path, args...)
 }
 
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // Postgres is a throwaway PostgreSQL cluster with trust authentication.
 type Postgres struct {
 	Dir    string // socket directory
 	Socket string // path of the Unix socket, for an emulator --map
+	Port   int    // also on 127.0.0.1, for an agent inside the emulated sprite
 	User   string
 }
 
@@ -95,7 +107,8 @@ func StartPostgres(t testing.TB) *Postgres {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	srv := Command(context.Background(), t, "postgres", "-D", data, "-k", dir, "-c", "listen_addresses=",
+	port := FreePort(t)
+	srv := Command(context.Background(), t, "postgres", "-D", data, "-k", dir, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200")
 	srv.SysProcAttr = cred
 	logf, _ := os.Create(filepath.Join(dir, "postgres.log"))
@@ -115,13 +128,13 @@ func StartPostgres(t testing.TB) *Postgres {
 		}
 		logf.Close()
 	})
-	pg := &Postgres{Dir: dir, Socket: filepath.Join(dir, ".s.PGSQL.5432"), User: "postgres"}
+	pg := &Postgres{Dir: dir, Socket: filepath.Join(dir, ".s.PGSQL."+strconv.Itoa(port)), Port: port, User: "postgres"}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := net.Dial("unix", pg.Socket); err == nil {
 			c.Close()
 			// The socket accepts before startup completes; psql says when it is ready.
-			if out, err := exec.Command(mustLook(t, "psql"), "-h", dir, "-U", "postgres", "-Atc", "select 1").CombinedOutput(); err == nil && string(out) == "1\n" {
+			if out, err := exec.Command(mustLook(t, "psql"), "-h", dir, "-p", strconv.Itoa(port), "-U", "postgres", "-Atc", "select 1").CombinedOutput(); err == nil && string(out) == "1\n" {
 				return pg
 			}
 		}

@@ -199,6 +199,10 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 		}
 	} else if !filepath.IsAbs(name) {
 		cmd.Path = filepath.Join(dir, name)
+	} else if p, err := s.resolve(sp, name); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			cmd.Path = p // a file written into the sprite; otherwise a system program such as /bin/sh
+		}
 	}
 	cmd.Dir = dir
 	cmd.Env = append([]string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}, q["env"]...)

@@ -89,6 +89,8 @@ type Server struct {
 	opts Options
 	log  zerolog.Logger
 
+	offline atomic.Bool
+
 	mu      sync.Mutex
 	faults  Faults
 	sprites map[string]*sprite
@@ -170,8 +172,50 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /_sim/sprites/{name}/drop-links", s.auth(s.admin(s.DropLinks)))
 	mux.HandleFunc("GET /_sim/sprites/{name}", s.auth(s.handleSimStats))
 	mux.HandleFunc("POST /_sim/faults", s.auth(s.handleFaults))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc("POST /_sim/offline", s.auth(s.handleOffline))
+	s.http = &http.Server{Handler: s.offlineGate(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s
+}
+
+// SetOffline takes the API off the network, or puts it back: while
+// offline, every API request's connection is dropped unanswered, as when
+// the laptop's Wi-Fi is down, and going offline cuts every link. The admin
+// endpoints stay reachable.
+func (s *Server) SetOffline(off bool) {
+	s.offline.Store(off)
+	if off {
+		s.mu.Lock()
+		for _, sp := range s.sprites {
+			s.cutLinksLocked(sp)
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Server) offlineGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.offline.Load() && strings.HasPrefix(r.URL.Path, "/v1/") {
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+			http.Error(w, "offline", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleOffline(w http.ResponseWriter, r *http.Request) {
+	on, err := strconv.ParseBool(r.URL.Query().Get("on"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "bad_request", "on: want true or false")
+		return
+	}
+	s.SetOffline(on)
+	writeJSON(w, http.StatusOK, map[string]any{"offline": on})
 }
 
 // NewServer starts a server on a loopback port, like httptest.NewServer.

@@ -1,0 +1,343 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/mux"
+	"github.com/spritefwd/spritefwd/sprites"
+)
+
+// agentSettings are what an agent pool is made with; a reload that changes
+// them makes new pools, and the old ones idle out with their streams.
+type agentSettings struct {
+	port         int
+	dir, binary  string
+	idle, window time.Duration
+	buffer       int
+}
+
+func settingsOf(cfg *config.Config) agentSettings {
+	return agentSettings{port: cfg.AgentPort, dir: cfg.AgentDir, binary: cfg.AgentBinary,
+		idle: cfg.MuxIdleTimeout, window: cfg.ResumeWindow, buffer: cfg.ResumeBuffer}
+}
+
+// ErrAgentUnavailable: the agent could not be deployed; mux forwards to the
+// sprite fall back to direct mode for a while.
+var ErrAgentUnavailable = errors.New("agent unavailable")
+
+// deployError marks a failure to deploy the agent, as opposed to a failure
+// to reach the sprite at all.
+type deployError struct{ err error }
+
+func (e *deployError) Error() string { return e.err.Error() }
+func (e *deployError) Unwrap() error { return e.err }
+
+// fallbackRetry is how long a sprite whose agent could not be deployed is
+// served in direct mode before deploying is tried again. A reload tries at
+// once.
+const fallbackRetry = 5 * time.Minute
+
+// agentPool is one sprite's agent: how it is found or deployed, and the
+// mux client that carries every mux-mode connection to it.
+type agentPool struct {
+	d      *Daemon
+	sprite string
+	set    agentSettings
+	waker  *Waker
+	client *mux.Client
+	log    zerolog.Logger
+
+	mu         sync.Mutex
+	secret     string
+	fallback   error
+	retryAt    time.Time
+	deploys    int64
+	lastDeploy time.Duration
+}
+
+func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, keepalive time.Duration) *agentPool {
+	p := &agentPool{d: d, sprite: sprite, set: set, waker: waker,
+		log: d.log.With().Str("sprite", sprite).Str("agent", "mux").Logger()}
+	p.client = mux.NewClient(mux.ClientOptions{
+		Connect: p.connect, Buffer: set.buffer, ResumeWindow: set.window, IdleTimeout: set.idle,
+		PingInterval: keepalive, Log: p.log,
+	})
+	return p
+}
+
+// usable reports whether connections should try the agent, and if not, why.
+func (p *agentPool) usable() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fallback != nil && p.d.clock.Now().Before(p.retryAt) {
+		return p.fallback
+	}
+	return nil
+}
+
+// fail records a deploy failure. It reports whether this is news, so that
+// it is logged once, not per connection.
+func (p *agentPool) fail(err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	news := p.fallback == nil
+	p.fallback, p.retryAt = err, p.d.clock.Now().Add(fallbackRetry)
+	return news
+}
+
+// AgentStatus is the agent's part of a mux forward's status.
+type AgentStatus struct {
+	State       string        `json:"state"` // connected, idle, fallback
+	Fallback    string        `json:"fallback,omitempty"`
+	Sessions    int64         `json:"sessions"`
+	Deploys     int64         `json:"deploys"`
+	LastDeploy  time.Duration `json:"last_deploy_ns,omitempty"`
+	Streams     int           `json:"streams"`
+	Resumptions int64         `json:"resumptions"`
+}
+
+func (p *agentPool) status() AgentStatus {
+	cs := p.client.Stats()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := AgentStatus{State: "idle", Sessions: cs.Sessions, Deploys: p.deploys, LastDeploy: p.lastDeploy, Streams: cs.Streams, Resumptions: cs.Resumptions}
+	if cs.Connected {
+		st.State = "connected"
+	}
+	if p.fallback != nil && p.d.clock.Now().Before(p.retryAt) {
+		st.State, st.Fallback = "fallback", p.fallback.Error()
+	}
+	return st
+}
+
+// agentAbsent is a proxy connect refused on the agent's port: nothing runs
+// there, so deploy, rather than wait for it as for a user's server.
+type agentAbsent struct{ err error }
+
+func (e *agentAbsent) Error() string { return "no agent listens: " + e.err.Error() }
+
+// connect reaches the agent, deploying it when it is not there or is not
+// ours. It is mux.ClientOptions.Connect.
+func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, bool, error) {
+	env := p.d.env.Load()
+	deployed := false
+	for {
+		secret, err := p.currentSecret(ctx, env.client)
+		if err != nil {
+			return nil, false, err
+		}
+		if secret != "" {
+			link, err := Connect(ctx, p.waker, p.set.port, func(ctx context.Context) (*sprites.Link, error) {
+				l, err := env.client.Dial(ctx, p.sprite, "localhost", p.set.port)
+				if sprites.IsRefused(err) {
+					// Permanent for the retry loop: deploying is the remedy.
+					return nil, &sprites.Error{Op: "proxy", Sprite: p.sprite, Port: p.set.port, Class: sprites.Permanent, Err: &agentAbsent{err}}
+				}
+				return l, err
+			})
+			var absent *agentAbsent
+			switch {
+			case err == nil:
+				hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				sess, resumed, err := mux.Dial(hctx, link, secret, h, p.log)
+				cancel()
+				if err == nil {
+					return sess, resumed, nil
+				}
+				if !errors.Is(err, mux.ErrBadSecret) && !errors.Is(err, mux.ErrVersion) && !errors.Is(err, mux.ErrNotAgent) {
+					return nil, false, fmt.Errorf("sprite %s: agent handshake: %w", p.sprite, err)
+				}
+				p.log.Info().Err(err).Msg("the agent in the sprite is not this deployment's; redeploying")
+				p.setSecret("")
+			case errors.As(err, &absent):
+			default:
+				return nil, false, err
+			}
+		}
+		if deployed {
+			return nil, false, &deployError{fmt.Errorf("sprite %s: agent started but cannot be reached on port %d", p.sprite, p.set.port)}
+		}
+		start := p.d.clock.Now()
+		if err := p.deploy(ctx, env.client); err != nil {
+			return nil, false, err
+		}
+		took := p.d.clock.Now().Sub(start)
+		p.mu.Lock()
+		p.deploys++
+		p.lastDeploy = took
+		p.fallback = nil
+		p.mu.Unlock()
+		p.log.Info().Stringer("took", took.Round(time.Millisecond)).Int("port", p.set.port).Msg("agent deployed")
+		deployed = true
+	}
+}
+
+func (p *agentPool) setSecret(s string) {
+	p.mu.Lock()
+	p.secret = s
+	p.mu.Unlock()
+}
+
+// currentSecret returns the deployment secret: cached, or read from the
+// sprite, where the deployment left it (mode 0600). Any daemon with the
+// token can read it, which grants nothing: the token can run commands in
+// the sprite anyway. "" means no agent was deployed.
+func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (string, error) {
+	p.mu.Lock()
+	s := p.secret
+	p.mu.Unlock()
+	if s != "" {
+		return s, nil
+	}
+	b, err := c.ReadFile(ctx, p.sprite, path.Join(p.set.dir, "secret"))
+	if sprites.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("sprite %s: read the agent's secret: %w", p.sprite, err)
+	}
+	s = strings.TrimSpace(string(b))
+	p.setSecret(s)
+	return s, nil
+}
+
+// deploy uploads the agent and starts it, replacing any agent on its port,
+// and returns once it listens.
+func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
+	fail := func(format string, args ...any) error {
+		return &deployError{fmt.Errorf("sprite %s: deploy agent: "+format, append([]any{p.sprite}, args...)...)}
+	}
+	arch, err := p.arch(ctx, c)
+	if err != nil {
+		return fail("%w", err)
+	}
+	bin, err := p.binary(arch)
+	if err != nil {
+		return fail("%w", err)
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return fail("%w", err)
+	}
+	defer f.Close()
+	exe := path.Join(p.set.dir, "spritefwd-agent")
+	if err := c.WriteFile(ctx, p.sprite, exe, 0o755, f); err != nil {
+		return fail("upload %s: %w", bin, err)
+	}
+	secret := mux.NewSecret()
+	if err := c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n")); err != nil {
+		return fail("write the secret: %w", err)
+	}
+	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{
+		Cmd: []string{exe, "agent", "--listen", "127.0.0.1:" + strconv.Itoa(p.set.port),
+			"--secret-file", "secret", "--replace", "--log-file", "agent.log"},
+		Dir: p.set.dir, KeepRunning: true,
+	})
+	if err != nil {
+		return fail("start: %w", err)
+	}
+	defer sess.Close() // detach; it keeps running
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	for {
+		ev, err := sess.Next(rctx)
+		if err != nil {
+			return fail("waiting for it to listen: %w (stderr: %s)", err, tail(errOut.Bytes()))
+		}
+		switch {
+		case ev.Exited:
+			return fail("it exited with code %d: %s", ev.Code, tail(errOut.Bytes()))
+		case ev.Stream == sprites.StreamStderr:
+			if errOut.Len() < 8<<10 {
+				errOut.Write(ev.Data)
+			}
+		case ev.Stream == sprites.StreamStdout:
+			out.Write(ev.Data)
+			for {
+				line, rest, ok := bytes.Cut(out.Bytes(), []byte("\n"))
+				if !ok {
+					break
+				}
+				var r struct {
+					Ready bool `json:"ready"`
+				}
+				if json.Unmarshal(line, &r) == nil && r.Ready {
+					p.setSecret(secret)
+					return nil
+				}
+				out = *bytes.NewBuffer(append([]byte(nil), rest...))
+			}
+		}
+	}
+}
+
+// arch asks the sprite what it runs on.
+func (p *agentPool) arch(ctx context.Context, c *sprites.Client) (string, error) {
+	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"uname", "-m"}})
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	var out bytes.Buffer
+	for {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			break
+		}
+		if ev.Stream == sprites.StreamStdout {
+			out.Write(ev.Data)
+		}
+		if ev.Exited {
+			break
+		}
+	}
+	switch m := strings.TrimSpace(out.String()); m {
+	case "x86_64", "amd64":
+		return "amd64", nil
+	case "aarch64", "arm64":
+		return "arm64", nil
+	default:
+		return "", fmt.Errorf("unsupported machine %q (the agent is built for x86_64 and aarch64)", m)
+	}
+}
+
+// binary finds the linux agent for arch: agent_binary from the config, or
+// what the daemon's embedder offers (a file next to the daemon, or itself).
+func (p *agentPool) binary(arch string) (string, error) {
+	if p.set.binary != "" {
+		b := strings.ReplaceAll(p.set.binary, "{arch}", arch)
+		if _, err := os.Stat(b); err != nil {
+			return "", fmt.Errorf("agent_binary: %w", err)
+		}
+		return b, nil
+	}
+	if p.d.hooks.AgentBinary != nil {
+		return p.d.hooks.AgentBinary(arch)
+	}
+	return "", fmt.Errorf("no linux/%s agent binary: set agent_binary, or put spritefwd-linux-%s next to spritefwd (make build makes both)", arch, arch)
+}
+
+func tail(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 400 {
+		s = "…" + s[len(s)-400:]
+	}
+	if s == "" {
+		return "nothing on stderr"
+	}
+	return s
+}
