@@ -221,6 +221,9 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 		return &deployError{fmt.Errorf("sprite %s: deploy agent: "+format, append([]any{p.sprite}, args...)...)}
 	}
 	arch, err := p.arch(ctx, c)
+	if errors.Is(err, sprites.ErrNotFound) || errors.Is(err, sprites.ErrUnauthorized) || ctx.Err() != nil {
+		return err // the sprite or the token is wrong: no mode would work
+	}
 	if err != nil {
 		return fail("%w", err)
 	}

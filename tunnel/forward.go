@@ -49,6 +49,8 @@ type forward struct {
 	lastWarn  map[string]time.Time // per failure message, to log each once per interval
 	muted     map[string]int
 	streams   map[*mux.Stream]struct{} // mux mode: open streams, reset on forced drain
+
+	pool atomic.Pointer[agentPool] // mux mode: the sprite's agent, once used
 }
 
 func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
@@ -229,6 +231,7 @@ func (f *forward) handle(c net.Conn) {
 // stream's end does the accounting that handleDirect does on return.
 func (f *forward) handleMux(c net.Conn) bool {
 	p := f.d.agent(f.rule.Sprite, f.waker)
+	f.pool.Store(p)
 	if p.usable() != nil {
 		return false
 	}
@@ -532,7 +535,10 @@ func (f *forward) status() Status {
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()
 	if f.rule.Mode == config.Mux {
-		as := f.d.agent(f.rule.Sprite, f.waker).status()
+		as := AgentStatus{State: "idle"}
+		if p := f.pool.Load(); p != nil {
+			as = p.status()
+		}
 		st.Agent = &as
 	}
 	return st
