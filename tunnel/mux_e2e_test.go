@@ -4,7 +4,9 @@ package tunnel_test
 // agent into the emulated sprite, real clients and servers on both ends.
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,10 +14,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/internal/testsvc"
+	"github.com/spritefwd/spritefwd/mux"
+	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 	"github.com/spritefwd/spritefwd/tunnel"
 )
@@ -120,3 +131,228 @@ func TestE2EMuxEcho(t *testing.T) {
 	}
 	t.Logf("agent: %+v", *st.Agent)
 }
+
+// pgProbe measures one connection setup the way a client sees it: connect,
+// send PostgreSQL's SSLRequest, read the one-byte answer.
+func pgProbe(addr string) (time.Duration, error) {
+	start := time.Now()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte{0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}); err != nil {
+		return 0, err
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return 0, err
+	}
+	if b[0] != 'N' && b[0] != 'S' {
+		return 0, fmt.Errorf("SSLRequest answered %q", b)
+	}
+	return time.Since(start), nil
+}
+
+func medianSetup(t *testing.T, addr string, n int) time.Duration {
+	t.Helper()
+	var ds []time.Duration
+	for range n {
+		d, err := pgProbe(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[n/2]
+}
+
+// With a 100 ms round trip, a new connection through mux costs about one
+// round trip (its first bytes go out with the stream's open), and through
+// direct mode about three here (upgrade, init, data; a real edge adds TLS).
+func TestE2EMuxSetupVersusDirect(t *testing.T) {
+	pg := testsvc.StartPostgres(t)
+	port := strconv.Itoa(pg.Port)
+	e := startMux(t, spritestest.Options{}, "",
+		"{name: direct, listen: 0, sprite: box, port: "+port+"}",
+		"{name: mux, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	e.sim.Map("box", pg.Port, "127.0.0.1:"+port)
+	direct, muxed := "127.0.0.1:"+e.port(t, "direct"), "127.0.0.1:"+e.port(t, "mux")
+	// A link takes its latency when it is made: set it before the session.
+	e.sim.SetFaults(spritestest.Faults{Latency: 50 * time.Millisecond, DropRate: -1})
+	if _, err := pgProbe(muxed); err != nil { // deploys the agent, dials the session
+		t.Fatalf("first mux connection: %v\n%s", err, e.logs)
+	}
+	dMed, mMed := medianSetup(t, direct, 15), medianSetup(t, muxed, 15)
+	rtt := 100 * time.Millisecond
+	t.Logf("median setup at a 100 ms round trip: direct %v (%.1f RTT), mux %v (%.1f RTT), ratio %.2f",
+		dMed, float64(dMed)/float64(rtt), mMed, float64(mMed)/float64(rtt), float64(dMed)/float64(mMed))
+	if float64(dMed)/float64(mMed) < 2 {
+		t.Errorf("mux setup %v is not well under direct's %v (want direct ≥ 2× mux; expect about 3×)", mMed, dMed)
+	}
+
+	// And pgbench -C, a real client opening a connection per transaction.
+	pgbench := func(addr string) string {
+		_, p, _ := net.SplitHostPort(addr)
+		out, err := run(t, 3*time.Minute, "pgbench", "-C", "-c", "4", "-j", "2", "-t", "10", "-S", "-n", "-h", "127.0.0.1", "-p", p, "-U", "postgres", "postgres")
+		if err != nil {
+			t.Fatalf("pgbench -C: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "number of failed transactions: 0") {
+			t.Fatalf("pgbench -C failed transactions:\n%s", out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "tps") || strings.Contains(l, "connection time") {
+				return strings.TrimSpace(l)
+			}
+		}
+		return out
+	}
+	if out, err := run(t, 2*time.Minute, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", port, "-U", "postgres", "postgres"); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	t.Logf("pgbench -C direct: %s", pgbench(direct))
+	t.Logf("pgbench -C mux:    %s", pgbench(muxed))
+}
+
+// 200 streams at once on one session, each checked by sha256, and one of
+// them reset by its client halfway: the other 199 are unaffected.
+func TestE2EMux200StreamsOneReset(t *testing.T) {
+	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	addr := "127.0.0.1:" + e.port(t, "echo")
+	if err := echoTransfer(addr, 10, 0); err != nil { // deploy first
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 100 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.Write(make([]byte, 64<<10))
+				io.ReadFull(c, make([]byte, 1000))
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close() // a reset in the middle of the transfer
+				return
+			}
+			if err := echoTransfer(addr, 256<<10, uint64(i)); err != nil {
+				errs <- fmt.Errorf("stream %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := e.status(t, "echo"); st.Agent.Sessions != 1 {
+		t.Errorf("%d sessions, want 1: a stream's reset must not take the session down", st.Agent.Sessions)
+	}
+}
+
+// The agent is killed inside the sprite: the daemon notices, redeploys,
+// and new connections work.
+func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
+	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	addr := "127.0.0.1:" + e.port(t, "echo")
+	if err := echoTransfer(addr, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	api := apiClient(t, e)
+	b, err := api.ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // quiet long enough to be probed before use
+	if err := echoTransfer(addr, 1<<20, 1); err != nil {
+		t.Fatalf("after the agent was killed: %v\n%s", err, e.logs)
+	}
+	if st := e.status(t, "echo"); st.Agent.Deploys != 2 {
+		t.Fatalf("%d deploys, want 2 (the first, and after the kill)", st.Agent.Deploys)
+	}
+}
+
+func apiClient(t *testing.T, e *e2e) *sprites.Client {
+	t.Helper()
+	c, err := sprites.New(sprites.Options{APIURL: e.sim.URL, Token: e2eToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// The agent, reached through the API's proxy as anyone with the token
+// could: a session without the deployment's secret is refused, and one with
+// it still cannot reach beyond loopback.
+func TestE2EMuxAgentRefusesStrangers(t *testing.T) {
+	echo := testsvc.Serve(t, testsvc.Echo)
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	if err := echoTransfer("127.0.0.1:"+e.port(t, "echo"), 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	agentPort := e.d.Config().AgentPort
+	api := apiClient(t, e)
+	ctx := context.Background()
+	hello := mux.Hello{Session: mux.NewSessionID(), ResumeWindow: time.Second, Buffer: mux.DefaultBuffer}
+
+	link, err := api.Dial(ctx, "box", "localhost", agentPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mux.Dial(ctx, link, mux.NewSecret(), hello, e2eLog(e)); !errors.Is(err, mux.ErrBadSecret) {
+		t.Fatalf("a session with the wrong secret: %v, want ErrBadSecret", err)
+	}
+
+	secret, err := api.ReadFile(ctx, "box", "/tmp/spritefwd/secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err = api.Dial(ctx, "box", "localhost", agentPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := mux.Dial(ctx, link, strings.TrimSpace(string(secret)), hello, e2eLog(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	far, _ := net.Dial("tcp", ln.Addr().String())
+	defer far.Close()
+	near, _ := ln.Accept()
+	st := mux.NewStream(1, near.(*net.TCPConn), mux.StreamOptions{})
+	if err := sess.Open(st, "10.0.0.1", 5432); err != nil {
+		t.Fatal(err)
+	}
+	<-st.Done()
+	if err := st.Err(); !errors.Is(err, mux.ErrPeerReset) || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("a stream to 10.0.0.1: %v, want a reset saying it is not allowed", err)
+	}
+	if _, err := far.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("its client read %v, want ECONNRESET", err)
+	}
+}
+
+func e2eLog(e *e2e) zerolog.Logger { return zerolog.New(e.logs) }
