@@ -225,6 +225,7 @@ type Server struct {
 	Log  zerolog.Logger
 
 	mu       sync.Mutex
+	cond     *sync.Cond // on mu: a carrier's first frame was handled
 	sessions map[SessionID]*serverSession
 	wg       sync.WaitGroup
 }
@@ -239,7 +240,12 @@ type serverSession struct {
 	// was lost, which the daemon may safely send again.
 	maxSeen uint64
 	holes   map[uint64]bool
-	forget  *time.Timer
+	// Carriers are numbered as accepted; unheaded are those whose first
+	// frame is not yet handled. A resume for an unseen stream waits for
+	// the earlier ones: its open may be among them.
+	accepted uint64
+	unheaded map[uint64]bool
+	forget   *time.Timer
 	// finished remembers the final count of streams that ended cleanly: if
 	// our last ack died with the link, the daemon resumes to ask for it.
 	finished     map[uint64]uint64
@@ -358,15 +364,22 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	for {
 		c, err := ys.AcceptStream()
 		if err != nil {
-			if errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			// The link ended, cleanly or cut: the usual way a session ends.
+			s.Log.Debug().Err(err).Stringer("session", h.Session).Msg("session link ended")
+			return nil
 		}
+		s.mu.Lock()
+		ss.accepted++
+		k := ss.accepted
+		if ss.unheaded == nil {
+			ss.unheaded = map[uint64]bool{}
+		}
+		ss.unheaded[k] = true
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveStream(h.Session, ss, c)
+			s.serveStream(h.Session, ss, c, k)
 		}()
 	}
 }
@@ -393,15 +406,51 @@ func (s *Server) forgetLaterLocked(id SessionID, ss *serverSession) {
 	})
 }
 
-func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream) {
+// earlierUnheadedLocked reports a carrier accepted before k whose first
+// frame is not handled yet.
+func (ss *serverSession) earlierUnheadedLocked(k uint64) bool {
+	for j := range ss.unheaded {
+		if j < k {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) condLocked() *sync.Cond {
+	if s.cond == nil {
+		s.cond = sync.NewCond(&s.mu)
+	}
+	return s.cond
+}
+
+func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k uint64) {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	o, resume, recvd, err := readFirst(c)
 	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {
-		s.Log.Warn().Err(err).Msg("bad stream header")
+		s.mu.Lock()
+		delete(ss.unheaded, k)
+		s.condLocked().Broadcast()
+		s.mu.Unlock()
+		s.Log.Debug().Err(err).Msg("bad or missing stream header")
 		abortCarrier(c)
 		return
 	}
+	s.mu.Lock()
+	if resume && ss.streams[o.ID] == nil && !ss.seen(o.ID) && ss.earlierUnheadedLocked(k) {
+		t := time.AfterFunc(5*time.Second, func() {
+			s.mu.Lock()
+			s.condLocked().Broadcast()
+			s.mu.Unlock()
+		})
+		deadline := time.Now().Add(5 * time.Second)
+		for ss.streams[o.ID] == nil && !ss.seen(o.ID) && ss.earlierUnheadedLocked(k) && time.Now().Before(deadline) {
+			s.condLocked().Wait()
+		}
+		t.Stop()
+	}
+	s.mu.Unlock()
 	refuse := func(code uint64, msg string) {
 		_ = writeFrame(c, frame{typ: frameReset, a: code}, []byte(msg))
 		c.Close()
@@ -417,6 +466,8 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream) {
 			ss.streams[o.ID] = entry
 		}
 	}
+	delete(ss.unheaded, k)
+	s.condLocked().Broadcast()
 	s.mu.Unlock()
 	if resume {
 		switch {

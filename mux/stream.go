@@ -145,11 +145,12 @@ func (s *Stream) Received() uint64 {
 	return s.recv
 }
 
-// Detached reports whether the stream is waiting for a carrier.
+// Detached reports whether the stream lost its carrier and waits for a
+// new one. A stream not yet attached the first time is not detached.
 func (s *Stream) Detached() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.car == nil && !s.ended
+	return s.started && s.car == nil && !s.ended
 }
 
 // Attach puts the stream on carrier c. peerRecv is the peer's received

@@ -319,3 +319,20 @@ func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
 		t.Fatalf("ended with %v, want ErrResumeExpired", a.Err())
 	}
 }
+
+// A stream registered but not yet attached is not waiting for a resume: a
+// repair pass that ran between the two would otherwise resume a stream
+// whose open the agent has not seen yet (found by the outage e2e test).
+func TestStreamNotDetachedBeforeFirstAttach(t *testing.T) {
+	_, local := tcpPair(t)
+	st := NewStream(1, local, StreamOptions{ResumeWindow: time.Minute})
+	if st.Detached() {
+		t.Fatal("a new stream reports itself detached")
+	}
+	ca, cb := net.Pipe()
+	defer ca.Close()
+	_ = st.Attach(ca, 0, false)
+	cb.Close()
+	waitFor(t, "detached after its carrier died", st.Detached)
+	st.Reset(errors.New("done"))
+}
