@@ -229,7 +229,7 @@ func (d *Daemon) watchSleep() {
 		case <-t.C:
 		}
 		now := time.Now()
-		if jump := ClockJump(prev, now); jump > 0 {
+		if jump := ClockJump(now.Sub(prev), now.Round(0).Sub(prev.Round(0))); jump > 0 {
 			d.log.Info().Stringer("slept", jump.Round(time.Second)).Msg("the machine slept; probing agent sessions")
 			d.mu.Lock()
 			pools := make([]*agentPool, 0, len(d.agents))
@@ -246,11 +246,11 @@ func (d *Daemon) watchSleep() {
 }
 
 // ClockJump reports how far the wall clock ran ahead of the monotonic clock
-// between two readings of time.Now, if by more than a few seconds: the
-// machine slept in between (or the clock was set forward).
-func ClockJump(prev, now time.Time) time.Duration {
-	mono := now.Sub(prev)                   // monotonic readings
-	wall := now.Round(0).Sub(prev.Round(0)) // wall clock only
+// over an interval, if by more than a few seconds: the machine slept in
+// between (the monotonic clock stops in suspend), or the clock was set
+// forward. Take both from time.Now: now.Sub(prev) is monotonic, and
+// now.Round(0).Sub(prev.Round(0)) is wall time.
+func ClockJump(mono, wall time.Duration) time.Duration {
 	if jump := wall - mono; jump > 3*time.Second {
 		return jump
 	}
