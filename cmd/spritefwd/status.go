@@ -17,9 +17,12 @@ import (
 
 const statusHelp = `spritefwd status [--json] [-w]: show what the running daemon is doing.
 
-One row per forward: its listen address, sprite:port, state (listening,
+One row per forward: its listen address, sprite:port, mode (direct, mux,
+or mux→direct while the agent cannot be deployed), state (listening,
 failed, draining), the sprite's last known state and wake, open and total
-connections, bytes in (to the sprite) and out, and the last error. Also any
+connections, bytes in (to the sprite) and out, and the last error. Then,
+for each mux forward, its agent's state, sessions and deploys, and the
+streams resumed after a dropped link with how long each took. Also any
 rejected config edit and security warnings. Exits 3 if no daemon runs.`
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -80,7 +83,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tLISTEN\tTARGET\tSTATE\tSPRITE\tLAST WAKE\tOPEN\tTOTAL\tIN\tOUT\tLAST ERROR")
+	fmt.Fprintln(tw, "NAME\tLISTEN\tTARGET\tMODE\tSTATE\tSPRITE\tLAST WAKE\tOPEN\tTOTAL\tIN\tOUT\tLAST ERROR")
 	for _, f := range st.Forwards {
 		listen := f.Listen
 		if len(f.Addrs) > 0 && strings.HasSuffix(f.Listen, ":0") {
@@ -97,10 +100,34 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if f.BindError != "" {
 			lastErr = f.BindError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", f.Name, listen, f.Target, f.State,
+		mode := string(f.Mode)
+		if f.Agent != nil && f.Agent.State == "fallback" {
+			mode = "mux→direct"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", f.Name, listen, f.Target, mode, f.State,
 			f.SpriteState, wake, f.Open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), lastErr)
 	}
 	tw.Flush()
+	for _, f := range st.Forwards {
+		if a := f.Agent; a != nil {
+			fmt.Fprintf(w, "\nmux %s: agent %s, %d streams, %d sessions, %d deploys", f.Name, a.State, a.Streams, a.Sessions, a.Deploys)
+			if a.LastDeploy > 0 {
+				fmt.Fprintf(w, " (last took %s)", a.LastDeploy.Round(time.Millisecond))
+			}
+			fmt.Fprintf(w, ", %d resumptions", f.Resumptions)
+			if len(f.ResumeTimes) > 0 {
+				var ts []string
+				for _, d := range f.ResumeTimes {
+					ts = append(ts, d.Round(time.Millisecond).String())
+				}
+				fmt.Fprintf(w, " (latest took %s)", strings.Join(ts, " "))
+			}
+			if a.Fallback != "" {
+				fmt.Fprintf(w, "\n  using direct mode: %s", a.Fallback)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if len(st.Forwards) == 0 {
 		fmt.Fprintln(w, "(no forwards)")
 	}

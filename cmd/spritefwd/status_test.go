@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/control"
+	"github.com/spritefwd/spritefwd/tunnel"
+)
+
+func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	st := control.Status{Version: "test", Started: now.Add(-time.Hour), Forwards: []tunnel.Status{
+		{Name: "db", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: config.Mux, State: tunnel.StateListening,
+			Agent:         &tunnel.AgentStatus{State: "connected", Sessions: 3, Deploys: 1, LastDeploy: 420 * time.Millisecond, Streams: 2},
+			StatsSnapshot: tunnel.StatsSnapshot{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
+		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: config.Mux, State: tunnel.StateListening,
+			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary"}},
+		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	out := b.String()
+	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}} {
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, row[0]) && strings.Contains(l, row[1]) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no row %q with mode %q:\n%s", row[0], row[1], out)
+		}
+	}
+	for _, want := range []string{
+		"MODE", " mux→direct ",
+		"mux db: agent connected, 2 streams, 3 sessions, 1 deploys (last took 420ms), 2 resumptions (latest took 12ms 1.5s)",
+		"mux web: agent fallback", "using direct mode: no linux/arm64 agent: set agent_binary",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
