@@ -283,13 +283,21 @@ func setup(t *testing.T) *env {
 	tokenFile := filepath.Join(e.dir, "token")
 	os.WriteFile(tokenFile, []byte(token), 0o600)
 	cfg := filepath.Join(e.dir, "bench.yaml")
+	// Mux forwards name the servers' real ports: the agent runs in the
+	// emulated sprite, which shares this machine's network. The daemon
+	// (linux/amd64) uploads itself as the agent.
+	_, sinkPort, _ := net.SplitHostPort(e.sinkAddr)
+	_, echoPort, _ := net.SplitHostPort(e.echoAddr)
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`api_url: %s
 token_file: %s
 half_close_timeout: 1s
+agent_port: %d
 forwards:
   - {name: sink, listen: 0, sprite: s, port: 9, max_connections: 100000}
   - {name: echo, listen: 0, sprite: s, port: 7, max_connections: 100000}
-`, e.simURL, tokenFile)), 0o600)
+  - {name: msink, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
+  - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
+`, e.simURL, tokenFile, testsvc.FreePort(t), sinkPort, echoPort)), 0o600)
 	e.socket = filepath.Join(e.dir, "ctl.sock")
 	e.daemon = exec.Command(e.bin, "run", "--config", cfg, "--socket", e.socket, "--allow-root", "--log-level", "warn", "--no-watch")
 	e.daemon.Stderr = os.Stderr
@@ -301,7 +309,7 @@ forwards:
 		c := control.NewClient(e.socket)
 		st, err := c.Status(context.Background())
 		c.Close()
-		if err == nil && len(st.Forwards) == 2 && len(st.Forwards[0].Addrs) > 0 && len(st.Forwards[1].Addrs) > 0 {
+		if err == nil && len(st.Forwards) == 4 && listening(st) {
 			for _, f := range st.Forwards {
 				e.fwd[f.Name] = f.Addrs[0]
 			}
@@ -313,6 +321,15 @@ forwards:
 	}
 	e.fileLimit = limit
 	return e
+}
+
+func listening(st control.Status) bool {
+	for _, f := range st.Forwards {
+		if len(f.Addrs) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func gbps(bytes int64, d time.Duration) float64 { return float64(bytes) * 8 / 1e9 / d.Seconds() }
@@ -351,13 +368,16 @@ func (e *env) throughput(streams int) result {
 	direct, _ := run(e.sinkAddr, nil)
 	socat, socatCPU := run(e.socat, e.socatPID)
 	tunnel, daemonCPU := run(e.fwd["sink"], []int{e.daemon.Process.Pid})
+	muxed, muxCPU := run(e.fwd["msink"], []int{e.daemon.Process.Pid})
 	return result{
 		Name: fmt.Sprintf("throughput, %d stream(s), %d MiB", streams, *gib>>20),
 		Value: map[string]float64{
 			"direct_gbps": direct, "socat_gbps": socat, "spritefwd_gbps": tunnel,
 			"spritefwd_vs_direct": tunnel / direct, "spritefwd_vs_socat": tunnel / socat,
 			"daemon_cpu_s_per_gib": daemonCPU, "socat_cpu_s_per_gib": socatCPU, "daemon_cpu_vs_socat": daemonCPU / socatCPU,
+			"mux_gbps": muxed, "mux_vs_socat": muxed / socat, "mux_daemon_cpu_s_per_gib": muxCPU, "mux_daemon_cpu_vs_socat": muxCPU / socatCPU,
 		},
+		Note: "mux adds the agent as a third hop inside the emulated sprite (its CPU is not counted)",
 	}
 }
 
@@ -392,17 +412,28 @@ func (e *env) setup() []result {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	m50, m99, err := setupLatency(e.fwd["mecho"], n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	rows := []result{{
 		Name: "connection setup, connect to first echoed byte, latency 0",
 		Value: map[string]float64{
 			"direct_p50_us": us(d50), "direct_p99_us": us(d99), "socat_p50_us": us(s50), "socat_p99_us": us(s99),
 			"spritefwd_p50_us": us(t50), "spritefwd_p99_us": us(t99), "spritefwd_added_p50_us": us(t50 - d50),
+			"mux_p50_us": us(m50), "mux_p99_us": us(m99), "mux_added_p50_us": us(m50 - d50),
 		},
 	}}
 	const oneWay = 50 * time.Millisecond
 	e.setLatency(oneWay)
 	defer e.setLatency(0)
+	e.dropLinks() // a link takes its latency when made: the mux session redials
+	setupLatency(e.fwd["mecho"], 1)
 	l50, l99, err := setupLatency(e.fwd["echo"], 20)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ml50, ml99, err := setupLatency(e.fwd["mecho"], 20)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -412,13 +443,53 @@ func (e *env) setup() []result {
 		Value: map[string]float64{
 			"spritefwd_p50_ms": float64(l50) / 1e6, "spritefwd_p99_ms": float64(l99) / 1e6,
 			"round_trips_p50": float64(l50) / float64(rtt), "round_trips_p99": float64(l99) / float64(rtt),
+			"mux_p50_ms": float64(ml50) / 1e6, "mux_round_trips_p50": float64(ml50) / float64(rtt), "mux_round_trips_p99": float64(ml99) / float64(rtt),
 		},
-		Note: "the emulator charges the upgrade, the init exchange and the echo one round trip each; the TCP and TLS handshakes of a real WAN come on top",
+		Note: "the emulator charges the upgrade, the init exchange and the echo one round trip each; the TCP and TLS handshakes of a real WAN come on top. Mux pays only the echo",
 	})
 	return rows
 }
 
-func (e *env) idle() result {
+func (e *env) dropLinks() {
+	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+token, e.simURL+"/_sim/sprites/s/drop-links")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("drop links: %v %s", err, out)
+	}
+}
+
+// wan measures one stream at a 100 ms round trip. Through mux, a stream
+// has at most resume_buffer bytes unacknowledged, so its ceiling is
+// resume_buffer per round trip (4 MiB / 100 ms = 336 Mbit/s by default);
+// yamux's own window (32 MiB) is above that.
+func (e *env) wan() result {
+	const oneWay = 50 * time.Millisecond
+	const size = 256 << 20
+	e.setLatency(oneWay)
+	defer e.setLatency(0)
+	e.dropLinks()
+	setupLatency(e.fwd["mecho"], 1)
+	measure := func(addr string) float64 {
+		start := time.Now()
+		if err := push(addr, size); err != nil {
+			e.t.Error(err)
+			return 0
+		}
+		return gbps(size, time.Since(start))
+	}
+	muxed := measure(e.fwd["msink"])
+	direct := measure(e.fwd["sink"])
+	limit := float64(4<<20) * 8 / 1e9 / (2 * oneWay).Seconds()
+	return result{
+		Name: "one stream at a 100 ms round trip, 256 MiB",
+		Value: map[string]float64{
+			"mux_gbps": muxed, "direct_mode_gbps": direct, "mux_limit_gbps": limit,
+			"mux_fraction_of_limit": muxed / limit, "mux_vs_direct_mode": muxed / direct,
+		},
+		Note: "mux's limit is resume_buffer (4 MiB) per round trip; raise resume_buffer for more. Direct mode has no window of its own here: the emulator's delay line buffers without bound",
+	}
+}
+
+func (e *env) idle(forward string) result {
 	n := *idleConns
 	note := ""
 	if most := int(e.fileLimit-2000) / 2; n > most {
@@ -442,7 +513,7 @@ func (e *env) idle() result {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := net.Dial("tcp", e.fwd["echo"])
+			c, err := net.Dial("tcp", e.fwd[forward])
 			if err == nil {
 				c.SetDeadline(time.Now().Add(60 * time.Second))
 				c.Write([]byte{1})
@@ -475,7 +546,7 @@ func (e *env) idle() result {
 	}
 	open := float64(len(conns))
 	return result{
-		Name: fmt.Sprintf("%d concurrent idle connections through one forward", n),
+		Name: fmt.Sprintf("%d concurrent idle connections through one forward (%s)", n, forward),
 		Value: map[string]float64{
 			"held": open, "failed_to_open": float64(failed), "still_echo": float64(echoed),
 			"daemon_rss_mib_before": float64(before.RSSBytes) / (1 << 20), "daemon_rss_mib_held": float64(held.RSSBytes) / (1 << 20),
@@ -505,17 +576,18 @@ func (e *env) pgbench() []result {
 	url := strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
 	tokenFile := filepath.Join(e.dir, "token")
 	cfg := filepath.Join(e.dir, "pg.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\nforwards:\n  - {name: pg, listen: 0, sprite: db, port: 5432}\n", url, tokenFile)), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\nagent_port: %d\nforwards:\n  - {name: pg, listen: 0, sprite: db, port: 5432}\n  - {name: pgmux, listen: 0, sprite: db, port: %d, mode: mux}\n",
+		url, tokenFile, testsvc.FreePort(e.t), pg.Port)), 0o600)
 	sock := filepath.Join(e.dir, "pg.sock")
 	d := exec.Command(e.bin, "run", "--config", cfg, "--socket", sock, "--allow-root", "--log-level", "warn", "--no-watch", "--log-format", "json")
 	d.Stderr = os.Stderr
 	d.Start()
 	defer func() { d.Process.Signal(syscall.SIGTERM); d.Wait() }()
-	var tunnel string
+	var tunnel, muxed string
 	for start := time.Now(); tunnel == "" && time.Since(start) < 20*time.Second; time.Sleep(50 * time.Millisecond) {
 		c := control.NewClient(sock)
-		if st, err := c.Status(context.Background()); err == nil && len(st.Forwards) == 1 && len(st.Forwards[0].Addrs) > 0 {
-			tunnel = st.Forwards[0].Addrs[0]
+		if st, err := c.Status(context.Background()); err == nil && len(st.Forwards) == 2 && listening(st) {
+			tunnel, muxed = st.Forwards[0].Addrs[0], st.Forwards[1].Addrs[0]
 		}
 		c.Close()
 	}
@@ -538,9 +610,10 @@ func (e *env) pgbench() []result {
 		name  string
 		extra []string
 	}{{"pgbench -c 8 -S", nil}, {"pgbench -c 8 -S -C (a connection per transaction)", []string{"-C"}}} {
-		dt, tt := run(direct, mode.extra...), run(tunnel, mode.extra...)
-		rows = append(rows, result{Name: mode.name, Value: map[string]float64{"direct_tps": dt, "spritefwd_tps": tt, "spritefwd_vs_direct": tt / dt},
-			Note: "direct is one socat hop to PostgreSQL's Unix socket"})
+		dt, tt, mt := run(direct, mode.extra...), run(tunnel, mode.extra...), run(muxed, mode.extra...)
+		rows = append(rows, result{Name: mode.name, Value: map[string]float64{"direct_tps": dt, "spritefwd_tps": tt, "spritefwd_vs_direct": tt / dt,
+			"mux_tps": mt, "mux_vs_direct": mt / dt},
+			Note: "direct is one socat hop to PostgreSQL's Unix socket; mux reaches its TCP port through the agent"})
 	}
 	return rows
 }
@@ -557,8 +630,9 @@ func TestBench(t *testing.T) {
 	var rows []result
 	rows = append(rows, e.throughput(1), e.throughput(8))
 	rows = append(rows, e.setup()...)
-	rows = append(rows, e.pgbench()...) // before the idle test churns through ephemeral ports
-	rows = append(rows, e.idle())
+	rows = append(rows, e.wan())
+	rows = append(rows, e.pgbench()...) // before the idle tests churn through ephemeral ports
+	rows = append(rows, e.idle("echo"), e.idle("mecho"))
 
 	fmt.Printf("\nspritefwd benchmarks (%s, %d cores), all references from this run\n", time.Now().Format(time.DateOnly), numCPU())
 	for _, r := range rows {

@@ -64,13 +64,14 @@ var (
 	descErrors = prometheus.NewDesc("spritefwd_errors_total", "Failed or broken connections by class.", []string{"forward", "class"}, nil)
 	descWakes  = prometheus.NewDesc("spritefwd_wakes_total", "Wakes of the forward's sprite that spritefwd waited for.", []string{"forward"}, nil)
 	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening.", []string{"forward", "listen", "target"}, nil)
+	descResume = prometheus.NewDesc("spritefwd_resumptions_total", "Mux streams moved to a new link after a drop.", []string{"forward"}, nil)
 )
 
 // collector turns a status snapshot into metrics at scrape time.
 type collector struct{ status func() []tunnel.Status }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp} {
+	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume} {
 		ch <- d
 	}
 }
@@ -88,6 +89,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), s.Name, class)
 		}
 		ch <- prometheus.MustNewConstMetric(descWakes, prometheus.CounterValue, float64(s.Wakes), s.Name)
+		ch <- prometheus.MustNewConstMetric(descResume, prometheus.CounterValue, float64(s.Resumptions), s.Name)
 		up := 0.0
 		if s.State == tunnel.StateListening {
 			up = 1
