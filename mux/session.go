@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,12 +37,23 @@ func yamuxConfig(log zerolog.Logger) *yamux.Config {
 }
 
 // yamuxLogger raises yamux's "[ERR]" lines to warn; a zerolog.Logger used
-// directly would log them at debug, out of sight.
+// directly would log them at debug, out of sight. A link that ends (EOF,
+// reset, closed) is not news: spritefwd logs drops itself, once.
 type yamuxLogger struct{ log zerolog.Logger }
 
-func (l yamuxLogger) Print(v ...any)                 { l.log.Warn().Msg(fmt.Sprint(v...)) }
-func (l yamuxLogger) Printf(format string, v ...any) { l.log.Warn().Msgf(format, v...) }
-func (l yamuxLogger) Println(v ...any)               { l.log.Warn().Msg(fmt.Sprint(v...)) }
+func (l yamuxLogger) Print(v ...any)                 { l.emit(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.emit(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.emit(fmt.Sprint(v...)) }
+
+func (l yamuxLogger) emit(msg string) {
+	for _, end := range []string{"EOF", "closed", "reset by peer", "broken pipe", "i/o timeout", "session shutdown"} {
+		if strings.Contains(msg, end) {
+			l.log.Debug().Msg(msg)
+			return
+		}
+	}
+	l.log.Warn().Msg(msg)
+}
 
 // Session is the daemon's end of one link to the agent.
 type Session struct {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 )
 
 // agentBinary finds the linux agent for arch when the config names none:
@@ -19,7 +20,8 @@ func agentBinary(arch string) (string, error) {
 	if _, err := os.Stat(next); err == nil {
 		return next, nil
 	}
-	if runtime.GOOS == "linux" && runtime.GOARCH == arch {
+	// A test binary runs tests, not the agent.
+	if runtime.GOOS == "linux" && runtime.GOARCH == arch && !strings.HasSuffix(self, ".test") {
 		return self, nil
 	}
 	return "", fmt.Errorf("no linux/%s agent: set agent_binary, or put spritefwd-linux-%s next to %s (make build makes both)", arch, arch, self)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,14 +31,18 @@ const demoHelp = `spritefwd demo: try spritefwd with no account and no network.
 Starts the embedded Sprites emulator with a sprite called "demo" that runs an
 HTTP server (port 80) and an echo server (port 7), and forwards local ports to
 them. The sprite falls asleep when idle; the next connection wakes it, and the
-client only sees a slower connect. Runs until Ctrl-C.`
+client only sees a slower connect. A third forward reaches the echo server in
+mux mode: spritefwd deploys its agent into the sprite, and a connection there
+survives the link being cut under it. Runs until Ctrl-C.`
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", demoHelp, stderr)
 	httpPort := fs.Int("http-port", 8080, "local port for the demo sprite's HTTP server (0: any free port)")
 	echoPort := fs.Int("echo-port", 7777, "local port for the demo sprite's echo server (0: any free port)")
+	muxPort := fs.Int("mux-port", 7778, "local port for the echo server in mux mode (0: any free port)")
 	idle := fs.Duration("idle-sleep", 10*time.Second, "the demo sprite sleeps after this long without activity")
 	wake := fs.Duration("wake-delay", 2*time.Second, "how long the demo sprite takes to wake")
+	agentBin := fs.String("agent-binary", "", "linux agent to deploy into the demo sprite (default: spritefwd-linux-ARCH next to this binary, or this binary)")
 	selftest := fs.Bool("selftest", false, "run the demo's steps itself, check each, and exit (used by the tests)")
 	var lf logFlags
 	lf.register(fs)
@@ -71,6 +76,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	})
 	sim.Map("demo", 80, httpAddr)
 	sim.Map("demo", 7, echoAddr)
+	// The emulated sprite shares this machine's network: its agent reaches
+	// the echo server on its real port. Mapped too, for the direct fallback.
+	_, echoHostPort, _ := net.SplitHostPort(echoAddr)
+	sim.Map("demo", atoi(echoHostPort), echoAddr)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -84,13 +93,22 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	cfg.Keepalive = 2 * time.Second
 	cfg.WakeTimeout = 30 * time.Second
 	cfg.ShutdownGrace = time.Second
-	for _, r := range []string{fmt.Sprintf("%d:demo:80", *httpPort), fmt.Sprintf("%d:demo:7", *echoPort)} {
+	agentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	cfg.AgentPort = agentLn.Addr().(*net.TCPAddr).Port
+	agentLn.Close()
+	cfg.AgentDir = "/tmp/spritefwd-demo"
+	cfg.AgentBinary = *agentBin
+	for _, r := range []string{fmt.Sprintf("%d:demo:80", *httpPort), fmt.Sprintf("%d:demo:7", *echoPort), fmt.Sprintf("%d:demo:%s", *muxPort, echoHostPort)} {
 		f, err := config.ParseRule(r)
 		if err != nil {
 			return &exitError{code: 2, msg: err.Error()}
 		}
 		cfg.Forwards = append(cfg.Forwards, f)
 	}
+	cfg.Forwards[2].Mode, cfg.Forwards[2].Name = config.Mux, "demo-mux"
 	d := tunnel.New(tunnel.Options{
 		Log: log, UserAgent: "spritefwd/" + versionString(), AgentBinary: agentBinary,
 		Getenv: func(k string) string {
@@ -109,6 +127,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for i, st := range d.Status() {
 		if st.State == tunnel.StateFailed {
 			f, _ := config.ParseRule("0:demo:" + strings.TrimPrefix(st.Target, "demo:"))
+			f.Name, f.Mode = cfg.Forwards[i].Name, cfg.Forwards[i].Mode
 			cfg.Forwards[i] = f
 			retry = true
 		}
@@ -124,21 +143,25 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			addrs[st.Target] = st.Addrs[0]
 		}
 	}
-	web, echoL := addrs["demo:80"], addrs["demo:7"]
+	web, echoL, muxL := addrs["demo:80"], addrs["demo:7"], addrs["demo:"+echoHostPort]
 
 	if *selftest {
-		return demoSelftest(log, sim, web, echoL)
+		return demoSelftest(log, sim, web, echoL, muxL)
 	}
 	fmt.Fprintf(stdout, `
 spritefwd demo: the emulator runs a sprite "demo"; spritefwd forwards to it.
 
   curl http://%s/          # HTTP server inside the sprite
   nc %s %s             # echo server inside the sprite (type, then Ctrl-D)
+  nc %s %s             # the same, in mux mode: through an agent in the sprite
 
 The sprite sleeps after %s without traffic. The next request wakes it: it
 takes %s and the client just waits. Watch the log below. Ctrl-C to stop.
+In the mux nc, cut the link and keep typing; the session carries on:
+  curl -X POST -H 'Authorization: Bearer %s' %s/_sim/sprites/demo/drop-links
 
-`, web, strings.Split(echoL, ":")[0], strings.Split(echoL, ":")[1], *idle, *wake)
+`, web, strings.Split(echoL, ":")[0], strings.Split(echoL, ":")[1], strings.Split(muxL, ":")[0], strings.Split(muxL, ":")[1],
+		*idle, *wake, token, sim.URL)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -166,7 +189,7 @@ func watchSprite(ctx context.Context, log zerolog.Logger, sim *spritestest.Serve
 }
 
 // demoSelftest does what the banner tells a person to do, and checks it.
-func demoSelftest(log zerolog.Logger, sim *spritestest.Server, web, echoAddr string) error {
+func demoSelftest(log zerolog.Logger, sim *spritestest.Server, web, echoAddr, muxAddr string) error {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	defer client.CloseIdleConnections()
 	get := func() error {
@@ -194,6 +217,24 @@ func demoSelftest(log zerolog.Logger, sim *spritestest.Server, web, echoAddr str
 	if err != nil || line != "hello sprite\n" {
 		return fmt.Errorf("demo: echo through the forward: %q, %v", line, err)
 	}
+	// Mux: one connection, the link cut in the middle, the same session on.
+	mc, err := net.Dial("tcp", muxAddr)
+	if err != nil {
+		return err
+	}
+	defer mc.Close()
+	mc.SetDeadline(time.Now().Add(30 * time.Second))
+	mr := bufio.NewReader(mc)
+	for i, msg := range []string{"before the cut", "after the cut"} {
+		if i == 1 {
+			sim.DropLinks("demo")
+		}
+		fmt.Fprintln(mc, msg)
+		if line, err := mr.ReadString('\n'); err != nil || line != msg+"\n" {
+			return fmt.Errorf("demo: mux echo %q: %q, %v", msg, line, err)
+		}
+	}
+	mc.Close()
 	if err := sim.Sleep("demo"); err != nil {
 		return err
 	}
@@ -207,6 +248,11 @@ func demoSelftest(log zerolog.Logger, sim *spritestest.Server, web, echoAddr str
 	}
 	log.Info().Stringer("wake_wait", time.Since(start).Round(time.Millisecond)).Msg("demo selftest passed")
 	return nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }
 
 // demoHTTP serves one connection; requests numbers the replies.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,8 +83,15 @@ func TestHelp(t *testing.T) {
 }
 
 func TestDemoSelftest(t *testing.T) {
+	// The demo deploys an agent into its sprite; this test binary is not
+	// one, so build the real thing.
+	agent := filepath.Join(t.TempDir(), "spritefwd")
+	if out, err := exec.Command("go", "build", "-o", agent, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
 	var out, errOut bytes.Buffer
-	err := dispatch([]string{"demo", "--selftest", "--http-port", "0", "--echo-port", "0", "--wake-delay", "300ms", "--log-level", "warn"}, &out, &errOut)
+	err := dispatch([]string{"demo", "--selftest", "--http-port", "0", "--echo-port", "0", "--mux-port", "0", "--agent-binary", agent,
+		"--wake-delay", "300ms", "--log-level", "warn"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("demo selftest: %v", err)
 	}
