@@ -83,24 +83,26 @@ type Stream struct {
 	// Attach's replay.
 	sendMu sync.Mutex
 
-	mu      sync.Mutex
-	cond    sync.Cond // room in buf, detach, end
-	buf     []byte    // sent, unacknowledged: offsets [acked, acked+len(buf))
-	acked   uint64    // the peer has everything below
-	next    uint64    // the next offset to send
-	finRead bool      // local EOF; the FIN has offset finOff
-	finOff  uint64
-	recv    uint64 // delivered to local; +1 once the peer's FIN is in
-	ackSent uint64
-	peerFin bool
-	car     *carrierState // nil while detached
-	ackDue  bool
-	expire  *time.Timer
-	lostAt  time.Time // when the last carrier failed
-	started bool
-	ended   bool
-	err     error
-	done    chan struct{}
+	mu       sync.Mutex
+	cond     sync.Cond // room in buf, detach, end
+	buf      []byte    // sent, unacknowledged: offsets [acked, acked+len(buf)), within store
+	store    []byte    // buf's backing array; changed only under sendMu and mu
+	acked    uint64    // the peer has everything below
+	next     uint64    // the next offset to send
+	finRead  bool      // local EOF; the FIN has offset finOff
+	finOff   uint64
+	recv     uint64 // delivered to local; +1 once the peer's FIN is in
+	ackSent  uint64
+	peerFin  bool
+	car      *carrierState // nil while detached
+	ackDue   bool
+	ackTimer *time.Timer
+	expire   *time.Timer
+	lostAt   time.Time // when the last carrier failed
+	started  bool
+	ended    bool
+	err      error
+	done     chan struct{}
 }
 
 type carrierState struct {
@@ -276,6 +278,7 @@ func (s *Stream) pumpOut() {
 		if ended {
 			return
 		}
+		s.releaseIdle()
 		b := *bp
 		n, err := s.local.Read(b[headerLen:])
 		if n > 0 {
@@ -305,23 +308,74 @@ func (s *Stream) pumpOut() {
 }
 
 // enqueue keeps p for replay and assigns its offset. pumpOut made room
-// before it read p.
+// before it read p. It holds sendMu as well as mu, because it may move the
+// buffer's bytes, and a replay (which holds sendMu) reads them unlocked.
 func (s *Stream) enqueue(p []byte) (uint64, bool) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ended {
-		s.mu.Unlock()
 		return 0, false
 	}
-	if cap(s.buf)-len(s.buf) < len(p) {
-		nb := make([]byte, len(s.buf), min(max(2*cap(s.buf), len(s.buf)+len(p), 4<<10), s.opts.Buffer))
-		copy(nb, s.buf)
-		s.buf = nb
+	if need := len(s.buf) + len(p); cap(s.buf)-len(s.buf) < len(p) {
+		if cap(s.store) >= need {
+			s.buf = s.store[:copy(s.store, s.buf)] // slide the unacknowledged bytes to the front
+		} else {
+			ns := getStore(storeSize(need, s.opts.Buffer))
+			s.buf = ns[:copy(ns, s.buf)]
+			putStore(s.store)
+			s.store = ns
+		}
 	}
 	s.buf = append(s.buf, p...)
 	off := s.next
 	s.next += uint64(len(p))
-	s.mu.Unlock()
 	return off, true
+}
+
+// releaseIdle returns an empty buffer's store to its pool before pumpOut
+// blocks reading an idle client: an idle stream holds no buffer, and a
+// busy one gets it back from the pool without allocating.
+func (s *Stream) releaseIdle() {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.buf) == 0 && s.store != nil {
+		putStore(s.store)
+		s.store, s.buf = nil, nil
+	}
+}
+
+// Replay stores come in power-of-two sizes from 4 KiB, the largest being the
+// buffer's bound, each size with its pool.
+var stores sync.Map // int → *sync.Pool
+
+func storeSize(need, bound int) int {
+	n := 4 << 10
+	for n < need {
+		n *= 2
+	}
+	return min(n, max(bound, need))
+}
+
+func getStore(n int) []byte {
+	if p, ok := stores.Load(n); ok {
+		if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
+			return (*b)[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+func putStore(b []byte) {
+	if b == nil {
+		return
+	}
+	p, _ := stores.LoadOrStore(cap(b), &sync.Pool{})
+	b = b[:cap(b)]
+	p.(*sync.Pool).Put(&b)
 }
 
 // sendData writes a data frame (header space at the front of b) unless the
@@ -490,16 +544,28 @@ func (s *Stream) deliver(cs *carrierState, f frame) error {
 	return nil
 }
 
-// scheduleAck sends an ack after delay, unless one is already due.
+// scheduleAck sends an ack after delay, unless one is already due sooner.
+// An ack that is due now overrides a delayed one: a sender whose buffer is
+// full waits for it, and a 20 ms wait per buffer caps the stream at
+// buffer/20ms (found by profiling: 1.5 Gbit/s at 4 MiB, CPU half idle).
 func (s *Stream) scheduleAck(delay time.Duration) {
 	s.mu.Lock()
-	if s.ackDue || s.ended {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	if s.ackDue {
+		if delay == 0 && s.ackTimer != nil && s.ackTimer.Stop() {
+			go s.sendAck()
+		}
 		return
 	}
 	s.ackDue = true
-	s.mu.Unlock()
-	time.AfterFunc(delay, s.sendAck)
+	if s.ackTimer == nil {
+		s.ackTimer = time.AfterFunc(delay, s.sendAck)
+	} else {
+		s.ackTimer.Reset(delay)
+	}
 }
 
 func (s *Stream) sendAck() {
@@ -538,9 +604,6 @@ func (s *Stream) ackLocked(a uint64) {
 	}
 	trim := min(a, s.acked+uint64(len(s.buf))) - s.acked
 	s.buf = s.buf[trim:]
-	if len(s.buf) == 0 {
-		s.buf = nil // an idle stream holds no buffer
-	}
 	s.acked = a
 	s.cond.Broadcast()
 }

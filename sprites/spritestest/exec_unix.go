@@ -8,7 +8,10 @@ import (
 	"syscall"
 )
 
-func setProcessGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+func setProcessGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	dieWithParent(cmd.SysProcAttr)
+}
 
 func killProcessGroup(p *os.Process) { syscall.Kill(-p.Pid, syscall.SIGKILL) }
 

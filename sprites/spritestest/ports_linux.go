@@ -2,6 +2,7 @@ package spritestest
 
 import (
 	"bufio"
+	"syscall"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,3 +64,7 @@ func listeningPorts(pid int) map[int]bool {
 	}
 	return ports
 }
+
+// dieWithParent kills a command when the emulator's process dies, however
+// it dies: an emulator killed with SIGKILL must not leave agents running.
+func dieWithParent(a *syscall.SysProcAttr) { a.Pdeathsig = syscall.SIGKILL }
