@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/mux"
 )
 
@@ -75,20 +77,7 @@ func TestAgentRefusesNonLoopbackTargets(t *testing.T) {
 	go func() { a.Serve(ctx, ln); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	echo := testsvc.Serve(t, testsvc.Echo)
 
 	client := mux.NewClient(mux.ClientOptions{
 		Connect: func(ctx context.Context, h mux.Hello) (*mux.Session, bool, error) {
@@ -120,7 +109,8 @@ func TestAgentRefusesNonLoopbackTargets(t *testing.T) {
 		}
 		return far.(*net.TCPConn), st
 	}
-	echoPort := echo.Addr().(*net.TCPAddr).Port
+	_, p, _ := net.SplitHostPort(echo)
+	echoPort, _ := strconv.Atoi(p)
 	good, _ := open("127.0.0.1", echoPort)
 	for _, host := range []string{"10.0.0.1", "example.com", "169.254.169.254"} {
 		_, st := open(host, 80)

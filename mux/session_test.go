@@ -8,36 +8,22 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 )
 
 // echoServer stands for the server inside the sprite.
 func echoServer(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(testsvc.Serve(t, testsvc.Echo))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // agentRig runs a Server behind a listener, and hands out links to it that
@@ -135,14 +121,7 @@ func (r *agentRig) cut() {
 	r.links = nil
 }
 
-func itoa(n int) string { return string(appendInt(nil, n)) }
-
-func appendInt(b []byte, n int) []byte {
-	if n >= 10 {
-		b = appendInt(b, n/10)
-	}
-	return append(b, byte('0'+n%10))
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func newClient(t *testing.T, r *agentRig) *Client {
 	c := NewClient(ClientOptions{Connect: r.connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})

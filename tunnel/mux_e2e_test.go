@@ -116,7 +116,7 @@ func echoTransfer(addr string, n int, seed uint64) error {
 }
 
 func TestE2EMuxEcho(t *testing.T) {
-	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
 	addr := "127.0.0.1:" + e.port(t, "echo")
@@ -220,7 +220,7 @@ func TestE2EMuxSetupVersusDirect(t *testing.T) {
 // 200 streams at once on one session, each checked by sha256, and one of
 // them reset by its client halfway: the other 199 are unaffected.
 func TestE2EMux200StreamsOneReset(t *testing.T) {
-	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
 	addr := "127.0.0.1:" + e.port(t, "echo")
@@ -263,7 +263,7 @@ func TestE2EMux200StreamsOneReset(t *testing.T) {
 // The agent is killed inside the sprite: the daemon notices, redeploys,
 // and new connections work.
 func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
-	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
 	addr := "127.0.0.1:" + e.port(t, "echo")

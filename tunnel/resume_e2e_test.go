@@ -125,7 +125,7 @@ func TestE2EResumePsqlSessionSurvivesDrops(t *testing.T) {
 // An outage longer than resume_window ends the streams with a reset, and
 // the forward serves new connections once the network is back.
 func TestE2EResumeOutageLongerThanWindow(t *testing.T) {
-	echo := testsvc.Serve(t, func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "resume_window: 2s\nwake_timeout: 30s\n", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
 	addr := "127.0.0.1:" + e.port(t, "echo")

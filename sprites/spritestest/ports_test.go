@@ -6,25 +6,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // A server started through exec is announced with port_opened and can be
 // reached through the proxy; sleep freezes it and a wake thaws it.
@@ -39,7 +29,7 @@ func TestExecPortsReachableThroughProxy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testsvc.FreePort(t)
 	if _, err := c.Dial(ctx, "box", "localhost", port); !sprites.IsRefused(err) {
 		t.Fatalf("before the server starts: %v, want refused", err)
 	}
