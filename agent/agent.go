@@ -27,9 +27,6 @@ import (
 
 // Options configure an agent.
 type Options struct {
-	// Listen is where the daemon's proxy links arrive, such as
-	// 127.0.0.1:7022. Keep it on loopback: the API's proxy reaches it there.
-	Listen string
 	Secret string
 	// AllowHosts are targets allowed besides loopback, by name or IP.
 	AllowHosts []string

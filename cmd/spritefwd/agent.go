@@ -51,7 +51,7 @@ func cmdAgent(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Options{Listen: *listen, Secret: secret, AllowHosts: allow, Log: log})
+	a, err := agent.New(agent.Options{Secret: secret, AllowHosts: allow, Log: log})
 	if err != nil {
 		return err
 	}
