@@ -377,6 +377,9 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 		if f.Name == "" {
 			f.Name = f.Target()
 		}
+		if f.Mode == Mux && !isLoopback(f.Host) {
+			p.errf(f.Pos, "host %q: a mux forward reaches only loopback inside the sprite (the agent refuses other targets); use mode: direct for it", f.Host)
+		}
 		cfg.Forwards = append(cfg.Forwards, f)
 	}
 	p.crossCheck(cfg)

@@ -89,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"zero keepalive", "keepalive: 0s\n", []string{`1:12: keepalive 0s is out of range`}},
 		{"keep_awake", "forwards:\n  - {sprite: db, port: 1, keep_awake: sometimes}\n", []string{`keep_awake "sometimes": want while_connected, always or never`}},
 		{"mode", "forwards:\n  - {sprite: db, port: 1, mode: tunnel}\n", []string{`2:33: mode "tunnel": want direct (a WebSocket per connection) or mux`}},
+		{"mux host", "forwards:\n  - {sprite: db, port: 1, host: redis.internal, mode: mux}\n", []string{`2:5: host "redis.internal": a mux forward reaches only loopback`}},
 		{"resume_buffer", "resume_buffer: 4MB\n", []string{`1:16: resume_buffer must be a size such as 4MiB`}},
 		{"resume_buffer small", "resume_buffer: 1KiB\n", []string{`1:16: resume_buffer 1KiB is out of range`}},
 		{"agent_dir", "agent_dir: tmp/x\n", []string{`1:12: agent_dir "tmp/x": want an absolute path`}},

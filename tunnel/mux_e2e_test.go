@@ -356,3 +356,27 @@ func TestE2EMuxAgentRefusesStrangers(t *testing.T) {
 }
 
 func e2eLog(e *e2e) zerolog.Logger { return zerolog.New(e.logs) }
+
+// No agent can be deployed (here: no binary for the sprite): the forward
+// serves in direct mode, says why once, and shows it in status.
+func TestE2EMuxFallsBackToDirect(t *testing.T) {
+	echo := testsvc.Serve(t, testsvc.Echo)
+	_, port, _ := net.SplitHostPort(echo)
+	e := startE2E(t, spritestest.Options{}, nil, fmt.Sprintf("agent_binary: /nonexistent/spritefwd-{arch}\nagent_port: %d\n", testsvc.FreePort(t)),
+		"{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	p, _ := strconv.Atoi(port)
+	e.sim.Map("box", p, echo) // reachable through the proxy, as direct mode needs
+	addr := "127.0.0.1:" + e.port(t, "echo")
+	for i := range 5 {
+		if err := echoTransfer(addr, 64<<10, uint64(i)); err != nil {
+			t.Fatalf("connection %d: %v\n%s", i, err, e.logs)
+		}
+	}
+	st := e.status(t, "echo")
+	if st.Agent == nil || st.Agent.State != "fallback" || !strings.Contains(st.Agent.Fallback, "agent_binary") {
+		t.Fatalf("status %+v, want fallback naming agent_binary", st.Agent)
+	}
+	if n := strings.Count(e.logs.String(), "agent unavailable"); n != 1 {
+		t.Errorf("the fallback was logged %d times for 5 connections, want once", n)
+	}
+}

@@ -2,12 +2,12 @@ package spritestest
 
 import (
 	"bufio"
-	"syscall"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // listeningPorts lists the TCP ports that a process, or any of its
