@@ -83,6 +83,7 @@ type soak struct {
 	dir     string
 	cfgPath string
 	header  string
+	base    string // the forwards the config returns to after chaos
 	socket  string
 	sim     *spritestest.Server
 	faults  faultLog
@@ -215,8 +216,14 @@ func TestSoak(t *testing.T) {
 	s.sim.Map("bulk2", 9, echo.Addr().String())
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(token), 0o600)
-	s.header = fmt.Sprintf("api_url: %s\ntoken_file: %s\nkeepalive: 2s\nwake_timeout: 30s\nshutdown_grace: 3s\nhalf_close_timeout: 2s\n", s.sim.URL, tokenFile)
-	s.writeConfig(baseForwards)
+	s.header = fmt.Sprintf("api_url: %s\ntoken_file: %s\nkeepalive: 2s\nwake_timeout: 30s\nshutdown_grace: 3s\nhalf_close_timeout: 2s\nagent_binary: %s\nagent_port: %d\n",
+		s.sim.URL, tokenFile, bin, testsvc.FreePort(t))
+	// A mux forward too: its transfers must survive drops and sleeps, or
+	// end in an honest reset; never corrupt, never truncated. Its port is
+	// the echo server's real one (the emulated sprite shares this network).
+	s.base = baseForwards + fmt.Sprintf("  - {name: bulk-mux, listen: 0, sprite: mbulk, port: %d, mode: mux}\n", echo.Addr().(*net.TCPAddr).Port)
+	s.sim.CreateSprite("mbulk")
+	s.writeConfig(s.base)
 
 	logPath := filepath.Join(dir, "daemon.log")
 	logf, _ := os.Create(logPath)
@@ -231,7 +238,7 @@ func TestSoak(t *testing.T) {
 		daemon.Process.Kill()
 		logf.Close()
 	}()
-	for start := time.Now(); len(s.addrs()) < 3; time.Sleep(50 * time.Millisecond) {
+	for start := time.Now(); len(s.addrs()) < 4; time.Sleep(50 * time.Millisecond) {
 		if time.Since(start) > 30*time.Second {
 			t.Fatal("daemon did not come up")
 		}
@@ -250,7 +257,7 @@ func TestSoak(t *testing.T) {
 			r := mrand.New(mrand.NewPCG(uint64(w), 42))
 			for ctx.Err() == nil {
 				addrs := s.addrs()
-				names := []string{"bulk-a", "bulk-b", "churn"}
+				names := []string{"bulk-a", "bulk-b", "churn", "bulk-mux"}
 				addr, ok := addrs[names[r.IntN(len(names))]]
 				if !ok {
 					time.Sleep(100 * time.Millisecond)
@@ -299,7 +306,7 @@ func TestSoak(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		r := mrand.New(mrand.NewPCG(7, 7))
-		sprites := []string{"db", "bulk", "bulk2"}
+		sprites := []string{"db", "bulk", "bulk2", "mbulk"}
 		churn := false
 		for ctx.Err() == nil {
 			select {
@@ -310,9 +317,9 @@ func TestSoak(t *testing.T) {
 			sp := sprites[r.IntN(len(sprites))]
 			restore := func() {
 				if churn {
-					s.writeConfig(baseForwards + churnForward)
+					s.writeConfig(s.base + churnForward)
 				} else {
-					s.writeConfig(baseForwards)
+					s.writeConfig(s.base)
 				}
 			}
 			switch r.IntN(6) {
@@ -341,7 +348,7 @@ func TestSoak(t *testing.T) {
 					{"config duplicate port", "  - 7999:db:1\n  - 7999:db:2\n"},
 				}[r.IntN(2)]
 				s.faults.add("-", bad.kind)
-				s.writeConfig(baseForwards + bad.forwards)
+				s.writeConfig(s.base + bad.forwards)
 				time.Sleep(time.Second) // the broken file stays this long: reloads in between must reject it
 				restore()
 			}

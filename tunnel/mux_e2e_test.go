@@ -4,6 +4,7 @@ package tunnel_test
 // agent into the emulated sprite, real clients and servers on both ends.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -368,9 +369,19 @@ func TestE2EMuxFallsBackToDirect(t *testing.T) {
 	e.sim.Map("box", p, echo) // reachable through the proxy, as direct mode needs
 	addr := "127.0.0.1:" + e.port(t, "echo")
 	for i := range 5 {
-		if err := echoTransfer(addr, 64<<10, uint64(i)); err != nil {
+		// Request and reply, no half-close: direct mode cannot carry one.
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := bytes.Repeat([]byte{byte(i)}, 64<<10)
+		c.Write(msg)
+		got := make([]byte, len(msg))
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
 			t.Fatalf("connection %d: %v\n%s", i, err, e.logs)
 		}
+		c.Close()
 	}
 	st := e.status(t, "echo")
 	if st.Agent == nil || st.Agent.State != "fallback" || !strings.Contains(st.Agent.Fallback, "agent_binary") {
