@@ -68,7 +68,9 @@ const forwardHelp = `spritefwd forward SPRITE [LOCAL:]REMOTE ...: forward ports 
 
 Like kubectl port-forward: 5432 forwards local 5432 to the sprite's 5432,
 8080:3000 forwards local 8080 to the sprite's 3000, and :3000 picks any free
-local port. The token comes from $SPRITES_TOKEN or --token-file.`
+local port. The token comes from $SPRITES_TOKEN or --token-file. With --mux,
+connections ride one link to an agent that spritefwd deploys into the sprite,
+and survive a dropped link (see the README's Mux mode).`
 
 func cmdForward(args []string, stderr io.Writer) error {
 	fs := newFlags("forward", forwardHelp, stderr)
@@ -80,6 +82,9 @@ func cmdForward(args []string, stderr io.Writer) error {
 	address := fs.String("address", config.DefaultBind, "local address to listen on (localhost means 127.0.0.1 and ::1)")
 	allowPublic := fs.Bool("allow-public", false, "allow a non-loopback --address")
 	socket := fs.String("socket", "", "serve status on this control socket (default: none, so it never clashes with a daemon)")
+	muxMode := fs.Bool("mux", false, "carry connections as streams to an agent in the sprite (mode: mux)")
+	fs.StringVar(&cfg.AgentBinary, "agent-binary", "", "with --mux: the linux agent to upload ({arch} becomes amd64 or arm64)")
+	fs.IntVar(&cfg.AgentPort, "agent-port", cfg.AgentPort, "with --mux: the agent's port inside the sprite")
 	var lf logFlags
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +116,9 @@ func cmdForward(args []string, stderr io.Writer) error {
 			return &exitError{code: 2, msg: fmt.Sprintf("forward: %s: %v", spec, err)}
 		}
 		f.AllowPublic = *allowPublic
+		if *muxMode {
+			f.Mode = config.Mux
+		}
 		cfg.Forwards = append(cfg.Forwards, f)
 	}
 	// Round-trip through the validator, so ad hoc rules get the same checks.
