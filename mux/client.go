@@ -387,9 +387,17 @@ func (c *Client) Close() {
 	}
 	sess := c.sess
 	c.mu.Unlock()
+	// In parallel: each reset may wait DrainTimeout for its client to take
+	// what was delivered.
+	var wg sync.WaitGroup
 	for _, st := range all {
-		st.Reset(errors.New("forward stopped"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st.Reset(errors.New("forward stopped"))
+		}()
 	}
+	wg.Wait()
 	c.cancel()
 	if sess != nil {
 		sess.Close()

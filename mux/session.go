@@ -558,8 +558,14 @@ func (s *Server) Close() {
 		}
 	}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, st := range all {
-		st.fail(errors.New("agent shutting down"), false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st.fail(errors.New("agent shutting down"), false)
+		}()
 	}
+	wg.Wait()
 	s.wg.Wait()
 }

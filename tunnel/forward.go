@@ -293,7 +293,7 @@ func (f *forward) handleMux(c net.Conn) bool {
 			}
 			f.mu.Unlock()
 			for _, s := range all {
-				s.Reset(errors.New("forward stopped"))
+				go s.Reset(errors.New("forward stopped")) // each may drain for a while
 			}
 		})
 	}
