@@ -83,26 +83,27 @@ type Stream struct {
 	// Attach's replay.
 	sendMu sync.Mutex
 
-	mu       sync.Mutex
-	cond     sync.Cond // room in buf, detach, end
-	buf      []byte    // sent, unacknowledged: offsets [acked, acked+len(buf)), within store
-	store    []byte    // buf's backing array; changed only under sendMu and mu
-	acked    uint64    // the peer has everything below
-	next     uint64    // the next offset to send
-	finRead  bool      // local EOF; the FIN has offset finOff
-	finOff   uint64
-	recv     uint64 // delivered to local; +1 once the peer's FIN is in
-	ackSent  uint64
-	peerFin  bool
-	car      *carrierState // nil while detached
-	ackDue   bool
-	ackTimer *time.Timer
-	expire   *time.Timer
-	lostAt   time.Time // when the last carrier failed
-	started  bool
-	ended    bool
-	err      error
-	done     chan struct{}
+	mu        sync.Mutex
+	cond      sync.Cond // room in buf, detach, end
+	buf       []byte    // sent, unacknowledged: offsets [acked, acked+len(buf)), within store
+	store     []byte    // buf's backing array; changed only under sendMu and mu
+	releasing bool      // a releaseIdle is on its way
+	acked     uint64    // the peer has everything below
+	next      uint64    // the next offset to send
+	finRead   bool      // local EOF; the FIN has offset finOff
+	finOff    uint64
+	recv      uint64 // delivered to local; +1 once the peer's FIN is in
+	ackSent   uint64
+	peerFin   bool
+	car       *carrierState // nil while detached
+	ackDue    bool
+	ackTimer  *time.Timer
+	expire    *time.Timer
+	lostAt    time.Time // when the last carrier failed
+	started   bool
+	ended     bool
+	err       error
+	done      chan struct{}
 }
 
 type carrierState struct {
@@ -251,7 +252,7 @@ func (s *Stream) Reset(err error) { s.fail(err, true) }
 
 // Buffers for the out pump, which holds one while blocked in Read: start
 // small for idle connections, grow with the traffic.
-const smallChunk = 2 << 10
+const smallChunk = 512
 
 var (
 	smallFrames = sync.Pool{New: func() any { b := make([]byte, headerLen+smallChunk); return &b }}
@@ -342,6 +343,7 @@ func (s *Stream) releaseIdle() {
 	defer s.sendMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releasing = false
 	if len(s.buf) == 0 && s.store != nil {
 		putStore(s.store)
 		s.store, s.buf = nil, nil
@@ -604,6 +606,13 @@ func (s *Stream) ackLocked(a uint64) {
 	}
 	trim := min(a, s.acked+uint64(len(s.buf))) - s.acked
 	s.buf = s.buf[trim:]
+	if len(s.buf) == 0 && s.store != nil && !s.releasing {
+		// Everything sent is acknowledged: give the store back, so a stream
+		// that has gone quiet holds none. (Its bytes may be read by a
+		// replay under sendMu, which releaseIdle takes.)
+		s.releasing = true
+		go s.releaseIdle()
+	}
 	s.acked = a
 	s.cond.Broadcast()
 }
