@@ -143,7 +143,11 @@ func (c *Client) Open(ctx context.Context, local Conn, host string, port int, ke
 			delete(c.awake, id)
 			c.mu.Unlock()
 			c.dropSession(sess)
-			if attempt < 2 && ctx.Err() == nil {
+			// The session died under us: a new one is dialled (with the wake
+			// and retry policy) on the next turn. Give up only if sessions
+			// keep dying as fast as they are made.
+			if attempt < 10 && ctx.Err() == nil {
+				time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 				continue
 			}
 			return nil, fmt.Errorf("open stream: %w", err)
