@@ -122,9 +122,6 @@ func (a *Agent) dial(ctx context.Context, host string, port int) (mux.Conn, erro
 	return c.(*net.TCPConn), nil
 }
 
-// Streams counts the streams held, attached or waiting for a resume.
-func (a *Agent) Streams() int { return a.srv.Streams() }
-
 // ReadSecret reads the deployment secret from a file ("-" for stdin),
 // which must not be readable by others.
 func ReadSecret(path string, stdin io.Reader) (string, error) {

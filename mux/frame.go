@@ -119,31 +119,31 @@ func writeFrame(w io.Writer, f frame, payload []byte) error {
 	return err
 }
 
-// Open is what a new stream asks the agent for.
-type Open struct {
+// openFrame is what a new stream asks the agent for.
+type openFrame struct {
 	ID   uint64
 	Host string
 	Port int
 }
 
-// ReadOpen reads the first frame of a carrier the daemon opened: a new
-// stream (Open) or the resumption of one (resume is true, with the
-// daemon's received byte count in recvd).
-func readFirst(r io.Reader) (o Open, resume bool, recvd uint64, err error) {
+// readFirst reads the first frame of a carrier the daemon opened: a new
+// stream, or the resumption of one (resume is true, with the daemon's
+// received byte count in recvd).
+func readFirst(r io.Reader) (o openFrame, resume bool, recvd uint64, err error) {
 	var hdr [headerLen]byte
 	f, err := readFrame(r, hdr[:])
 	if err != nil {
-		return Open{}, false, 0, err
+		return openFrame{}, false, 0, err
 	}
 	switch f.typ {
 	case frameOpen:
 		host := make([]byte, f.n)
 		if _, err := io.ReadFull(r, host); err != nil {
-			return Open{}, false, 0, err
+			return openFrame{}, false, 0, err
 		}
-		return Open{ID: f.a, Host: string(host), Port: int(f.b)}, false, 0, nil
+		return openFrame{ID: f.a, Host: string(host), Port: int(f.b)}, false, 0, nil
 	case frameResume:
-		return Open{ID: f.a}, true, f.b, nil
+		return openFrame{ID: f.a}, true, f.b, nil
 	}
-	return Open{}, false, 0, fmt.Errorf("%w: a carrier must start with open or resume, not %s", ErrProtocol, f.typ)
+	return openFrame{}, false, 0, fmt.Errorf("%w: a carrier must start with open or resume, not %s", ErrProtocol, f.typ)
 }

@@ -317,17 +317,6 @@ const (
 	resetNotSeen = 1 // no open frame ever arrived for this stream
 )
 
-// Streams counts the streams the server holds, attached or waiting.
-func (s *Server) Streams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, ss := range s.sessions {
-		n += len(ss.streams)
-	}
-	return n
-}
-
 // ServeConn runs one link: the handshake, then its streams, until the link
 // ends. Streams that were attached to it wait for a resume, and the
 // session's record is kept for the resume window even with no streams.

@@ -279,7 +279,6 @@ func (s *Stream) pumpOut() {
 		if ended {
 			return
 		}
-		s.releaseIdle()
 		b := *bp
 		n, err := s.local.Read(b[headerLen:])
 		if n > 0 {
@@ -335,9 +334,9 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 	return off, true
 }
 
-// releaseIdle returns an empty buffer's store to its pool before pumpOut
-// blocks reading an idle client: an idle stream holds no buffer, and a
-// busy one gets it back from the pool without allocating.
+// releaseIdle returns an empty buffer's store to its pool, once an ack
+// has emptied it: an idle stream holds no buffer, and a busy one gets it
+// back from the pool without allocating.
 func (s *Stream) releaseIdle() {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()

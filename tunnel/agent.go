@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/spritefwd/spritefwd/agent"
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/mux"
 	"github.com/spritefwd/spritefwd/sprites"
@@ -255,7 +256,8 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 	defer sess.Close() // detach; it keeps running
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var out, errOut bytes.Buffer
+	var out []byte
+	var errOut bytes.Buffer
 	for {
 		ev, err := sess.Next(rctx)
 		if err != nil {
@@ -269,20 +271,18 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 				errOut.Write(ev.Data)
 			}
 		case ev.Stream == sprites.StreamStdout:
-			out.Write(ev.Data)
+			out = append(out, ev.Data...)
 			for {
-				line, rest, ok := bytes.Cut(out.Bytes(), []byte("\n"))
+				line, rest, ok := bytes.Cut(out, []byte("\n"))
 				if !ok {
 					break
 				}
-				var r struct {
-					Ready bool `json:"ready"`
-				}
+				var r agent.Ready
 				if json.Unmarshal(line, &r) == nil && r.Ready {
 					p.setSecret(secret)
 					return nil
 				}
-				out = *bytes.NewBuffer(append([]byte(nil), rest...))
+				out = rest
 			}
 		}
 	}

@@ -240,7 +240,6 @@ func (f *forward) handleMux(c net.Conn) bool {
 		return false
 	}
 	start := f.d.clock.Now()
-	var st *mux.Stream
 	so := mux.StreamOptions{
 		DrainTimeout: 5 * time.Second, Up: &f.stats.BytesIn, Down: &f.stats.BytesOut,
 		OnResume: func(took time.Duration) { f.stats.recordResume(took) },

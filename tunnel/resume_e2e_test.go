@@ -157,10 +157,10 @@ func TestE2EResumeOutageLongerThanWindow(t *testing.T) {
 // buffers and are then held (the daemon stops reading them), so memory
 // stays bounded; when the window expires, they are reset.
 func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
-	sink := testsvc.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	_, port, _ := net.SplitHostPort(sink)
-	e := startMux(t, spritestest.Options{}, "resume_window: 3s\nresume_buffer: 256KiB\nwake_timeout: 30s\n", "{name: sink, listen: 0, sprite: box, port: "+port+", mode: mux}")
-	addr := "127.0.0.1:" + e.port(t, "sink")
+	echo := testsvc.Serve(t, testsvc.Echo)
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "resume_window: 3s\nresume_buffer: 256KiB\nwake_timeout: 30s\n", "{name: writers, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	addr := "127.0.0.1:" + e.port(t, "writers")
 	const clients = 8
 	conns := make([]net.Conn, clients)
 	for i := range conns {
@@ -169,12 +169,15 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		// The echo proves the stream is open on the agent.
 		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatal(err)
 		}
 		conns[i] = c
 	}
-	time.Sleep(200 * time.Millisecond) // every stream open on the agent
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -226,7 +229,7 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 		}
 	}
 	e.sim.SetOffline(false)
-	if st := e.status(t, "sink"); !strings.Contains(st.LastError, "resume_window") {
+	if st := e.status(t, "writers"); !strings.Contains(st.LastError, "resume_window") {
 		t.Errorf("last error %q, want it to name resume_window", st.LastError)
 	}
 }
