@@ -143,27 +143,39 @@ func TestDialFailures(t *testing.T) {
 	}
 }
 
+// TestDialEcho runs against a server that takes the target from the query
+// (and so ignores the init message that follows), and against one that
+// waits for the init message. Either way the echo carries exactly the
+// bytes written: the init message never reaches the target.
 func TestDialEcho(t *testing.T) {
-	e := newEnv(t, spritestest.Options{}, sprites.Options{})
-	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer link.CloseNow()
-	if link.Target() != "10.0.0.1:5432" {
-		t.Errorf("target %q, want the server's rewrite 10.0.0.1:5432", link.Target())
-	}
-	roundTrip(t, link, "hello sprite")
-	// A write larger than MaxMessage is split, and arrives whole.
-	big := bytes.Repeat([]byte("x"), 200<<10)
-	go link.Write(big)
-	got := make([]byte, len(big))
-	if _, err := io.ReadFull(link, got); err != nil || !bytes.Equal(got, big) {
-		t.Fatalf("big echo: err %v, equal %v", err, bytes.Equal(got, big))
-	}
-	st, _ := e.sim.SpriteStats("db")
-	if st.ProxyConnects != 1 || st.BytesIn != int64(len(big)+12) || st.BytesOut != st.BytesIn {
-		t.Errorf("emulator stats %+v", st)
+	for _, tt := range []struct {
+		name       string
+		noQuery    bool
+		queryInits int64
+	}{{"query", false, 1}, {"init message", true, 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, spritestest.Options{NoQueryInit: tt.noQuery}, sprites.Options{})
+			link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer link.CloseNow()
+			if link.Target() != "10.0.0.1:5432" {
+				t.Errorf("target %q, want the server's rewrite 10.0.0.1:5432", link.Target())
+			}
+			roundTrip(t, link, "hello sprite")
+			// A write larger than MaxMessage is split, and arrives whole.
+			big := bytes.Repeat([]byte("x"), 200<<10)
+			go link.Write(big)
+			got := make([]byte, len(big))
+			if _, err := io.ReadFull(link, got); err != nil || !bytes.Equal(got, big) {
+				t.Fatalf("big echo: err %v, equal %v", err, bytes.Equal(got, big))
+			}
+			st, _ := e.sim.SpriteStats("db")
+			if st.ProxyConnects != 1 || st.QueryInits != tt.queryInits || st.BytesIn != int64(len(big)+12) || st.BytesOut != st.BytesIn {
+				t.Errorf("emulator stats %+v", st)
+			}
+		})
 	}
 }
 

@@ -172,7 +172,8 @@ func medianSetup(t *testing.T, addr string, n int) time.Duration {
 
 // With a 100 ms round trip, a new connection through mux costs about one
 // round trip (its first bytes go out with the stream's open), and through
-// direct mode about three here (upgrade, init, data; a real edge adds TLS).
+// direct mode about two here (the upgrade, which carries the target in its
+// query, then data; a real edge adds TCP and TLS handshakes).
 func TestE2EMuxSetupVersusDirect(t *testing.T) {
 	pg := testsvc.StartPostgres(t)
 	port := strconv.Itoa(pg.Port)
@@ -190,8 +191,8 @@ func TestE2EMuxSetupVersusDirect(t *testing.T) {
 	rtt := 100 * time.Millisecond
 	t.Logf("median setup at a 100 ms round trip: direct %v (%.1f RTT), mux %v (%.1f RTT), ratio %.2f",
 		dMed, float64(dMed)/float64(rtt), mMed, float64(mMed)/float64(rtt), float64(dMed)/float64(mMed))
-	if float64(dMed)/float64(mMed) < 2 {
-		t.Errorf("mux setup %v is not well under direct's %v (want direct ≥ 2× mux; expect about 3×)", mMed, dMed)
+	if float64(dMed)/float64(mMed) < 1.5 {
+		t.Errorf("mux setup %v is not well under direct's %v (want direct ≥ 1.5× mux; expect about 2×)", mMed, dMed)
 	}
 
 	// And pgbench -C, a real client opening a connection per transaction.

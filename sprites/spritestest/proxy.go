@@ -85,7 +85,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	host, port, reason := s.readInit(ctx, r, ws)
+	host, port, fromQuery, reason := s.readInit(ctx, r, ws)
 	if reason != "" {
 		_ = ws.Close(websocket.StatusUnsupportedData, reason)
 		return
@@ -96,7 +96,16 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 		return
 	}
 	reply, _ := json.Marshal(map[string]string{"status": "connected", "target": rewriteHost(host, port)})
-	if !s.delay(ctx, 2*faults.Latency) {
+	// An init message and its reply cross the network once each. A target
+	// taken from the query costs nothing more: "connected" follows the 101.
+	wait := 2 * faults.Latency
+	if fromQuery {
+		wait = 0
+		s.mu.Lock()
+		sp.stats.QueryInits++
+		s.mu.Unlock()
+	}
+	if !s.delay(ctx, wait) {
 		target.Close()
 		ws.CloseNow()
 		return
@@ -126,14 +135,19 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 
 // readInit takes the target from the query or from the init message. A
 // non-empty reason means the init was bad and the link must close with 1003.
-func (s *Server) readInit(ctx context.Context, r *http.Request, ws *websocket.Conn) (string, int, string) {
-	if q := r.URL.Query(); q.Has("port") {
+func (s *Server) readInit(ctx context.Context, r *http.Request, ws *websocket.Conn) (host string, port int, fromQuery bool, reason string) {
+	if q := r.URL.Query(); q.Has("port") && !s.opts.NoQueryInit {
 		port, err := strconv.Atoi(q.Get("port"))
 		if err != nil || port < 1 || port > 65535 {
-			return "", 0, reasonInvalidPort
+			return "", 0, true, reasonInvalidPort
 		}
-		return q.Get("host"), port, ""
+		return q.Get("host"), port, true, ""
 	}
+	host, port, reason = s.readInitMessage(ctx, ws)
+	return host, port, false, reason
+}
+
+func (s *Server) readInitMessage(ctx context.Context, ws *websocket.Conn) (string, int, string) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	typ, msg, err := ws.Read(rctx)

@@ -67,6 +67,9 @@ type Options struct {
 	WakeDelay  time.Duration // how long a wake takes
 	MaxWait    time.Duration // how long ColdBlock holds a request before 503
 	MaxMessage int64         // largest client message accepted; larger closes with 1009
+	// NoQueryInit plays a server that ignores ?host=&port= and waits for
+	// the init message, as the API reference describes it.
+	NoQueryInit bool
 	Faults
 	Logger *zerolog.Logger
 }
@@ -128,6 +131,7 @@ type Stats struct {
 	Wakes         int64  `json:"wakes"`
 	Sleeps        int64  `json:"sleeps"`
 	ProxyConnects int64  `json:"proxy_connects"`
+	QueryInits    int64  `json:"query_inits"` // links whose target came from ?host=&port=
 	ActiveLinks   int    `json:"active_links"`
 	BytesIn       int64  `json:"bytes_in"`  // client → sprite
 	BytesOut      int64  `json:"bytes_out"` // sprite → client
