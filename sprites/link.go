@@ -25,8 +25,6 @@ type Link struct {
 	ws         *websocket.Conn
 	target     string
 	maxMessage int
-	ctx        context.Context // lives until Close or CloseNow
-	cancel     context.CancelFunc
 	seen       atomic.Int64 // unix nanos of the last data or pong received
 
 	readMu sync.Mutex
@@ -42,7 +40,6 @@ var ErrTextFrame = errors.New("text frame in the data phase")
 
 func newLink(ws *websocket.Conn, target string, maxMessage int) *Link {
 	l := &Link{ws: ws, target: target, maxMessage: maxMessage}
-	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.touch()
 	return l
 }
@@ -59,7 +56,10 @@ func (l *Link) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if l.r == nil {
-			typ, r, err := l.ws.Reader(l.ctx)
+			// No context can end a link's reads and writes: CloseNow and
+			// Close end any call blocked on it, and in coder/websocket a
+			// context that can end costs a context.AfterFunc per message.
+			typ, r, err := l.ws.Reader(context.Background())
 			if err != nil {
 				if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
 					l.eof = true
@@ -98,7 +98,7 @@ func (l *Link) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), l.maxMessage)]
-		if err := l.ws.Write(l.ctx, websocket.MessageBinary, chunk); err != nil {
+		if err := l.ws.Write(context.Background(), websocket.MessageBinary, chunk); err != nil { // see Read
 			return written, err
 		}
 		written += len(chunk)
@@ -121,13 +121,10 @@ func (l *Link) touch() { l.seen.Store(time.Now().UnixNano()) }
 // CloseNow tears the link down without a close handshake. Use it after an
 // error, where the full handshake in Close could wait for seconds.
 func (l *Link) CloseNow() error {
-	l.cancel()
 	return l.ws.CloseNow()
 }
 
 // Close ends the link with a normal close handshake (code 1000).
 func (l *Link) Close() error {
-	err := l.ws.Close(websocket.StatusNormalClosure, "")
-	l.cancel()
-	return err
+	return l.ws.Close(websocket.StatusNormalClosure, "")
 }

@@ -228,6 +228,10 @@ func (s *Server) delay(ctx context.Context, d time.Duration) bool {
 func (s *Server) relay(ctx context.Context, sp *sprite, l *link) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The copies read and write the WebSocket without a context (one that
+	// can end costs a context.AfterFunc per message); cutting the link is
+	// what ends them.
+	defer context.AfterFunc(ctx, l.cut)()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -246,7 +250,7 @@ func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
 	defer out.close()
 	buf := make([]byte, 32<<10) // reused; the delay line gets copies
 	for {
-		typ, r, err := l.ws.Reader(ctx)
+		typ, r, err := l.ws.Reader(context.Background()) // see relay
 		if err != nil {
 			return
 		}
@@ -279,7 +283,7 @@ func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
 }
 
 func (s *Server) sprite2client(ctx context.Context, sp *sprite, l *link) {
-	out := s.delayLine(ctx, func(b []byte) error { return l.ws.Write(ctx, websocket.MessageBinary, b) })
+	out := s.delayLine(ctx, func(b []byte) error { return l.ws.Write(context.Background(), websocket.MessageBinary, b) }) // see relay
 	defer out.close()
 	buf := make([]byte, maxServerMessage) // reused; the delay line gets copies
 	for {
