@@ -1,0 +1,190 @@
+package sprites
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+)
+
+// frameWriter sits between coder/websocket and the connection under one
+// proxy link, and hands each WebSocket frame to the connection in one write.
+//
+// coder/websocket writes through a 4 KiB bufio.Writer it does not let us
+// size, so a 32 KiB message reached the connection as eight writes: eight
+// system calls, eight TLS records, eight wake-ups for the server's reader.
+// frameWriter follows the frame headers in the bytes going by and writes
+// as soon as what it holds ends at a frame boundary; nothing ever waits for
+// a later write. It does nothing until armed, which Dial does after the
+// upgrade: the HTTP request before it is not made of frames.
+//
+// coder/websocket serializes writes, so frameWriter needs no lock of its own.
+type frameWriter struct {
+	net.Conn
+	armed bool
+	buf   *[]byte // held bytes of an unfinished frame; from the pool, nil when none
+	// The parser: hdr holds the first hn bytes of a header, and rest is how
+	// much payload the current frame still has to come.
+	hdr  [14]byte
+	hn   int
+	rest uint64
+}
+
+// frameHold bounds what a frameWriter holds: a 32 KiB message (the default
+// max_message) and its header fit. A larger frame goes out in pieces.
+const frameHold = 32<<10 + 14
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, frameHold); return &b }}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	if !w.armed {
+		return w.Conn.Write(p)
+	}
+	w.follow(p)
+	boundary := w.rest == 0 && w.hn == 0
+	if w.buf == nil && boundary {
+		return w.Conn.Write(p) // whole frames in one piece: nothing to join
+	}
+	if w.buf == nil {
+		w.buf = frameBufs.Get().(*[]byte)
+	}
+	if len(*w.buf)+len(p) > frameHold {
+		// Larger than we hold: send what we have, keep going.
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+		if boundary || len(p) > frameHold {
+			return w.Conn.Write(p)
+		}
+		w.buf = frameBufs.Get().(*[]byte)
+	}
+	*w.buf = append(*w.buf, p...)
+	if boundary {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// flush writes what is held and gives the buffer back.
+func (w *frameWriter) flush() error {
+	if w.buf == nil {
+		return nil
+	}
+	_, err := w.Conn.Write(*w.buf)
+	*w.buf = (*w.buf)[:0]
+	frameBufs.Put(w.buf)
+	w.buf = nil
+	return err
+}
+
+// follow advances the frame parser over p (RFC 6455 section 5.2).
+func (w *frameWriter) follow(p []byte) {
+	for len(p) > 0 {
+		if w.rest > 0 {
+			n := uint64(len(p))
+			if n > w.rest {
+				n = w.rest
+			}
+			w.rest -= n
+			p = p[n:]
+			continue
+		}
+		w.hdr[w.hn] = p[0]
+		w.hn++
+		p = p[1:]
+		if w.hn < 2 {
+			continue
+		}
+		size := 2
+		switch w.hdr[1] & 0x7f {
+		case 126:
+			size += 2
+		case 127:
+			size += 8
+		}
+		if w.hdr[1]&0x80 != 0 {
+			size += 4 // masking key
+		}
+		if w.hn < size {
+			continue
+		}
+		switch n := w.hdr[1] & 0x7f; n {
+		case 126:
+			w.rest = uint64(w.hdr[2])<<8 | uint64(w.hdr[3])
+		case 127:
+			for _, b := range w.hdr[2:10] {
+				w.rest = w.rest<<8 | uint64(b)
+			}
+		default:
+			w.rest = uint64(n)
+		}
+		w.hn = 0
+	}
+}
+
+// upgradeClient returns an http.Client for one proxy upgrade whose
+// connection, if it carries the WebSocket directly, is a frameWriter that
+// *fw is set to. Through an HTTPS proxy the WebSocket runs inside a TLS
+// session the transport makes itself; then *fw stays nil and nothing is
+// joined. A client whose transport is not an *http.Transport is used as it
+// is.
+func upgradeClient(base *http.Client, target *url.URL, fw **frameWriter) *http.Client {
+	bt, ok := base.Transport.(*http.Transport)
+	if !ok {
+		return base
+	}
+	t := bt.Clone()
+	dial := bt.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil || target.Scheme != "http" || addr != canonicalAddr(target) {
+			return c, err // https (the transport adds TLS), or a proxy
+		}
+		*fw = &frameWriter{Conn: c}
+		return *fw, nil
+	}
+	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// Used for HTTPS without a proxy: the TLS is ours, so the frames
+		// can be joined before it. The configuration is the transport's,
+		// verification included.
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := &tls.Config{}
+		if bt.TLSClientConfig != nil {
+			cfg = bt.TLSClientConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		cfg.NextProtos = []string{"http/1.1"} // a WebSocket upgrade is HTTP/1.1
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		*fw = &frameWriter{Conn: tc}
+		return *fw, nil
+	}
+	return &http.Client{Transport: t, CheckRedirect: base.CheckRedirect, Jar: base.Jar}
+}
+
+// canonicalAddr is u's host:port, with the scheme's port when u has none.
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}

@@ -1,0 +1,192 @@
+package sprites
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// recorder is the connection under a frameWriter: it keeps every write.
+type recorder struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+	all    []byte // without a Conn: everything written
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.writes++
+	if r.Conn == nil {
+		r.all = append(r.all, p...)
+	}
+	r.mu.Unlock()
+	if r.Conn == nil {
+		return len(p), nil
+	}
+	return r.Conn.Write(p)
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.writes
+}
+
+// appendFrame appends a masked client frame with an n-byte payload.
+func appendFrame(b []byte, n int, fill byte) []byte {
+	b = append(b, 0x82) // FIN, binary
+	switch {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n < 1<<16:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	b = append(b, 1, 2, 3, 4) // masking key
+	return append(b, bytes.Repeat([]byte{fill}, n)...)
+}
+
+// FuzzFrameWriter feeds frames of fuzzed sizes, cut at fuzzed points, to
+// a frameWriter. What reaches the connection must be exactly what went in,
+// and whenever a write ends at a frame boundary nothing may be held back:
+// a held byte would wait for a write that may never come.
+func FuzzFrameWriter(f *testing.F) {
+	f.Add([]byte{0, 1, 125, 126}, []byte{1, 7, 200})
+	f.Add([]byte{255, 255, 0}, []byte{0})
+	f.Add([]byte{100, 200}, []byte{3, 3, 3, 3, 3})
+	f.Fuzz(func(t *testing.T, sizes, cuts []byte) {
+		var stream []byte
+		var ends []int // frame boundaries in stream
+		for i, s := range sizes {
+			if len(stream) > 256<<10 {
+				break
+			}
+			n := int(s) * int(s) // 0 to 65025: all three length encodings
+			if i%5 == 4 {
+				n = 70000 + int(s) // a frame larger than frameHold
+			}
+			stream = appendFrame(stream, n, byte(i))
+			ends = append(ends, len(stream))
+		}
+		rec := &recorder{}
+		w := &frameWriter{Conn: rec, armed: true}
+		pos, c, next := 0, 0, 0
+		for pos < len(stream) {
+			step := 4096 // coder/websocket's flushes
+			if len(cuts) > 0 {
+				step = 1 + int(cuts[c%len(cuts)])*int(cuts[c%len(cuts)])
+			}
+			c++
+			p := stream[pos:min(pos+step, len(stream))]
+			if n, err := w.Write(p); n != len(p) || err != nil {
+				t.Fatalf("Write returned %d, %v for %d bytes", n, err, len(p))
+			}
+			pos += len(p)
+			for next < len(ends) && ends[next] < pos {
+				next++
+			}
+			if next < len(ends) && ends[next] == pos && len(rec.all) != pos {
+				t.Fatalf("at a frame boundary (%d bytes) only %d reached the connection", pos, len(rec.all))
+			}
+		}
+		if w.buf != nil || w.hn != 0 || w.rest != 0 {
+			t.Fatalf("frameWriter holds state after whole frames: buf %v, hn %d, rest %d", w.buf != nil, w.hn, w.rest)
+		}
+		if !bytes.Equal(rec.all, stream) {
+			t.Fatalf("connection got %d bytes, want the %d written, unchanged", len(rec.all), len(stream))
+		}
+	})
+}
+
+// TestFrameWriterJoinsMessages sends messages through real coder/websocket
+// connections, plain and TLS. Each arrives intact; on the plain one, each
+// message of up to 32 KiB reaches the connection in one write, where
+// coder/websocket alone makes one per 4 KiB.
+func TestFrameWriterJoinsMessages(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		name := "http"
+		if useTLS {
+			name = "https"
+		}
+		t.Run(name, func(t *testing.T) {
+			got := make(chan []byte, 16)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ws, err := websocket.Accept(w, r, nil)
+				if err != nil {
+					return
+				}
+				defer ws.CloseNow()
+				ws.SetReadLimit(-1)
+				for {
+					_, msg, err := ws.Read(r.Context())
+					if err != nil {
+						return
+					}
+					got <- msg
+				}
+			})
+			var srv *httptest.Server
+			if useTLS {
+				srv = httptest.NewTLSServer(h)
+			} else {
+				srv = httptest.NewServer(h)
+			}
+			defer srv.Close()
+			base := srv.Client()
+			bt := base.Transport.(*http.Transport)
+			var rec *recorder
+			bt.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				rec = &recorder{Conn: c}
+				return rec, nil
+			}
+			u, _ := url.Parse(srv.URL)
+			var fw *frameWriter
+			hc := upgradeClient(base, u, &fw)
+			defer hc.Transport.(*http.Transport).CloseIdleConnections()
+			ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.CloseNow()
+			if fw == nil {
+				t.Fatal("the upgrade's connection is not a frameWriter")
+			}
+			fw.armed = true
+			for i, n := range []int{0, 1, 125, 126, 4095, 4096, 32 << 10, 65535, 200 << 10} {
+				before := rec.count()
+				msg := bytes.Repeat([]byte{byte(i)}, n)
+				if err := ws.Write(context.Background(), websocket.MessageBinary, msg); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case b := <-got:
+					if !bytes.Equal(b, msg) {
+						t.Fatalf("message %d (%d bytes) arrived as %d bytes, or changed", i, n, len(b))
+					}
+				case <-time.After(10 * time.Second): // a failure detector, not a timing
+					t.Fatalf("message %d (%d bytes) never arrived: held back", i, n)
+				}
+				if writes := rec.count() - before; !useTLS && n <= 32<<10 && writes != 1 {
+					t.Errorf("a %d-byte message took %d writes, want 1", n, writes)
+				}
+			}
+		})
+	}
+}
