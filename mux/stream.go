@@ -85,8 +85,7 @@ type Stream struct {
 
 	mu        sync.Mutex
 	cond      sync.Cond // room in buf, detach, end
-	buf       []byte    // sent, unacknowledged: offsets [acked, acked+len(buf)), within store
-	store     []byte    // buf's backing array; changed only under sendMu and mu
+	buf       ring      // sent, unacknowledged: offsets [acked, acked+buf.len()); written only under sendMu and mu
 	releasing bool      // a releaseIdle is on its way
 	acked     uint64    // the peer has everything below
 	next      uint64    // the next offset to send
@@ -194,7 +193,9 @@ func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
 	}
 	s.ackLocked(peerRecv)
 	recv := s.recv
-	replay := s.buf // bytes below acked are never rewritten, so this stays valid unlocked
+	// We hold sendMu, so no push can move or overwrite these until the
+	// replay is written; acks only drop from the front.
+	replay1, replay2 := s.buf.segments()
 	base := s.acked
 	fin := s.finRead
 	finOff := s.finOff
@@ -226,10 +227,15 @@ func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
 				return err
 			}
 		}
-		for off := 0; off < len(replay); off += maxChunk {
-			chunk := replay[off:min(off+maxChunk, len(replay))]
-			if err := writeFrame(c, frame{typ: frameData, a: base + uint64(off), b: recv}, chunk); err != nil {
-				return err
+		off := base
+		for _, seg := range [][]byte{replay1, replay2} {
+			for len(seg) > 0 {
+				chunk := seg[:min(maxChunk, len(seg))]
+				if err := writeFrame(c, frame{typ: frameData, a: off, b: recv}, chunk); err != nil {
+					return err
+				}
+				off += uint64(len(chunk))
+				seg = seg[len(chunk):]
 			}
 		}
 		if fin {
@@ -271,7 +277,7 @@ func (s *Stream) pumpOut() {
 		// While detached, that holds until the link is back or the resume
 		// window expires; a bulk transfer survives a drop, and memory stays
 		// bounded by the buffer.
-		for !s.ended && len(s.buf)+maxChunk > s.opts.Buffer {
+		for !s.ended && s.buf.len()+maxChunk > s.opts.Buffer {
 			s.cond.Wait()
 		}
 		ended := s.ended
@@ -318,17 +324,7 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 	if s.ended {
 		return 0, false
 	}
-	if need := len(s.buf) + len(p); cap(s.buf)-len(s.buf) < len(p) {
-		if cap(s.store) >= need {
-			s.buf = s.store[:copy(s.store, s.buf)] // slide the unacknowledged bytes to the front
-		} else {
-			ns := getStore(storeSize(need, s.opts.Buffer))
-			s.buf = ns[:copy(ns, s.buf)]
-			putStore(s.store)
-			s.store = ns
-		}
-	}
-	s.buf = append(s.buf, p...)
+	s.buf.push(p, s.opts.Buffer)
 	off := s.next
 	s.next += uint64(len(p))
 	return off, true
@@ -343,40 +339,7 @@ func (s *Stream) releaseIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releasing = false
-	if len(s.buf) == 0 && s.store != nil {
-		putStore(s.store)
-		s.store, s.buf = nil, nil
-	}
-}
-
-// Replay stores come in power-of-two sizes from 4 KiB, the largest being the
-// buffer's bound, each size with its pool.
-var stores sync.Map // int → *sync.Pool
-
-func storeSize(need, bound int) int {
-	n := 4 << 10
-	for n < need {
-		n *= 2
-	}
-	return min(n, max(bound, need))
-}
-
-func getStore(n int) []byte {
-	if p, ok := stores.Load(n); ok {
-		if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
-			return (*b)[:n]
-		}
-	}
-	return make([]byte, n)
-}
-
-func putStore(b []byte) {
-	if b == nil {
-		return
-	}
-	p, _ := stores.LoadOrStore(cap(b), &sync.Pool{})
-	b = b[:cap(b)]
-	p.(*sync.Pool).Put(&b)
+	s.buf.release()
 }
 
 // sendData writes a data frame (header space at the front of b) unless the
@@ -603,9 +566,9 @@ func (s *Stream) ackLocked(a uint64) {
 	if a <= s.acked || a > s.next {
 		return // old, or a claim beyond what we sent: ignore
 	}
-	trim := min(a, s.acked+uint64(len(s.buf))) - s.acked
-	s.buf = s.buf[trim:]
-	if len(s.buf) == 0 && s.store != nil && !s.releasing {
+	trim := min(a, s.acked+uint64(s.buf.len())) - s.acked
+	s.buf.drop(int(trim))
+	if s.buf.len() == 0 && s.buf.store != nil && !s.releasing {
 		// Everything sent is acknowledged: give the store back, so a stream
 		// that has gone quiet holds none. (Its bytes may be read by a
 		// replay under sendMu, which releaseIdle takes.)

@@ -303,7 +303,7 @@ func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
 		t.Fatal("the client wrote 64 MiB into a detached stream with a 64 KiB buffer")
 	}
 	a.mu.Lock()
-	held := len(a.buf)
+	held := a.buf.len()
 	a.mu.Unlock()
 	if held > 64<<10 {
 		t.Fatalf("the stream holds %d bytes, more than its 64 KiB buffer", held)
