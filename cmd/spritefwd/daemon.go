@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,10 +217,23 @@ func (r *runner) Status() control.Status {
 	st.Forwards = r.d.Status()
 	st.Goroutines = runtime.NumGoroutine()
 	st.RSSBytes = residentBytes()
+	st.HeapBytes = liveHeap()
+	return st
+}
+
+// liveHeap is what the last GC found reachable. HeapAlloc would also count
+// garbage not yet collected, which after a burst of traffic can be as much
+// again as the live heap, and made an idle daemon look like it leaked.
+// Before the first GC there is no such figure, and HeapAlloc is all live.
+func liveHeap() uint64 {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() == rtmetrics.KindUint64 && s[0].Value.Uint64() > 0 {
+		return s[0].Value.Uint64()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	st.HeapBytes = ms.HeapAlloc
-	return st
+	return ms.HeapAlloc
 }
 
 // residentBytes reads VmRSS from /proc; 0 where there is no /proc.
