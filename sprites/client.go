@@ -57,6 +57,9 @@ type Client struct {
 	request    time.Duration
 	maxMessage int
 	http       *http.Client
+	// tlsSessions lets each proxy link's TLS handshake resume an earlier
+	// one: every direct-mode connection is a new TLS connection to the API.
+	tlsSessions tls.ClientSessionCache
 }
 
 // New validates opts and returns a Client.
@@ -82,13 +85,14 @@ func New(opts Options) (*Client, error) {
 		return nil, errors.New("token contains a line break; check token_file")
 	}
 	c := &Client{
-		base:       u,
-		token:      opts.Token,
-		userAgent:  opts.UserAgent,
-		handshake:  opts.HandshakeTimeout,
-		request:    opts.RequestTimeout,
-		maxMessage: opts.MaxMessage,
-		http:       opts.HTTPClient,
+		base:        u,
+		token:       opts.Token,
+		userAgent:   opts.UserAgent,
+		handshake:   opts.HandshakeTimeout,
+		request:     opts.RequestTimeout,
+		maxMessage:  opts.MaxMessage,
+		http:        opts.HTTPClient,
+		tlsSessions: tls.NewLRUClientSessionCache(64),
 	}
 	if c.userAgent == "" {
 		c.userAgent = "spritefwd"
@@ -194,7 +198,7 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// used the query ignores text frames after init.
 	target := url.Values{"host": {host}, "port": {strconv.Itoa(port)}}
 	var fw *frameWriter // set by the upgrade's dial when it carries the link itself
-	hc := upgradeClient(c.http, c.base, &fw)
+	hc := upgradeClient(c.http, c.base, c.tlsSessions, &fw)
 	if t, ok := hc.Transport.(*http.Transport); ok && hc != c.http {
 		defer t.CloseIdleConnections() // a refused upgrade leaves its connection idle there
 	}

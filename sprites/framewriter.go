@@ -131,8 +131,9 @@ func (w *frameWriter) follow(p []byte) {
 // *fw is set to. Through an HTTPS proxy the WebSocket runs inside a TLS
 // session the transport makes itself; then *fw stays nil and nothing is
 // joined. A client whose transport is not an *http.Transport is used as it
-// is.
-func upgradeClient(base *http.Client, target *url.URL, fw **frameWriter) *http.Client {
+// is. sessions, unless the transport's TLS config has its own cache, lets
+// the TLS handshake resume an earlier one.
+func upgradeClient(base *http.Client, target *url.URL, sessions tls.ClientSessionCache, fw **frameWriter) *http.Client {
 	bt, ok := base.Transport.(*http.Transport)
 	if !ok {
 		return base
@@ -164,6 +165,9 @@ func upgradeClient(base *http.Client, target *url.URL, fw **frameWriter) *http.C
 		}
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		if cfg.ClientSessionCache == nil {
+			cfg.ClientSessionCache = sessions
 		}
 		cfg.NextProtos = []string{"http/1.1"} // a WebSocket upgrade is HTTP/1.1
 		tc := tls.Client(raw, cfg)

@@ -3,6 +3,7 @@ package sprites
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"net"
 	"net/http"
@@ -158,7 +159,7 @@ func TestFrameWriterJoinsMessages(t *testing.T) {
 			}
 			u, _ := url.Parse(srv.URL)
 			var fw *frameWriter
-			hc := upgradeClient(base, u, &fw)
+			hc := upgradeClient(base, u, tls.NewLRUClientSessionCache(4), &fw)
 			defer hc.Transport.(*http.Transport).CloseIdleConnections()
 			ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 			if err != nil {
@@ -188,5 +189,34 @@ func TestFrameWriterJoinsMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUpgradeResumesTLS: each proxy link is a new TLS connection to the API;
+// with the client's session cache the second one resumes the first's
+// session instead of a full handshake and certificate check.
+func TestUpgradeResumesTLS(t *testing.T) {
+	resumed := make(chan bool, 2)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resumed <- r.TLS.DidResume
+		if ws, err := websocket.Accept(w, r, nil); err == nil {
+			ws.CloseNow()
+		}
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	sessions := tls.NewLRUClientSessionCache(4)
+	for i, want := range []bool{false, true} {
+		var fw *frameWriter
+		hc := upgradeClient(srv.Client(), u, sessions, &fw)
+		ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.CloseNow()
+		hc.Transport.(*http.Transport).CloseIdleConnections()
+		if got := <-resumed; got != want || fw == nil {
+			t.Fatalf("upgrade %d: resumed %v, want %v (frameWriter in place: %v)", i+1, got, want, fw != nil)
+		}
 	}
 }
