@@ -197,11 +197,7 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// init message is still sent, for a server that expects it; one that
 	// used the query ignores text frames after init.
 	target := url.Values{"host": {host}, "port": {strconv.Itoa(port)}}
-	var fw *frameWriter // set by the upgrade's dial when it carries the link itself
-	hc := upgradeClient(c.http, c.base, c.tlsSessions, &fw)
-	if t, ok := hc.Transport.(*http.Transport); ok && hc != c.http {
-		defer t.CloseIdleConnections() // a refused upgrade leaves its connection idle there
-	}
+	hc, up := upgradeClient(c.http, c.tlsSessions)
 	var pongs atomic.Pointer[Link] // set once connected; a pong may come first
 	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy")+"?"+target.Encode(), &websocket.DialOptions{
 		HTTPClient: hc,
@@ -255,8 +251,8 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 		return nil, fail(Permanent, err, 0, 0, "")
 	}
 	ok = true
-	if fw != nil {
-		fw.armed = true // from here on only frames go by, at a boundary now
+	if up != nil && up.fw != nil {
+		up.fw.armed = true // from here on only frames go by, at a boundary now
 	}
 	// Our side accepts messages of any size: the server sends at most 32 KiB,
 	// but nothing is gained by failing a link over a larger one.

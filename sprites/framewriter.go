@@ -1,11 +1,7 @@
 package sprites
 
 import (
-	"context"
-	"crypto/tls"
 	"net"
-	"net/http"
-	"net/url"
 	"sync"
 )
 
@@ -124,71 +120,4 @@ func (w *frameWriter) follow(p []byte) {
 		}
 		w.hn = 0
 	}
-}
-
-// upgradeClient returns an http.Client for one proxy upgrade whose
-// connection, if it carries the WebSocket directly, is a frameWriter that
-// *fw is set to. Through an HTTPS proxy the WebSocket runs inside a TLS
-// session the transport makes itself; then *fw stays nil and nothing is
-// joined. A client whose transport is not an *http.Transport is used as it
-// is. sessions, unless the transport's TLS config has its own cache, lets
-// the TLS handshake resume an earlier one.
-func upgradeClient(base *http.Client, target *url.URL, sessions tls.ClientSessionCache, fw **frameWriter) *http.Client {
-	bt, ok := base.Transport.(*http.Transport)
-	if !ok {
-		return base
-	}
-	t := bt.Clone()
-	dial := bt.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil || target.Scheme != "http" || addr != canonicalAddr(target) {
-			return c, err // https (the transport adds TLS), or a proxy
-		}
-		*fw = &frameWriter{Conn: c}
-		return *fw, nil
-	}
-	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		// Used for HTTPS without a proxy: the TLS is ours, so the frames
-		// can be joined before it. The configuration is the transport's,
-		// verification included.
-		raw, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		cfg := &tls.Config{}
-		if bt.TLSClientConfig != nil {
-			cfg = bt.TLSClientConfig.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		if cfg.ClientSessionCache == nil {
-			cfg.ClientSessionCache = sessions
-		}
-		cfg.NextProtos = []string{"http/1.1"} // a WebSocket upgrade is HTTP/1.1
-		tc := tls.Client(raw, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, err
-		}
-		*fw = &frameWriter{Conn: tc}
-		return *fw, nil
-	}
-	return &http.Client{Transport: t, CheckRedirect: base.CheckRedirect, Jar: base.Jar}
-}
-
-// canonicalAddr is u's host:port, with the scheme's port when u has none.
-func canonicalAddr(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-	}
-	return net.JoinHostPort(u.Hostname(), port)
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -157,19 +156,16 @@ func TestFrameWriterJoinsMessages(t *testing.T) {
 				rec = &recorder{Conn: c}
 				return rec, nil
 			}
-			u, _ := url.Parse(srv.URL)
-			var fw *frameWriter
-			hc := upgradeClient(base, u, tls.NewLRUClientSessionCache(4), &fw)
-			defer hc.Transport.(*http.Transport).CloseIdleConnections()
+			hc, up := upgradeClient(base, tls.NewLRUClientSessionCache(4))
 			ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ws.CloseNow()
-			if fw == nil {
+			if up.fw == nil {
 				t.Fatal("the upgrade's connection is not a frameWriter")
 			}
-			fw.armed = true
+			up.fw.armed = true
 			for i, n := range []int{0, 1, 125, 126, 4095, 4096, 32 << 10, 65535, 200 << 10} {
 				before := rec.count()
 				msg := bytes.Repeat([]byte{byte(i)}, n)
@@ -204,19 +200,16 @@ func TestUpgradeResumesTLS(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	u, _ := url.Parse(srv.URL)
 	sessions := tls.NewLRUClientSessionCache(4)
 	for i, want := range []bool{false, true} {
-		var fw *frameWriter
-		hc := upgradeClient(srv.Client(), u, sessions, &fw)
+		hc, up := upgradeClient(srv.Client(), sessions)
 		ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ws.CloseNow()
-		hc.Transport.(*http.Transport).CloseIdleConnections()
-		if got := <-resumed; got != want || fw == nil {
-			t.Fatalf("upgrade %d: resumed %v, want %v (frameWriter in place: %v)", i+1, got, want, fw != nil)
+		if got := <-resumed; got != want || up.fw == nil {
+			t.Fatalf("upgrade %d: resumed %v, want %v (frameWriter in place: %v)", i+1, got, want, up.fw != nil)
 		}
 	}
 }

@@ -1,0 +1,165 @@
+package sprites
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// upgrader is the RoundTripper of one proxy link's upgrade. It dials, writes
+// the request and reads the response on the caller's goroutine. An
+// http.Transport would hand the request to a dial goroutine and then to
+// two goroutines per connection, and each handoff wakes a thread during the
+// connection's setup; its pool is of no use to a one-shot upgrade either.
+// Owning the connection also puts a frameWriter under the WebSocket
+// library. A request that goes through a proxy is left to the base
+// transport, which knows how to reach it; that link joins no frames.
+type upgrader struct {
+	base     *http.Transport
+	sessions tls.ClientSessionCache
+	fw       *frameWriter // the upgraded link's connection; nil through a proxy
+}
+
+// upgradeClient returns the http.Client for one proxy upgrade. After a
+// successful upgrade that it carried itself, *fw is the link's
+// connection. A client whose transport is not an *http.Transport is used
+// as it is. sessions, unless the transport's TLS config has its own
+// cache, lets the TLS handshake resume an earlier one.
+func upgradeClient(base *http.Client, sessions tls.ClientSessionCache) (*http.Client, *upgrader) {
+	bt, ok := base.Transport.(*http.Transport)
+	if !ok {
+		return base, nil
+	}
+	u := &upgrader{base: bt, sessions: sessions}
+	return &http.Client{Transport: u, CheckRedirect: base.CheckRedirect, Jar: base.Jar}, u
+}
+
+// maxResponseHeader bounds an upgrade response's header, as
+// http.Transport's default does, so that a broken server cannot make us
+// buffer without end.
+const maxResponseHeader = 1 << 20
+
+// deadlinePast unblocks every call on a connection when set as its
+// deadline.
+var deadlinePast = time.Unix(1, 0)
+
+func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
+	if u.base.Proxy != nil {
+		proxy, err := u.base.Proxy(req)
+		if err != nil {
+			return nil, err
+		}
+		if proxy != nil {
+			return u.base.RoundTrip(req)
+		}
+	}
+	ctx := req.Context()
+	conn, err := u.dial(ctx, req.URL)
+	if err != nil {
+		return nil, err
+	}
+	// Until the response is read, the request's end must unblock us. Then
+	// whoever holds the link or the body closes the connection.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(deadlinePast) })
+	fw := &frameWriter{Conn: conn}
+	header := &io.LimitedReader{R: conn, N: maxResponseHeader}
+	br := bufio.NewReader(header)
+	resp, err := exchange(req, fw, br)
+	if err == nil && !stop() {
+		err = context.Cause(ctx) // it ended as the response came: the deadline is set
+	}
+	if err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	header.N = 1<<63 - 1 // the header is in: what follows is the stream
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		resp.Body = &responseBody{ReadCloser: resp.Body, c: conn}
+		return resp, nil
+	}
+	u.fw = fw
+	resp.Body = &upgradedConn{br: br, fw: fw}
+	return resp, nil
+}
+
+// exchange writes req to w and reads its response from r.
+func exchange(req *http.Request, w io.Writer, r *bufio.Reader) (*http.Response, error) {
+	if err := req.Write(w); err != nil {
+		return nil, err
+	}
+	return http.ReadResponse(r, req)
+}
+
+// dial connects to the request's host, with TLS for https. The TLS
+// configuration is the transport's, verification included.
+func (u *upgrader) dial(ctx context.Context, target *url.URL) (net.Conn, error) {
+	dial := u.base.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	addr := canonicalAddr(target)
+	raw, err := dial(ctx, "tcp", addr)
+	if err != nil || target.Scheme != "https" {
+		return raw, err
+	}
+	cfg := &tls.Config{}
+	if u.base.TLSClientConfig != nil {
+		cfg = u.base.TLSClientConfig.Clone()
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = target.Hostname()
+	}
+	if cfg.ClientSessionCache == nil {
+		cfg.ClientSessionCache = u.sessions
+	}
+	cfg.NextProtos = []string{"http/1.1"} // a WebSocket upgrade is HTTP/1.1
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// canonicalAddr is u's host:port, with the scheme's port when u has none.
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// upgradedConn is the link after a 101: reads drain what the response's
+// reader already holds, writes go through the frameWriter.
+type upgradedConn struct {
+	br *bufio.Reader
+	fw *frameWriter
+}
+
+func (c *upgradedConn) Read(p []byte) (int, error)  { return c.br.Read(p) }
+func (c *upgradedConn) Write(p []byte) (int, error) { return c.fw.Write(p) }
+func (c *upgradedConn) Close() error                { return c.fw.Close() }
+
+// responseBody is a refused upgrade's body. The connection is not kept:
+// one upgrade is all it was for.
+type responseBody struct {
+	io.ReadCloser
+	c net.Conn
+}
+
+func (b *responseBody) Close() error {
+	b.ReadCloser.Close()
+	return b.c.Close()
+}
