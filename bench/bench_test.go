@@ -389,100 +389,115 @@ func (e *env) throughput(streams int) result {
 	}
 }
 
-// setupLatency times connect → first echoed byte, n times in a row.
-func setupLatency(addr string, n int) (p50, p99 time.Duration, err error) {
-	var ds []time.Duration
+// setupTimes appends n samples of connect → first echoed byte to ds.
+func setupTimes(ds []time.Duration, addr string, n int) ([]time.Duration, error) {
 	for range n {
 		start := time.Now()
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			return 0, 0, err
+			return ds, err
 		}
 		c.Write([]byte{1})
 		_, err = io.ReadFull(c, make([]byte, 1))
 		ds = append(ds, time.Since(start))
 		c.Close()
 		if err != nil {
-			return 0, 0, err
+			return ds, err
 		}
 	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2], ds[len(ds)*99/100], nil
+	return ds, nil
 }
 
-// roundTrip times n one-byte echoes on one open connection: the cost of
-// the hops themselves, which every connection's setup pays at least once.
-func roundTrip(addr string, n int) (p50 time.Duration, err error) {
+// roundTrips appends n samples of a one-byte echo on one open connection:
+// the cost of the hops themselves, which every connection's setup pays at
+// least once.
+func roundTrips(ds []time.Duration, addr string, n int) ([]time.Duration, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		return 0, err
+		return ds, err
 	}
 	defer c.Close()
 	b := make([]byte, 1)
-	ds := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
 		c.Write(b)
 		if _, err := io.ReadFull(c, b); err != nil {
-			return 0, err
+			return ds, err
 		}
 		ds = append(ds, time.Since(start))
 	}
+	return ds, nil
+}
+
+// percentile returns the p-th percentile (0 < p < 1) of ds, sorting it.
+func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2], nil
+	return ds[int(float64(len(ds))*p)]
+}
+
+// rounds is how many times each side-by-side measurement alternates its
+// paths. The machine's speed drifts by tens of percent within minutes, so
+// a reference measured in one block and spritefwd in the next can differ
+// by the drift alone; alternating spreads it over every path.
+const rounds = 3
+
+// interleaved runs measure for each path, rounds times over, alternating.
+func interleaved(t *testing.T, paths []string, measure func(path string) error) {
+	for range rounds {
+		for _, p := range paths {
+			if err := measure(p); err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+		}
+	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func (e *env) setup() []result {
-	const n = 300
-	d50, d99, _ := setupLatency(e.echoAddr, n)
-	s50, s99, _ := setupLatency(e.socatE, n)
-	t50, t99, err := setupLatency(e.fwd["echo"], n)
-	if err != nil {
-		e.t.Fatal(err)
+	addrs := map[string]string{"direct": e.echoAddr, "socat": e.socatE, "spritefwd": e.fwd["echo"], "mux": e.fwd["mecho"]}
+	paths := []string{"direct", "socat", "spritefwd", "mux"}
+	setups, echoes := map[string][]time.Duration{}, map[string][]time.Duration{}
+	interleaved(e.t, paths, func(p string) (err error) {
+		setups[p], err = setupTimes(setups[p], addrs[p], 100)
+		return err
+	})
+	interleaved(e.t, paths, func(p string) (err error) {
+		echoes[p], err = roundTrips(echoes[p], addrs[p], 2000)
+		return err
+	})
+	st, rt := map[string]float64{}, map[string]float64{}
+	for _, p := range paths {
+		st[p+"_p50_us"] = us(percentile(setups[p], 0.5))
+		st[p+"_p99_us"] = us(percentile(setups[p], 0.99))
+		rt[p+"_p50_us"] = us(percentile(echoes[p], 0.5))
 	}
-	m50, m99, err := setupLatency(e.fwd["mecho"], n)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	st["spritefwd_added_p50_us"] = st["spritefwd_p50_us"] - st["direct_p50_us"]
+	st["mux_added_p50_us"] = st["mux_p50_us"] - st["direct_p50_us"]
 	rows := []result{{
-		Name: "connection setup, connect to first echoed byte, latency 0",
-		Value: map[string]float64{
-			"direct_p50_us": us(d50), "direct_p99_us": us(d99), "socat_p50_us": us(s50), "socat_p99_us": us(s99),
-			"spritefwd_p50_us": us(t50), "spritefwd_p99_us": us(t99), "spritefwd_added_p50_us": us(t50 - d50),
-			"mux_p50_us": us(m50), "mux_p99_us": us(m99), "mux_added_p50_us": us(m50 - d50),
-		},
-	}}
-	const echoes = 5000
-	rt := map[string]float64{}
-	for _, path := range []struct{ name, addr string }{
-		{"direct", e.echoAddr}, {"socat", e.socatE}, {"spritefwd", e.fwd["echo"]}, {"mux", e.fwd["mecho"]},
-	} {
-		p50, err := roundTrip(path.addr, echoes)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rt[path.name+"_p50_us"] = us(p50)
-	}
-	rows = append(rows, result{
+		Name:  "connection setup, connect to first echoed byte, latency 0",
+		Value: st,
+		Note:  fmt.Sprintf("%d rounds of 100 connections per path, alternating", rounds),
+	}, {
 		Name:  "round trip of one byte on an open connection, latency 0",
 		Value: rt,
 		Note:  "each hop is a process to wake; a new connection's first echo pays this once, on top of its setup",
-	})
+	}}
 	const oneWay = 50 * time.Millisecond
 	e.setLatency(oneWay)
 	defer e.setLatency(0)
 	e.dropLinks() // a link takes its latency when made: the mux session redials
-	setupLatency(e.fwd["mecho"], 1)
-	l50, l99, err := setupLatency(e.fwd["echo"], 20)
+	setupTimes(nil, e.fwd["mecho"], 1)
+	wan, err := setupTimes(nil, e.fwd["echo"], 20)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ml50, ml99, err := setupLatency(e.fwd["mecho"], 20)
+	mwan, err := setupTimes(nil, e.fwd["mecho"], 20)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	l50, l99 := percentile(wan, 0.5), percentile(wan, 0.99)
+	ml50, ml99 := percentile(mwan, 0.5), percentile(mwan, 0.99)
 	rtt := 2 * oneWay
 	rows = append(rows, result{
 		Name: "connection setup with --latency 50ms (100 ms round trip)",
@@ -513,7 +528,7 @@ func (e *env) wan() result {
 	e.setLatency(oneWay)
 	defer e.setLatency(0)
 	e.dropLinks()
-	setupLatency(e.fwd["mecho"], 1)
+	setupTimes(nil, e.fwd["mecho"], 1)
 	measure := func(addr string) float64 {
 		start := time.Now()
 		if err := push(addr, size); err != nil {
@@ -615,7 +630,9 @@ func (e *env) idle(forward string) result {
 			"daemon_rss_mib_before": float64(before.RSSBytes) / (1 << 20), "daemon_rss_mib_held": float64(held.RSSBytes) / (1 << 20),
 			"rss_kib_per_conn":    float64(held.RSSBytes-before.RSSBytes) / 1024 / open,
 			"goroutines_per_conn": float64(held.Goroutines-before.Goroutines) / open,
-			"heap_kib_per_conn":   float64(int64(held.HeapBytes)-int64(before.HeapBytes)) / 1024 / open,
+			// No heap figure: status reports the live heap as of the last
+			// GC, which an idle daemon may have run before the last
+			// connection opened (one run showed -1.1 KiB per connection).
 		},
 		Note: note,
 	}
@@ -657,7 +674,7 @@ func (e *env) pgbench() []result {
 	}
 	run := func(addr string, extra ...string) float64 {
 		_, port, _ := net.SplitHostPort(addr)
-		args := append([]string{"-c", "8", "-j", "2", "-T", "10", "-S", "-n", "-h", "127.0.0.1", "-p", port, "-U", "postgres"}, extra...)
+		args := append([]string{"-c", "8", "-j", "2", "-T", "5", "-S", "-n", "-h", "127.0.0.1", "-p", port, "-U", "postgres"}, extra...)
 		out, err := testsvc.Command(context.Background(), e.t, "pgbench", append(args, "postgres")...).CombinedOutput()
 		if err != nil {
 			e.t.Errorf("pgbench: %v\n%s", err, out)
@@ -674,14 +691,24 @@ func (e *env) pgbench() []result {
 		name  string
 		extra []string
 	}{{"pgbench -c 8 -S", nil}, {"pgbench -c 8 -S -C (a connection per transaction)", []string{"-C"}}} {
-		dt, st := run(direct, mode.extra...), run(twoHop, mode.extra...)
-		tt, mt := run(tunnel, mode.extra...), run(muxed, mode.extra...)
+		addrs := map[string]string{"direct": direct, "socat": twoHop, "spritefwd": tunnel, "mux": muxed}
+		runs := map[string][]float64{}
+		interleaved(e.t, []string{"direct", "socat", "spritefwd", "mux"}, func(p string) error {
+			runs[p] = append(runs[p], run(addrs[p], mode.extra...))
+			return nil
+		})
+		dt, st, tt, mt := median(runs["direct"]), median(runs["socat"]), median(runs["spritefwd"]), median(runs["mux"])
 		rows = append(rows, result{Name: mode.name, Value: map[string]float64{"direct_tps": dt, "spritefwd_tps": tt, "spritefwd_vs_direct": tt / dt,
 			"socat_tps": st, "socat_vs_direct": st / dt, "spritefwd_vs_socat": tt / st,
 			"mux_tps": mt, "mux_vs_direct": mt / dt, "mux_vs_socat": mt / st},
-			Note: "direct is one socat hop to PostgreSQL's Unix socket, socat is two; mux reaches its TCP port through the agent"})
+			Note: fmt.Sprintf("median of %d 5-second runs per path, alternating; direct is one socat hop to PostgreSQL's Unix socket, socat is two; mux reaches its TCP port through the agent", rounds)})
 	}
 	return rows
+}
+
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
 }
 
 func (e *env) socatChainUnix(path string) string {
