@@ -62,7 +62,7 @@ lint:
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: throughput, setup latency, 10k idle connections and pgbench, against direct and socat in the same run
+## bench: throughput, setup latency, 10k idle connections and pgbench, against direct, socat and a bare Go relay in the same run
 bench: test-deps
 	$(GO) test -run '^TestBench$$' -v -count=1 -timeout 0 ./bench/ -args -out=$(CURDIR)/bench/results.json
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./tunnel/

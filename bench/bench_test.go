@@ -80,8 +80,12 @@ func procCPU(pid int) float64 {
 }
 
 // TestMain doubles as the echo server process when asked to.
+// The bench re-runs its own binary as helper processes, named by
+// SPRITEFWD_BENCH_ROLE: "echo" serves testsvc.Echo; "relay NETWORK ADDR"
+// is one hop of the Go relay chain, which copies each connection to ADDR
+// and back with nothing else: the floor for two Go processes in a path.
 func TestMain(m *testing.M) {
-	if os.Getenv("SPRITEFWD_BENCH_ECHO") != "" {
+	if role := strings.Fields(os.Getenv("SPRITEFWD_BENCH_ROLE")); len(role) > 0 {
 		raiseFileLimit()
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -92,19 +96,46 @@ func TestMain(m *testing.M) {
 			c, err := ln.Accept()
 			if err != nil {
 				// EMFILE and friends pass; the harness kills us when done.
-				fmt.Fprintln(os.Stderr, "bench echo:", err)
+				fmt.Fprintln(os.Stderr, "bench helper:", err)
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
-			go func() { defer c.Close(); testsvc.Echo(c) }()
+			if role[0] == "echo" {
+				go func() { defer c.Close(); testsvc.Echo(c) }()
+			} else {
+				go relayHop(c, role[1], role[2])
+			}
 		}
 	}
 	os.Exit(m.Run())
 }
 
-func (e *env) echoProcess() string {
+func relayHop(c net.Conn, network, addr string) {
+	defer c.Close()
+	up, err := net.Dial(network, addr)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		up.(interface{ CloseWrite() error }).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, up)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
+}
+
+// helper starts this binary in a role (see TestMain) and returns the
+// address it listens on.
+func (e *env) helper(role string) string {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "SPRITEFWD_BENCH_ECHO=1")
+	cmd.Env = append(os.Environ(), "SPRITEFWD_BENCH_ROLE="+role)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -112,6 +143,13 @@ func (e *env) echoProcess() string {
 	e.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	line, _ := bufio.NewReader(stdout).ReadString('\n')
 	return strings.TrimSpace(line)
+}
+
+func (e *env) echoProcess() string { return e.helper("echo") }
+
+// goRelayChain starts two Go relay processes, hop1 → hop2 → target.
+func (e *env) goRelayChain(network, target string) string {
+	return e.helper("relay tcp " + e.helper("relay "+network+" "+target))
 }
 
 // hasChildren reports whether any of pids has a child process.
@@ -455,8 +493,9 @@ func interleaved(t *testing.T, paths []string, measure func(path string) error) 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func (e *env) setup() []result {
-	addrs := map[string]string{"direct": e.echoAddr, "socat": e.socatE, "spritefwd": e.fwd["echo"], "mux": e.fwd["mecho"]}
-	paths := []string{"direct", "socat", "spritefwd", "mux"}
+	addrs := map[string]string{"direct": e.echoAddr, "socat": e.socatE, "gorelay": e.goRelayChain("tcp", e.echoAddr),
+		"spritefwd": e.fwd["echo"], "mux": e.fwd["mecho"]}
+	paths := []string{"direct", "socat", "gorelay", "spritefwd", "mux"}
 	setups, echoes := map[string][]time.Duration{}, map[string][]time.Duration{}
 	interleaved(e.t, paths, func(p string) (err error) {
 		setups[p], err = setupTimes(setups[p], addrs[p], 100)
@@ -474,10 +513,11 @@ func (e *env) setup() []result {
 	}
 	st["spritefwd_added_p50_us"] = st["spritefwd_p50_us"] - st["direct_p50_us"]
 	st["mux_added_p50_us"] = st["mux_p50_us"] - st["direct_p50_us"]
+	st["gorelay_added_p50_us"] = st["gorelay_p50_us"] - st["direct_p50_us"]
 	rows := []result{{
 		Name:  "connection setup, connect to first echoed byte, latency 0",
 		Value: st,
-		Note:  fmt.Sprintf("%d rounds of 100 connections per path, alternating", rounds),
+		Note:  fmt.Sprintf("%d rounds of 100 connections per path, alternating; gorelay is two Go processes that only copy bytes, the floor for a two-process path here", rounds),
 	}, {
 		Name:  "round trip of one byte on an open connection, latency 0",
 		Value: rt,
@@ -649,6 +689,7 @@ func (e *env) pgbench() []result {
 	// direct side is TCP like the tunnel (and slightly pessimistic).
 	direct := e.socatChainUnix(pg.Socket)
 	twoHop := e.socatListen("TCP:" + direct + ",nodelay") // the same two relays a tunnel has
+	goTwoHop := e.goRelayChain("unix", pg.Socket)
 	simPG := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--map", "db:5432=unix:"+pg.Socket, "--log-level", "warn")
 	stdout, _ := simPG.StdoutPipe()
 	simPG.Start()
@@ -691,17 +732,19 @@ func (e *env) pgbench() []result {
 		name  string
 		extra []string
 	}{{"pgbench -c 8 -S", nil}, {"pgbench -c 8 -S -C (a connection per transaction)", []string{"-C"}}} {
-		addrs := map[string]string{"direct": direct, "socat": twoHop, "spritefwd": tunnel, "mux": muxed}
+		addrs := map[string]string{"direct": direct, "socat": twoHop, "gorelay": goTwoHop, "spritefwd": tunnel, "mux": muxed}
 		runs := map[string][]float64{}
-		interleaved(e.t, []string{"direct", "socat", "spritefwd", "mux"}, func(p string) error {
+		interleaved(e.t, []string{"direct", "socat", "gorelay", "spritefwd", "mux"}, func(p string) error {
 			runs[p] = append(runs[p], run(addrs[p], mode.extra...))
 			return nil
 		})
 		dt, st, tt, mt := median(runs["direct"]), median(runs["socat"]), median(runs["spritefwd"]), median(runs["mux"])
+		gt := median(runs["gorelay"])
 		rows = append(rows, result{Name: mode.name, Value: map[string]float64{"direct_tps": dt, "spritefwd_tps": tt, "spritefwd_vs_direct": tt / dt,
 			"socat_tps": st, "socat_vs_direct": st / dt, "spritefwd_vs_socat": tt / st,
-			"mux_tps": mt, "mux_vs_direct": mt / dt, "mux_vs_socat": mt / st},
-			Note: fmt.Sprintf("median of %d 5-second runs per path, alternating; direct is one socat hop to PostgreSQL's Unix socket, socat is two; mux reaches its TCP port through the agent", rounds)})
+			"mux_tps": mt, "mux_vs_direct": mt / dt, "mux_vs_socat": mt / st,
+			"gorelay_tps": gt, "gorelay_vs_direct": gt / dt, "spritefwd_vs_gorelay": tt / gt},
+			Note: fmt.Sprintf("median of %d 5-second runs per path, alternating; direct is one socat hop to PostgreSQL's Unix socket, socat is two, gorelay two Go relays; mux reaches its TCP port through the agent", rounds)})
 	}
 	return rows
 }
