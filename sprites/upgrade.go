@@ -40,13 +40,9 @@ func upgradeClient(base *http.Client, sessions tls.ClientSessionCache) (*http.Cl
 }
 
 // maxResponseHeader bounds an upgrade response's header, as
-// http.Transport's default does, so that a broken server cannot make us
-// buffer without end.
+// http.Transport's MaxResponseHeaderBytes does, so that a broken server
+// cannot make us buffer without end. A real one sends a few hundred bytes.
 const maxResponseHeader = 1 << 20
-
-// deadlinePast unblocks every call on a connection when set as its
-// deadline.
-var deadlinePast = time.Unix(1, 0)
 
 func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if u.base.Proxy != nil {
@@ -63,9 +59,10 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Until the response is read, the request's end must unblock us. Then
-	// whoever holds the link or the body closes the connection.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(deadlinePast) })
+	// Until the response is read, the request's end must unblock us (a
+	// deadline in the past does). Then whoever holds the link or the body
+	// closes the connection.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	fw := &frameWriter{Conn: conn}
 	header := &io.LimitedReader{R: conn, N: maxResponseHeader}
 	br := bufio.NewReader(header)
