@@ -147,9 +147,14 @@ func (e *env) helper(role string) string {
 
 func (e *env) echoProcess() string { return e.helper("echo") }
 
-// goRelayChain starts two Go relay processes, hop1 → hop2 → target.
-func (e *env) goRelayChain(network, target string) string {
-	return e.helper("relay tcp " + e.helper("relay "+network+" "+target))
+// goRelayChain starts hops Go relay processes in a chain to target, and
+// returns the first one's address.
+func (e *env) goRelayChain(hops int, network, target string) string {
+	addr := e.helper("relay " + network + " " + target)
+	for range hops - 1 {
+		addr = e.helper("relay tcp " + addr)
+	}
+	return addr
 }
 
 // hasChildren reports whether any of pids has a child process.
@@ -493,9 +498,10 @@ func interleaved(t *testing.T, paths []string, measure func(path string) error) 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func (e *env) setup() []result {
-	addrs := map[string]string{"direct": e.echoAddr, "socat": e.socatE, "gorelay": e.goRelayChain("tcp", e.echoAddr),
-		"spritefwd": e.fwd["echo"], "mux": e.fwd["mecho"]}
-	paths := []string{"direct", "socat", "gorelay", "spritefwd", "mux"}
+	// Mux has a third process in its path, the agent: gorelay3 is its floor.
+	addrs := map[string]string{"direct": e.echoAddr, "socat": e.socatE, "gorelay": e.goRelayChain(2, "tcp", e.echoAddr),
+		"gorelay3": e.goRelayChain(3, "tcp", e.echoAddr), "spritefwd": e.fwd["echo"], "mux": e.fwd["mecho"]}
+	paths := []string{"direct", "socat", "gorelay", "gorelay3", "spritefwd", "mux"}
 	setups, echoes := map[string][]time.Duration{}, map[string][]time.Duration{}
 	interleaved(e.t, paths, func(p string) (err error) {
 		setups[p], err = setupTimes(setups[p], addrs[p], 100)
@@ -514,10 +520,11 @@ func (e *env) setup() []result {
 	st["spritefwd_added_p50_us"] = st["spritefwd_p50_us"] - st["direct_p50_us"]
 	st["mux_added_p50_us"] = st["mux_p50_us"] - st["direct_p50_us"]
 	st["gorelay_added_p50_us"] = st["gorelay_p50_us"] - st["direct_p50_us"]
+	st["gorelay3_added_p50_us"] = st["gorelay3_p50_us"] - st["direct_p50_us"]
 	rows := []result{{
 		Name:  "connection setup, connect to first echoed byte, latency 0",
 		Value: st,
-		Note:  fmt.Sprintf("%d rounds of 100 connections per path, alternating; gorelay is two Go processes that only copy bytes, the floor for a two-process path here", rounds),
+		Note:  fmt.Sprintf("%d rounds of 100 connections per path, alternating; gorelay is two Go processes that only copy bytes, the floor for a two-process path here (daemon, emulator); gorelay3 is three, as mux has (daemon, emulator, agent)", rounds),
 	}, {
 		Name:  "round trip of one byte on an open connection, latency 0",
 		Value: rt,
@@ -689,7 +696,7 @@ func (e *env) pgbench() []result {
 	// direct side is TCP like the tunnel (and slightly pessimistic).
 	direct := e.socatChainUnix(pg.Socket)
 	twoHop := e.socatListen("TCP:" + direct + ",nodelay") // the same two relays a tunnel has
-	goTwoHop := e.goRelayChain("unix", pg.Socket)
+	goTwoHop := e.goRelayChain(2, "unix", pg.Socket)
 	simPG := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--map", "db:5432=unix:"+pg.Socket, "--log-level", "warn")
 	stdout, _ := simPG.StdoutPipe()
 	simPG.Start()
