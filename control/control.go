@@ -40,6 +40,9 @@ type Status struct {
 	Goroutines   int             `json:"goroutines"`
 	RSSBytes     int64           `json:"rss_bytes,omitempty"` // resident memory, where the OS reports it
 	HeapBytes    uint64          `json:"heap_bytes"`          // live heap after the last GC
+	// GCCycles counts completed GCs, so that a reader of HeapBytes can tell
+	// whether a GC has run since the moment it cares about.
+	GCCycles uint64 `json:"gc_cycles"`
 }
 
 // ReloadResult is the answer to a reload request.

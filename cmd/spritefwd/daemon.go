@@ -217,7 +217,7 @@ func (r *runner) Status() control.Status {
 	st.Forwards = r.d.Status()
 	st.Goroutines = runtime.NumGoroutine()
 	st.RSSBytes = residentBytes()
-	st.HeapBytes = liveHeap()
+	st.HeapBytes, st.GCCycles = liveHeap()
 	return st
 }
 
@@ -225,15 +225,18 @@ func (r *runner) Status() control.Status {
 // garbage not yet collected, which after a burst of traffic can be as much
 // again as the live heap, and made an idle daemon look like it leaked.
 // Before the first GC there is no such figure, and HeapAlloc is all live.
-func liveHeap() uint64 {
-	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+func liveHeap() (live, cycles uint64) {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
 	rtmetrics.Read(s)
+	if s[1].Value.Kind() == rtmetrics.KindUint64 {
+		cycles = s[1].Value.Uint64()
+	}
 	if s[0].Value.Kind() == rtmetrics.KindUint64 && s[0].Value.Uint64() > 0 {
-		return s[0].Value.Uint64()
+		return s[0].Value.Uint64(), cycles
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
+	return ms.HeapAlloc, cycles
 }
 
 // residentBytes reads VmRSS from /proc; 0 where there is no /proc.
