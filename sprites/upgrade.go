@@ -25,10 +25,10 @@ type upgrader struct {
 	fw       *frameWriter // the upgraded link's connection; nil through a proxy
 }
 
-// upgradeClient returns the http.Client for one proxy upgrade. After a
-// successful upgrade that it carried itself, *fw is the link's
-// connection. A client whose transport is not an *http.Transport is used
-// as it is. sessions, unless the transport's TLS config has its own
+// upgradeClient returns the http.Client for one proxy upgrade, and the
+// upgrader under it, whose fw is the link's connection after an upgrade it
+// carried itself. A client whose transport is not an *http.Transport is
+// used as it is, with no upgrader. sessions, unless the transport's TLS config has its own
 // cache, lets the TLS handshake resume an earlier one.
 func upgradeClient(base *http.Client, sessions tls.ClientSessionCache) (*http.Client, *upgrader) {
 	bt, ok := base.Transport.(*http.Transport)
@@ -66,8 +66,12 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	fw := &frameWriter{Conn: conn}
 	header := &io.LimitedReader{R: conn, N: maxResponseHeader}
 	br := bufio.NewReader(header)
-	resp, err := exchange(req, fw, br)
-	if err == nil && !stop() {
+	var resp *http.Response
+	err = req.Write(fw)
+	if err == nil {
+		resp, err = http.ReadResponse(br, req)
+	}
+	if !stop() && err == nil {
 		err = context.Cause(ctx) // it ended as the response came: the deadline is set
 	}
 	if err != nil {
@@ -77,22 +81,14 @@ func (u *upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	header.N = 1<<63 - 1 // the header is in: what follows is the stream
 	if resp.StatusCode != http.StatusSwitchingProtocols {
+		header.N = 1<<63 - 1 // the header is in: the body may be longer
 		resp.Body = &responseBody{ReadCloser: resp.Body, c: conn}
 		return resp, nil
 	}
 	u.fw = fw
 	resp.Body = &upgradedConn{br: br, fw: fw}
 	return resp, nil
-}
-
-// exchange writes req to w and reads its response from r.
-func exchange(req *http.Request, w io.Writer, r *bufio.Reader) (*http.Response, error) {
-	if err := req.Write(w); err != nil {
-		return nil, err
-	}
-	return http.ReadResponse(r, req)
 }
 
 // dial connects to the request's host, with TLS for https. The TLS
@@ -139,13 +135,24 @@ func canonicalAddr(u *url.URL) string {
 }
 
 // upgradedConn is the link after a 101: reads drain what the response's
-// reader already holds, writes go through the frameWriter.
+// reader already holds, then go to the connection itself, and the reader
+// and its 4 KiB are dropped (coder/websocket buffers reads on its own);
+// writes go through the frameWriter.
 type upgradedConn struct {
-	br *bufio.Reader
+	br *bufio.Reader // nil once drained
 	fw *frameWriter
 }
 
-func (c *upgradedConn) Read(p []byte) (int, error)  { return c.br.Read(p) }
+func (c *upgradedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.fw.Conn.Read(p)
+}
+
 func (c *upgradedConn) Write(p []byte) (int, error) { return c.fw.Write(p) }
 func (c *upgradedConn) Close() error                { return c.fw.Close() }
 

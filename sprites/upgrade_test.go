@@ -1,8 +1,11 @@
 package sprites_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
@@ -190,5 +193,60 @@ func TestDialStalledUpgrade(t *testing.T) {
 				t.Errorf("err = %v, want a retryable *sprites.Error", err)
 			}
 		})
+	}
+}
+
+// TestDialKeepsBytesThatCameWithThe101: a server may send its first frames
+// in the same segment as the 101, and they land in the buffer that read the
+// response header. They must reach the link before anything read from the
+// connection after them.
+func TestDialKeepsBytesThatCameWithThe101(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		rd := bufio.NewReader(c)
+		req, err := http.ReadRequest(rd)
+		if err != nil {
+			return
+		}
+		h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		frame := func(op byte, p string) string { return string([]byte{0x80 | op, byte(len(p))}) + p }
+		// The 101, "connected" and the first data in one write; more data
+		// follows once the client has read them (it sends its init message
+		// after the upgrade), so that it comes from the connection itself.
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Accept: "+base64.StdEncoding.EncodeToString(h[:])+"\r\n\r\n"+
+			frame(1, `{"status":"connected","target":"10.0.0.1:7"}`)+frame(2, "first "))
+		if _, err := rd.ReadByte(); err != nil {
+			return
+		}
+		io.WriteString(c, frame(2, "second"))
+		io.Copy(io.Discard, c) // until the client closes
+	}()
+	c, err := sprites.New(sprites.Options{APIURL: "http://" + ln.Addr().String(), Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	link, err := c.Dial(context.Background(), "db", "localhost", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("first second"))
+	_, err = io.ReadFull(link, got)
+	link.CloseNow()
+	<-done
+	if err != nil || string(got) != "first second" || link.Target() != "10.0.0.1:7" {
+		t.Fatalf("read %q, %v (target %q), want \"first second\" from 10.0.0.1:7", got, err, link.Target())
 	}
 }
