@@ -240,8 +240,7 @@ func (s *Server) relay(ctx context.Context, sp *sprite, l *link) {
 		s.sprite2client(ctx, sp, l)
 	}()
 	s.client2sprite(ctx, sp, l)
-	cancel()
-	l.cut()
+	cancel() // cuts the link, which ends sprite2client
 	wg.Wait()
 }
 
