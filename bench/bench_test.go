@@ -79,7 +79,6 @@ func procCPU(pid int) float64 {
 	return total / 100 // clock ticks; USER_HZ is 100 on Linux
 }
 
-// TestMain doubles as the echo server process when asked to.
 // The bench re-runs its own binary as helper processes, named by
 // SPRITEFWD_BENCH_ROLE: "echo" serves testsvc.Echo; "relay NETWORK ADDR"
 // is one hop of the Go relay chain, which copies each connection to ADDR
@@ -117,9 +116,6 @@ func relayHop(c net.Conn, network, addr string) {
 		return
 	}
 	defer up.Close()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	done := make(chan struct{})
 	go func() {
 		io.Copy(up, c)
