@@ -44,7 +44,7 @@ unit:
 
 ## e2e: only the end-to-end tests with real clients and servers
 e2e: test-deps
-	$(GO) test -race -count=1 -run 'TestE2E' -v ./tunnel/
+	$(GO) test -race -count=1 -run 'TestE2E' -v $(PKGS)
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
