@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -41,7 +42,16 @@ type Options struct {
 	UserAgent        string        // default "spritefwd"
 	HandshakeTimeout time.Duration // bounds the upgrade plus the init exchange
 	RequestTimeout   time.Duration // bounds REST calls
-	MaxMessage       int           // largest message we send on a link
+	// MaxMessage is the largest message sent on a link once the sprite is
+	// known to accept it; see SafeMessage for the size sent until then.
+	MaxMessage int
+	// LimitRecheck is how long a refused message size stands before it is
+	// probed again; default DefaultLimitRecheck.
+	LimitRecheck time.Duration
+	// OnMessageLimit, if set, is told what each probe or refusal taught.
+	OnMessageLimit func(LimitEvent)
+	// Now is the clock for the limit's recheck; default time.Now.
+	Now func() time.Time
 	// HTTPClient lets tests inject a transport. TLS is always verified: there
 	// is deliberately no option to skip verification.
 	HTTPClient *http.Client
@@ -60,6 +70,16 @@ type Client struct {
 	// tlsSessions lets each proxy link's TLS handshake resume an earlier
 	// one: every direct-mode connection is a new TLS connection to the API.
 	tlsSessions tls.ClientSessionCache
+
+	recheck    time.Duration
+	onLimit    func(LimitEvent)
+	now        func() time.Time
+	probeCtx   context.Context // ends probes on Close
+	stopProbes context.CancelFunc
+	probes     sync.WaitGroup
+	limitsMu   sync.Mutex
+	limits     map[string]*msgLimit
+	closed     bool
 }
 
 // New validates opts and returns a Client.
@@ -93,6 +113,17 @@ func New(opts Options) (*Client, error) {
 		maxMessage:  opts.MaxMessage,
 		http:        opts.HTTPClient,
 		tlsSessions: tls.NewLRUClientSessionCache(64),
+		recheck:     opts.LimitRecheck,
+		onLimit:     opts.OnMessageLimit,
+		now:         opts.Now,
+		limits:      map[string]*msgLimit{},
+	}
+	c.probeCtx, c.stopProbes = context.WithCancel(context.Background())
+	if c.recheck <= 0 {
+		c.recheck = DefaultLimitRecheck
+	}
+	if c.now == nil {
+		c.now = time.Now
 	}
 	if c.userAgent == "" {
 		c.userAgent = "spritefwd"
@@ -190,6 +221,8 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.handshake)
 	defer cancel()
+	limit := c.limitFor(sprite)
+	c.maybeProbe(sprite, limit)
 
 	// The target goes in the query too, so that a server that takes it from
 	// there connects during the upgrade and says "connected" right after
@@ -197,30 +230,14 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// init message is still sent, for a server that expects it; one that
 	// used the query ignores text frames after init.
 	target := url.Values{"host": {host}, "port": {strconv.Itoa(port)}}
-	hc, up := upgradeClient(c.http, c.tlsSessions)
 	var pongs atomic.Pointer[Link] // set once connected; a pong may come first
-	ws, resp, err := websocket.Dial(hctx, c.endpoint(true, "v1", "sprites", sprite, "proxy")+"?"+target.Encode(), &websocket.DialOptions{
-		HTTPClient: hc,
-		HTTPHeader: c.header(),
-		OnPongReceived: func(context.Context, []byte) {
-			if l := pongs.Load(); l != nil {
-				l.touch()
-			}
-		},
+	ws, up, err := c.upgrade(ctx, hctx, sprite, port, target.Encode(), func() {
+		if l := pongs.Load(); l != nil {
+			l.touch()
+		}
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-			class, cause := classifyStatus(resp.StatusCode)
-			return nil, fail(class, cause, resp.StatusCode, 0, ErrorBody(body))
-		}
-		if tlsErr := certError(err); tlsErr != nil {
-			return nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, 0, "")
-		}
-		return nil, fail(Retryable, dialCause(hctx, err), 0, 0, "")
+		return nil, err
 	}
 	// From here on, any failure must not leak ws.
 	ok := false
@@ -257,9 +274,43 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// Our side accepts messages of any size: the server sends at most 32 KiB,
 	// but nothing is gained by failing a link over a larger one.
 	ws.SetReadLimit(-1)
-	l := newLink(ws, r.Target, c.maxMessage)
+	l := newLink(ws, r.Target, c, sprite, limit)
 	pongs.Store(l)
 	return l, nil
+}
+
+// upgrade opens a proxy WebSocket to sprite with the given query. ctx is
+// the caller's, hctx bounds the handshake. A failure is an *Error, or
+// ctx's error when the caller gave up.
+func (c *Client) upgrade(ctx, hctx context.Context, sprite string, port int, query string, onPong func()) (*websocket.Conn, *upgrader, error) {
+	fail := func(class Class, cause error, status int, reason string) error {
+		return &Error{Op: "proxy", Sprite: sprite, Port: port, Class: class, Status: status, Reason: reason, Err: cause}
+	}
+	u := c.endpoint(true, "v1", "sprites", sprite, "proxy")
+	if query != "" {
+		u += "?" + query
+	}
+	hc, up := upgradeClient(c.http, c.tlsSessions)
+	opts := &websocket.DialOptions{HTTPClient: hc, HTTPHeader: c.header()}
+	if onPong != nil {
+		opts.OnPongReceived = func(context.Context, []byte) { onPong() }
+	}
+	ws, resp, err := websocket.Dial(hctx, u, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			class, cause := classifyStatus(resp.StatusCode)
+			return nil, nil, fail(class, cause, resp.StatusCode, ErrorBody(body))
+		}
+		if tlsErr := certError(err); tlsErr != nil {
+			return nil, nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
+		}
+		return nil, nil, fail(Retryable, dialCause(hctx, err), 0, "")
+	}
+	return ws, up, nil
 }
 
 // closeErr classifies a failure while waiting for "connected".
@@ -411,5 +462,13 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	return nil
 }
 
-// Close releases idle HTTP connections. Open links are not affected.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+// Close ends message-size probes and releases idle HTTP connections.
+// Open links are not affected.
+func (c *Client) Close() {
+	c.limitsMu.Lock()
+	c.closed = true
+	c.limitsMu.Unlock()
+	c.stopProbes()
+	c.probes.Wait()
+	c.http.CloseIdleConnections()
+}

@@ -171,8 +171,11 @@ func TestDialEcho(t *testing.T) {
 			if _, err := io.ReadFull(link, got); err != nil || !bytes.Equal(got, big) {
 				t.Fatalf("big echo: err %v, equal %v", err, bytes.Equal(got, big))
 			}
+			link.CloseNow()
+			e.client.Close() // waits for the message-size probe
 			st, _ := e.sim.SpriteStats("db")
-			if st.ProxyConnects != 1 || st.QueryInits != tt.queryInits || st.BytesIn != int64(len(big)+12) || st.BytesOut != st.BytesIn {
+			// Two connects: the link, and the probe that learned the limit.
+			if st.ProxyConnects != 2 || st.QueryInits != tt.queryInits || st.BytesIn != int64(len(big)+12) || st.BytesOut != st.BytesIn {
 				t.Errorf("emulator stats %+v", st)
 			}
 		})
@@ -260,6 +263,9 @@ func TestTargetEOF(t *testing.T) {
 	}
 }
 
+// TestMessageTooBig: a server that refuses even SafeMessage bytes closes
+// the link with 1009. The link reports it as such, not as a drop, and the
+// sprite's next link sends half as much.
 func TestMessageTooBig(t *testing.T) {
 	e := newEnv(t, spritestest.Options{MaxMessage: 1000}, sprites.Options{MaxMessage: 4096})
 	link, err := e.client.Dial(context.Background(), "db", "localhost", 5432)
@@ -269,8 +275,26 @@ func TestMessageTooBig(t *testing.T) {
 	defer link.CloseNow()
 	link.Write(make([]byte, 4096))
 	_, err = io.ReadAll(link)
-	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
-		t.Fatalf("read error %v, want close 1009", err)
+	var tb *sprites.MessageTooBigError
+	if !errors.As(err, &tb) || !errors.Is(err, sprites.ErrMessageTooBig) || tb.Sent != sprites.SafeMessage || tb.Max != sprites.SafeMessage/2 {
+		t.Fatalf("read error %v, want a MessageTooBigError for %d bytes, now %d", err, sprites.SafeMessage, sprites.SafeMessage/2)
+	}
+	want := "the service refused a message of 1024 bytes on sprite db; sending at most 512 from now on"
+	if err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	link, err = e.client.Dial(context.Background(), "db", "localhost", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.CloseNow()
+	go link.Write(bytes.Repeat([]byte("y"), 4096))
+	got := make([]byte, 4096)
+	if _, err := io.ReadFull(link, got); err != nil {
+		t.Fatalf("echo after the refusal: %v", err)
+	}
+	if lim := e.client.MessageLimit("db"); lim.Bytes != 512 || lim.State != sprites.LimitRefused || lim.Refusals != 1 {
+		t.Errorf("limit %+v, want 512 bytes, refused once", lim)
 	}
 }
 

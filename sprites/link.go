@@ -22,10 +22,17 @@ import (
 // which would let a failed upstream look like complete data; so Link reads
 // messages itself.
 type Link struct {
-	ws         *websocket.Conn
-	target     string
-	maxMessage int
-	seen       atomic.Int64 // unix nanos of the last data or pong received
+	ws     *websocket.Conn
+	target string
+	seen   atomic.Int64 // unix nanos of the last data or pong received
+
+	// The sprite's message limit, shared by its links and read per write,
+	// so that what one link or probe learns applies to all at once.
+	client  *Client
+	sprite  string
+	limit   *msgLimit
+	largest atomic.Int64 // the largest message sent, for a 1009's report
+	refusal error        // the 1009, once reported
 
 	readMu sync.Mutex
 	r      io.Reader // current message
@@ -38,8 +45,8 @@ type Link struct {
 // bytes are allowed.
 var ErrTextFrame = errors.New("text frame in the data phase")
 
-func newLink(ws *websocket.Conn, target string, maxMessage int) *Link {
-	l := &Link{ws: ws, target: target, maxMessage: maxMessage}
+func newLink(ws *websocket.Conn, target string, c *Client, sprite string, limit *msgLimit) *Link {
+	l := &Link{ws: ws, target: target, client: c, sprite: sprite, limit: limit}
 	l.touch()
 	return l
 }
@@ -61,9 +68,12 @@ func (l *Link) Read(p []byte) (int, error) {
 			// context that can end costs a context.AfterFunc per message.
 			typ, r, err := l.ws.Reader(context.Background())
 			if err != nil {
-				if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+				switch websocket.CloseStatus(err) {
+				case websocket.StatusNormalClosure:
 					l.eof = true
 					return 0, io.EOF
+				case websocket.StatusMessageTooBig:
+					return 0, l.refused()
 				}
 				return 0, err
 			}
@@ -91,13 +101,30 @@ func (l *Link) Read(p []byte) (int, error) {
 	}
 }
 
+// refused reports the server's 1009, once to the client's limit; it is
+// called under readMu.
+func (l *Link) refused() error {
+	if l.refusal == nil {
+		sent := int(l.largest.Load())
+		l.refusal = &MessageTooBigError{Sprite: l.sprite, Sent: sent, Max: l.client.refused(l.sprite, l.limit, sent)}
+	}
+	return l.refusal
+}
+
+// MaxMessage is the largest message the link sends now: what is known of
+// its sprite's limit, which can change while the link is open.
+func (l *Link) MaxMessage() int { return int(l.limit.size.Load()) }
+
 // Write sends p as one or more binary messages of at most MaxMessage bytes.
 func (l *Link) Write(p []byte) (int, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
 	written := 0
 	for len(p) > 0 {
-		chunk := p[:min(len(p), l.maxMessage)]
+		chunk := p[:min(len(p), l.MaxMessage())]
+		if int64(len(chunk)) > l.largest.Load() {
+			l.largest.Store(int64(len(chunk))) // only this goroutine stores
+		}
 		if err := l.ws.Write(context.Background(), websocket.MessageBinary, chunk); err != nil { // see Read
 			return written, err
 		}

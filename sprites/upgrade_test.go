@@ -80,7 +80,7 @@ func TestDialOverTLS(t *testing.T) {
 		name    string
 		proxy   *url.URL
 		tunnels int32
-	}{{"straight", nil, 0}, {"through a proxy", proxy, 2}} {
+	}{{"straight", nil, 0}, {"through a proxy", proxy, 3}} { // 2 links and the message-size probe
 		t.Run(tt.name, func(t *testing.T) {
 			tunnels.Store(0)
 			tr := certs.Client().Transport.(*http.Transport).Clone()
@@ -100,6 +100,7 @@ func TestDialOverTLS(t *testing.T) {
 				roundTrip(t, link, strings.Repeat("tls ", 10000))
 				link.CloseNow()
 			}
+			c.Close() // waits for the probe
 			if got := tunnels.Load(); got != tt.tunnels {
 				t.Errorf("the proxy tunnelled %d dials, want %d", got, tt.tunnels)
 			}
@@ -233,7 +234,8 @@ func TestDialKeepsBytesThatCameWithThe101(t *testing.T) {
 		io.WriteString(c, frame(2, "second"))
 		io.Copy(io.Discard, c) // until the client closes
 	}()
-	c, err := sprites.New(sprites.Options{APIURL: "http://" + ln.Addr().String(), Token: token})
+	// MaxMessage at SafeMessage: no probe link, as this server serves one.
+	c, err := sprites.New(sprites.Options{APIURL: "http://" + ln.Addr().String(), Token: token, MaxMessage: sprites.SafeMessage})
 	if err != nil {
 		t.Fatal(err)
 	}
