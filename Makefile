@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 DURATION  ?= 10m
 PKGS      := ./...
 
-.PHONY: all build demo test test-deps cross unit e2e fuzz soak lint bench clean
+.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench clean
 
 all: build
 
@@ -23,6 +23,7 @@ demo:
 ## test: lint, every test with -race (end-to-end ones included), each fuzz target, a 2-minute soak
 test: test-deps lint cross
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	$(MAKE) e2e-small-messages
 	$(MAKE) fuzz
 	$(MAKE) soak DURATION=2m
 
@@ -45,6 +46,10 @@ unit:
 ## e2e: only the end-to-end tests with real clients and servers
 e2e: test-deps
 	$(GO) test -race -count=1 -run 'TestE2E' -v $(PKGS)
+
+## e2e-small-messages: the end-to-end tests again, with the default config, against an emulator that reads at most 1,024 bytes per message, as the in-sprite server of November 2025 does
+e2e-small-messages: test-deps
+	SPRITEFWD_SIM_MAX_MESSAGE=1024 $(GO) test -race -count=1 -timeout 10m -run 'TestE2E|TestMessageLimit' $(PKGS)
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:

@@ -221,8 +221,6 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.handshake)
 	defer cancel()
-	limit := c.limitFor(sprite)
-	c.maybeProbe(sprite, limit)
 
 	// The target goes in the query too, so that a server that takes it from
 	// there connects during the upgrade and says "connected" right after
@@ -274,6 +272,10 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// Our side accepts messages of any size: the server sends at most 32 KiB,
 	// but nothing is gained by failing a link over a larger one.
 	ws.SetReadLimit(-1)
+	limit := c.limitFor(sprite)
+	// Probe once a link is up: the sprite is awake and the token good, so
+	// the probe is answered at once, and a failed dial costs no second call.
+	c.maybeProbe(sprite, limit)
 	l := newLink(ws, r.Target, c, sprite, limit)
 	pongs.Store(l)
 	return l, nil

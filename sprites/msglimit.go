@@ -17,10 +17,11 @@ import (
 // a link that sends more with 1009, dropping its target connection, while
 // others accept megabytes. A Client learns the limit per sprite without
 // losing a connection. Until it knows, links send at most SafeMessage bytes
-// per message; meanwhile one probe link, whose init message is MaxMessage
-// bytes of JSON naming port 0, finds out in one round trip without dialling
-// any target: the server refuses the message (1009) or reads it and rejects
-// the port (1003). A 1009 on a live link lowers the limit as well.
+// per message. Once the first link is up, one probe link beside it, whose
+// init message is MaxMessage bytes of JSON naming port 0, finds out in one
+// round trip without dialling any target: the server refuses the message
+// (1009) or reads it and rejects the port (1003). A 1009 on a live link
+// lowers the limit as well.
 
 // SafeMessage is the largest client message that every known version of
 // the service accepts.

@@ -29,7 +29,7 @@ type limitServer struct {
 	largest atomic.Int64 // of the data messages echoed
 	probes  atomic.Int64 // init messages naming port 0
 	links   atomic.Int64 // links that said "connected"
-	down    atomic.Bool  // answer every upgrade with 503
+	waking  atomic.Bool  // answer upgrades without a query target with 503
 	URL     string
 }
 
@@ -43,7 +43,9 @@ func newLimitServer(t *testing.T, limit int64) *limitServer {
 }
 
 func (s *limitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.down.Load() {
+	q := r.URL.Query()
+	noQuery := q.Get("host") == "" || q.Get("port") == ""
+	if s.waking.Load() && noQuery {
 		http.Error(w, "Process not ready after 30s", http.StatusServiceUnavailable)
 		return
 	}
@@ -54,7 +56,7 @@ func (s *limitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer ws.CloseNow()
 	ws.SetReadLimit(s.limit.Load())
 	ctx := r.Context()
-	if q := r.URL.Query(); q.Get("host") == "" || q.Get("port") == "" {
+	if noQuery {
 		_, msg, err := ws.Read(ctx)
 		if err != nil {
 			return // a 1009 has been sent
@@ -278,42 +280,53 @@ func TestMessageLimitRecheckAndChange(t *testing.T) {
 	echo(t, dial(), 128<<10)
 }
 
-// TestMessageLimitProbeInconclusive: a probe that meets a waking sprite
-// learns nothing, keeps SafeMessage, and is tried again on a later dial
-// once probeRetry has passed.
+// TestMessageLimitProbeInconclusive: a probe that finds out nothing (here
+// a 503, as from a sprite that fell asleep again) keeps SafeMessage and is
+// tried again on a later dial once probeRetry has passed.
 func TestMessageLimitProbeInconclusive(t *testing.T) {
 	srv := newLimitServer(t, 16<<20)
 	clock := &fakeNow{t: time.Unix(1_000_000, 0)}
 	evs := newEvents()
-	c, err := sprites.New(sprites.Options{APIURL: srv.URL, Token: token, OnMessageLimit: evs.add, Now: clock.Now, HandshakeTimeout: 5 * time.Second})
+	c, err := sprites.New(sprites.Options{APIURL: srv.URL, Token: token, OnMessageLimit: evs.add, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	srv.down.Store(true)
-	if _, err := c.Dial(context.Background(), "db", "localhost", 7); !sprites.IsRetryable(err) {
-		t.Fatalf("dial while down: %v, want retryable", err)
+	dial := func() {
+		t.Helper()
+		l, err := c.Dial(context.Background(), "db", "localhost", 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.CloseNow() })
 	}
+	srv.waking.Store(true)
+	dial()
 	if ev := evs.next(t); ev.Err == nil || ev.Limit.State != sprites.LimitUnknown || ev.Limit.Bytes != sprites.SafeMessage {
 		t.Fatalf("event %+v, want an inconclusive probe", ev)
 	}
-	srv.down.Store(false)
-	l, err := c.Dial(context.Background(), "db", "localhost", 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.CloseNow()
+	srv.waking.Store(false)
+	dial()
 	if lim := c.MessageLimit("db"); lim.Probes != 1 {
 		t.Fatalf("probed again at once: %+v", lim)
 	}
 	clock.Add(10 * time.Second)
-	l2, err := c.Dial(context.Background(), "db", "localhost", 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l2.CloseNow()
+	dial()
 	if ev := evs.next(t); ev.Err != nil || ev.Limit.State != sprites.LimitAccepted {
 		t.Fatalf("retried probe: %+v", ev)
+	}
+}
+
+// TestMessageLimitFailedDialProbesNothing: a dial that fails (a bad token,
+// a missing sprite) starts no probe, so it costs one request, not two.
+func TestMessageLimitFailedDialProbesNothing(t *testing.T) {
+	e := newEnv(t, spritestest.Options{}, sprites.Options{Token: "wrong"})
+	if _, err := e.client.Dial(context.Background(), "db", "localhost", 5432); !sprites.IsPermanent(err) {
+		t.Fatalf("dial with a bad token: %v", err)
+	}
+	e.client.Close()
+	if lim := e.client.MessageLimit("db"); lim.Probes != 0 {
+		t.Errorf("limit %+v after a failed dial, want no probe", lim)
 	}
 }
 
