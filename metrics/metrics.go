@@ -65,13 +65,14 @@ var (
 	descWakes  = prometheus.NewDesc("spritefwd_wakes_total", "Wakes of the forward's sprite that spritefwd waited for.", []string{"forward"}, nil)
 	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening.", []string{"forward", "listen", "target"}, nil)
 	descResume = prometheus.NewDesc("spritefwd_resumptions_total", "Mux streams moved to a new link after a drop.", []string{"forward"}, nil)
+	descMaxMsg = prometheus.NewDesc("spritefwd_max_message_bytes", "Largest WebSocket message sent to the forward's sprite now; state says whether the sprite's limit is unknown, accepted, refused or configured.", []string{"forward", "state"}, nil)
 )
 
 // collector turns a status snapshot into metrics at scrape time.
 type collector struct{ status func() []tunnel.Status }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume} {
+	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume, descMaxMsg} {
 		ch <- d
 	}
 }
@@ -90,6 +91,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descWakes, prometheus.CounterValue, float64(s.Wakes), s.Name)
 		ch <- prometheus.MustNewConstMetric(descResume, prometheus.CounterValue, float64(s.Resumptions), s.Name)
+		ch <- prometheus.MustNewConstMetric(descMaxMsg, prometheus.GaugeValue, float64(s.MaxMessage.Bytes), s.Name, string(s.MaxMessage.State))
 		up := 0.0
 		if s.State == tunnel.StateListening {
 			up = 1

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/tunnel"
 )
 
@@ -18,6 +19,7 @@ func TestScrape(t *testing.T) {
 	st := tunnel.Status{Name: "db:5432", Listen: "127.0.0.1:5432", Target: "db:5432", State: tunnel.StateListening}
 	st.Open, st.Total, st.BytesIn, st.BytesOut, st.Wakes = 2, 40, 1000, 5000, 3
 	st.Errors = map[string]int64{tunnel.ClassLinkBroken: 4}
+	st.MaxMessage = sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused}
 	drained := tunnel.Status{Name: "db:5432", State: tunnel.StateDraining}
 	m := New(func() []tunnel.Status { return []tunnel.Status{st, drained} })
 	m.ObserveWake("db", 2*time.Second)
@@ -39,6 +41,7 @@ func TestScrape(t *testing.T) {
 		`spritefwd_bytes_total{direction="out",forward="db:5432"} 5000`,
 		`spritefwd_errors_total{class="link_broken",forward="db:5432"} 4`,
 		`spritefwd_wakes_total{forward="db:5432"} 3`,
+		`spritefwd_max_message_bytes{forward="db:5432",state="refused"} 1024`,
 		`spritefwd_forward_up{forward="db:5432",listen="127.0.0.1:5432",target="db:5432"} 1`,
 		`spritefwd_wake_wait_seconds_count{sprite="db"} 1`,
 		`spritefwd_link_setup_seconds_count{forward="db:5432"} 1`,

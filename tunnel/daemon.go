@@ -117,7 +117,7 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	d.tokenWarning.Store(&tok.Warning)
 	client, err := sprites.New(sprites.Options{
 		APIURL: cfg.APIURL, Token: tok.Value(), UserAgent: d.ua, MaxMessage: cfg.MaxMessage,
-		HandshakeTimeout: cfg.WakeTimeout,
+		HandshakeTimeout: cfg.WakeTimeout, OnMessageLimit: d.logMessageLimit, Now: d.clock.Now,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
@@ -194,6 +194,23 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		old.client.Close()
 	}
 	return nil
+}
+
+// logMessageLimit says what the client learned of a sprite's message limit.
+// A reload makes a new client, which learns again: the service may have
+// changed since.
+func (d *Daemon) logMessageLimit(ev sprites.LimitEvent) {
+	log := d.log.With().Str("sprite", ev.Sprite).Int("max_message", ev.Limit.Bytes).Logger()
+	switch {
+	case ev.Err != nil:
+		log.Debug().Err(ev.Err).Msg("message size probe found out nothing; sending small messages until a later one does")
+	case ev.Refused > 0:
+		log.Warn().Msgf("the service refused a message of %d bytes on sprite %s; sending at most %d from now on", ev.Refused, ev.Sprite, ev.Limit.Bytes)
+	case ev.Limit.State == sprites.LimitRefused:
+		log.Info().Msgf("sprite %s reads at most %d bytes per message; sending at most that", ev.Sprite, ev.Limit.Bytes)
+	default:
+		log.Info().Msgf("sprite %s accepts messages of %d bytes", ev.Sprite, ev.Limit.Bytes)
+	}
 }
 
 // agent returns the sprite's agent pool, making it on first use.

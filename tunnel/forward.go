@@ -408,6 +408,11 @@ func (f *forward) handleDirect(c net.Conn) {
 		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
 		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())
 		log.Warn().Err(err).Msg("link dead; client reset after the data that arrived")
+	case res.End == EndLinkBroken && errors.Is(res.Err, sprites.ErrMessageTooBig):
+		// The client already logged the new size; this says who paid.
+		err := fmt.Errorf("forward %s: %w", f.rule.Name, res.Err)
+		f.stats.recordError(ClassTooBig, err, f.d.clock.Now())
+		log.Warn().Err(err).Msg("link closed by the service over a message's size; client reset after the data that arrived")
 	case res.End == EndLinkBroken && f.ctx.Err() == nil:
 		err := fmt.Errorf("forward %s: sprite %s: link broken: %w", f.rule.Name, f.rule.Sprite, res.Err)
 		f.stats.recordError(ClassLinkBroken, err, f.d.clock.Now())
@@ -517,6 +522,8 @@ type Status struct {
 	LastWake    time.Time    `json:"last_wake,omitzero"`
 	Mode        config.Mode  `json:"mode"`
 	Agent       *AgentStatus `json:"agent,omitempty"` // mux mode
+	// MaxMessage is what is known of the sprite's message limit.
+	MaxMessage sprites.MessageLimit `json:"max_message"`
 	StatsSnapshot
 }
 
@@ -533,6 +540,7 @@ func (f *forward) status() Status {
 	st.SpriteState, st.LastWake = f.waker.State()
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()
+	st.MaxMessage = f.d.env.Load().client.MessageLimit(f.rule.Sprite)
 	if f.rule.Mode == config.Mux {
 		as := AgentStatus{State: "idle"}
 		if p := f.pool.Load(); p != nil {

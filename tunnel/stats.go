@@ -45,6 +45,7 @@ const (
 	ClassRefused     = "refused"
 	ClassWakeTimeout = "wake_timeout"
 	ClassLinkBroken  = "link_broken"
+	ClassTooBig      = "message_too_big"
 	ClassPingTimeout = "ping_timeout"
 	ClassLimit       = "max_connections"
 	ClassTLS         = "tls"
@@ -66,6 +67,8 @@ func ErrorClass(err error) string {
 		return ClassWakeTimeout
 	case errors.Is(err, ErrLinkDead):
 		return ClassPingTimeout
+	case errors.Is(err, sprites.ErrMessageTooBig):
+		return ClassTooBig
 	case errors.Is(err, errTooManyConnections):
 		return ClassLimit
 	case sprites.IsPermanent(err):

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spritefwd/spritefwd/control"
+	"github.com/spritefwd/spritefwd/sprites"
 )
 
 const statusHelp = `spritefwd status [--json] [-w]: show what the running daemon is doing.
@@ -126,6 +127,16 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 				fmt.Fprintf(w, "\n  using direct mode: %s", a.Fallback)
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	// A small limit costs throughput, so it is worth a line; one per sprite.
+	small := map[string]bool{}
+	for _, f := range st.Forwards {
+		sprite, _, _ := strings.Cut(f.Target, ":")
+		if m := f.MaxMessage; m.State == sprites.LimitRefused && !small[sprite] {
+			small[sprite] = true
+			fmt.Fprintf(w, "\nsprite %s reads at most %d bytes per WebSocket message (learned %s ago, %d refusals on live links)\n",
+				sprite, m.Bytes, age(now, m.Since), m.Refusals)
 		}
 	}
 	if len(st.Forwards) == 0 {

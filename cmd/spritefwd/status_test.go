@@ -8,6 +8,7 @@ import (
 
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/control"
+	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/tunnel"
 )
 
@@ -19,7 +20,10 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 			StatsSnapshot: tunnel.StatsSnapshot{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
 		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: config.Mux, State: tunnel.StateListening,
 			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary"}},
-		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening},
+		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
+			MaxMessage: sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)}},
+		{Name: "ssh2", Listen: "127.0.0.1:2223", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
+			MaxMessage: sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)}},
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
@@ -39,9 +43,13 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 		"MODE", " mux→direct ",
 		"mux db: agent connected, 2 streams, 3 sessions, 1 deploys (last took 420ms), 2 resumptions (latest took 12ms 1.5s)",
 		"mux web: agent fallback", "using direct mode: no linux/arm64 agent: set agent_binary",
+		"sprite box reads at most 1024 bytes per WebSocket message (learned 3m",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "reads at most"); n != 1 {
+		t.Errorf("the small limit of sprite box is told %d times, want once:\n%s", n, out)
 	}
 }
