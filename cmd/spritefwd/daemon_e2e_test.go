@@ -56,6 +56,9 @@ func startDaemon(t *testing.T, simOpts spritestest.Options, maps map[int]string,
 	if simOpts.WakeDelay == 0 {
 		simOpts.WakeDelay = 300 * time.Millisecond
 	}
+	if simOpts.MaxMessage == 0 {
+		simOpts.MaxMessage = testsvc.SimMaxMessage(t)
+	}
 	sim := spritestest.NewServer(simOpts)
 	t.Cleanup(sim.Close)
 	for port, target := range maps {

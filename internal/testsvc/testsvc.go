@@ -273,3 +273,25 @@ Subsystem sftp internal-sftp
 func (s *SSHD) SSHArgs(portFlag, host, port string) []string {
 	return append([]string{"-i", s.Key, portFlag, port}, s.KnownOK...)
 }
+
+// SimMaxMessageEnv names the environment variable that sets the largest
+// client message the emulator accepts in end-to-end tests, so that make
+// test can run the whole suite against a 1,024-byte server as well as the
+// default one, with the daemon's default config both times.
+const SimMaxMessageEnv = "SPRITEFWD_SIM_MAX_MESSAGE"
+
+// SimMaxMessage is the emulator's message limit for this run: the value of
+// SimMaxMessageEnv, or 0 for the emulator's default.
+func SimMaxMessage(t testing.TB) int64 {
+	t.Helper()
+	v := os.Getenv(SimMaxMessageEnv)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive number of bytes", SimMaxMessageEnv, v)
+	}
+	t.Logf("the emulator reads at most %d bytes per client message (%s)", n, SimMaxMessageEnv)
+	return n
+}
