@@ -18,6 +18,7 @@ import (
 
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/internal/testsvc"
+	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
@@ -372,4 +373,32 @@ func TestReloadWhileConnecting(t *testing.T) {
 	r.base = strings.Replace(r.base, "wake_timeout: 20s", "wake_timeout: 30s", 1)
 	r.apply(t, "  - {name: a, listen: 0, sprite: db, port: 7}\n")
 	wg.Wait()
+}
+
+// TestMessageTooBigIsNamed: a service that refuses even SafeMessage bytes
+// closes a live link with 1009. The client gets the data that arrived and
+// a reset; the log says what was refused and what is sent from now on,
+// never "sprite slept or network dropped"; status counts it as
+// message_too_big and shows the lowered size; the next connection works.
+func TestMessageTooBigIsNamed(t *testing.T) {
+	r := newRig(t, spritestest.Options{MaxMessage: 1000}, "", "  - 0:db:7\n")
+	c := r.dial(t, "db:7")
+	go c.Write(make([]byte, 64<<10))
+	_, err := io.ReadAll(c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read ended with %v, want a reset", err)
+	}
+	waitFor(t, "the refusal in status", func() bool { return r.status(t, "db:7").Errors[ClassTooBig] == 1 })
+	st := r.status(t, "db:7")
+	if st.MaxMessage.Bytes != sprites.SafeMessage/2 || st.MaxMessage.State != sprites.LimitRefused || st.MaxMessage.Refusals != 1 {
+		t.Errorf("max_message %+v, want %d after one refusal", st.MaxMessage, sprites.SafeMessage/2)
+	}
+	logs := r.logs.String()
+	if !strings.Contains(logs, "the service refused a message of 1024 bytes on sprite db; sending at most 512 from now on") {
+		t.Errorf("log does not name the refusal:\n%s", logs)
+	}
+	if strings.Contains(logs, "network dropped") {
+		t.Errorf("a 1009 was logged as a drop:\n%s", logs)
+	}
+	echoCheck(t, r.dial(t, "db:7"), 1<<20)
 }
