@@ -10,7 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -54,6 +55,35 @@ type Notice struct {
 	Address  string `json:"address,omitempty"`
 	PID      int    `json:"pid,omitempty"`
 	ExitCode *int   `json:"exit_code,omitempty"`
+	// SessionID comes with session_info. The API reference shows a number
+	// and the official SDK reads a string, so both are accepted; a number
+	// keeps the digits it was sent with.
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// UnmarshalJSON accepts session_id as a number or a string. A session_id
+// of any other type is dropped rather than failing the whole notice: an
+// exit or a port_opened matters more than the id that came with it.
+func (n *Notice) UnmarshalJSON(b []byte) error {
+	type plain Notice // without this method, so no recursion
+	var v struct {
+		plain
+		SessionID json.RawMessage `json:"session_id"` // shadows plain's
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*n = Notice(v.plain)
+	n.SessionID = ""
+	var s string
+	var num json.Number
+	switch {
+	case json.Unmarshal(v.SessionID, &s) == nil:
+		n.SessionID = s
+	case json.Unmarshal(v.SessionID, &num) == nil:
+		n.SessionID = num.String()
+	}
+	return nil
 }
 
 // ExecSession is a command running in a sprite, attached.
@@ -157,19 +187,185 @@ func (e *ExecSession) CloseStdin(ctx context.Context) error {
 // Close detaches. A command started with KeepRunning goes on.
 func (e *ExecSession) Close() error { return e.ws.CloseNow() }
 
-// WriteFile uploads body to path inside the sprite with the given mode
-// (POST fs/write?path=&mode=; the reference leaves the parameters open, and
-// the emulator documents this choice).
+// fsWorkingDir is the workingDir of every fs call: the official SDK's
+// default (Sprite.Filesystem), against which a relative path resolves.
+const fsWorkingDir = "/"
+
+// maxBufferedUpload bounds how much of a body that cannot seek WriteFile
+// holds in memory so that it can send it again after a 405. Larger bodies
+// should be an io.ReadSeeker, as an *os.File is.
+const maxBufferedUpload = 1 << 20
+
+// WriteFile uploads body to path inside the sprite with the given mode,
+// creating missing parent directories. It sends what the official SDK
+// sends: PUT fs/write?path=&workingDir=/&mode=0644&mkdirParents=true. A
+// server that answers 405 gets the same call as POST, the method the API
+// reference lists. A relative path resolves against "/".
+//
+// To send body a second time WriteFile rewinds it if it is an
+// io.ReadSeeker (from where it stood) and otherwise holds up to 1 MiB of it
+// in memory. It never closes body.
 func (c *Client) WriteFile(ctx context.Context, sprite, path string, mode os.FileMode, body io.Reader) error {
-	q := url.Values{"path": {path}, "mode": {"0" + strconv.FormatUint(uint64(mode.Perm()), 8)}}
-	_, err := c.raw(ctx, "fs/write", sprite, http.MethodPost, body, q, 10*time.Minute, "v1", "sprites", sprite, "fs", "write")
-	return err
+	return c.writeFile(ctx, sprite, path, mode, body, nil)
+}
+
+// writeFile is WriteFile. When post is not nil it remembers that the
+// server wants POST, so that later calls skip the PUT that would fail.
+// WriteFile passes nil for now: the memory belongs in a Client field (an
+// atomic.Bool, per Client so that two API endpoints never share it), and
+// until the Client has one, each call on a POST-only server costs a PUT
+// that is refused.
+func (c *Client) writeFile(ctx context.Context, sprite, path string, mode os.FileMode, body io.Reader, post *atomic.Bool) error {
+	const op = "fs/write"
+	fail := func(class Class, cause error) error {
+		return &Error{Op: op, Sprite: sprite, Class: class, Err: cause}
+	}
+	up, err := newUpload(body)
+	if err != nil {
+		return fail(Permanent, fmt.Errorf("%w: reading what to write to %s: %v", ErrBadRequest, path, err))
+	}
+	q := url.Values{
+		"path":         {path},
+		"workingDir":   {fsWorkingDir},
+		"mode":         {fmt.Sprintf("%04o", mode.Perm())},
+		"mkdirParents": {"true"},
+	}
+	send := func(method string) (int, error) {
+		_, status, err := c.raw(ctx, op, sprite, method, up, q, 10*time.Minute, "v1", "sprites", sprite, "fs", "write")
+		if err == nil && status != http.StatusOK && status != http.StatusCreated {
+			// The SDK counts only these as written; a 202 or 204 may not be.
+			return status, &Error{Op: op, Sprite: sprite, Class: Permanent, Status: status, Err: fmt.Errorf("%w: HTTP %d, want 200 or 201", ErrProtocol, status)}
+		}
+		return status, err
+	}
+	if post != nil && post.Load() {
+		_, err := send(http.MethodPost)
+		return err
+	}
+	status, err := send(http.MethodPut)
+	if status != http.StatusMethodNotAllowed {
+		return err
+	}
+	if !up.resendable() {
+		return fail(Permanent, fmt.Errorf("%w: the server wants POST, and the body (over %d bytes, not seekable) cannot be sent again", ErrBadRequest, maxBufferedUpload))
+	}
+	if _, err := send(http.MethodPost); err != nil {
+		return err
+	}
+	if post != nil {
+		post.Store(true)
+	}
+	return nil
+}
+
+// upload is a request body that can be sent more than once.
+type upload struct {
+	r     io.ReadSeeker // nil: no body
+	start int64         // where r stood when WriteFile was called
+	size  int64         // -1: unknown, because rest follows r
+	rest  io.Reader     // what did not fit in the buffer; read at most once
+	sent  bool
+	cur   *fencedReader // what the current request reads
+}
+
+// errFenced ends a request body's reads once its call is over.
+var errFenced = errors.New("request body no longer available: the call is over")
+
+// fencedReader is a request body that stops reading once its call is
+// over. The HTTP client goes on sending a body after the response has come
+// (a 405 arrives long before a 16 MB body is sent), so without the fence
+// that send and the retry would read the same file at once.
+type fencedReader struct {
+	mu     sync.Mutex
+	r      io.Reader
+	fenced bool
+}
+
+func (f *fencedReader) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fenced {
+		return 0, errFenced
+	}
+	return f.r.Read(p)
+}
+
+// fence returns once no Read is in progress, and no other will start.
+func (f *fencedReader) fence() {
+	f.mu.Lock()
+	f.fenced = true
+	f.mu.Unlock()
+}
+
+// newUpload prepares body for sending, once or more. A seekable body is
+// measured (so the request has a Content-Length) and rewound each time;
+// another is read into memory, up to maxBufferedUpload.
+func newUpload(body io.Reader) (*upload, error) {
+	if body == nil {
+		return &upload{}, nil
+	}
+	if rs, ok := body.(io.ReadSeeker); ok {
+		// A pipe is an *os.File too, and fails the first Seek without
+		// having read anything: it is buffered like any other reader.
+		if start, err := rs.Seek(0, io.SeekCurrent); err == nil {
+			if end, err := rs.Seek(0, io.SeekEnd); err == nil {
+				if _, err := rs.Seek(start, io.SeekStart); err != nil {
+					return nil, err
+				}
+				return &upload{r: rs, start: start, size: end - start}, nil
+			}
+		}
+	}
+	buf, err := io.ReadAll(io.LimitReader(body, maxBufferedUpload+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(buf) <= maxBufferedUpload {
+		return &upload{r: bytes.NewReader(buf), size: int64(len(buf))}, nil
+	}
+	return &upload{r: bytes.NewReader(buf), size: -1, rest: body}, nil
+}
+
+func (u *upload) resendable() bool { return u.rest == nil }
+
+// open rewinds the body and returns it with its length (-1 if unknown).
+// The reader is never an io.Closer, so that the HTTP client, which closes
+// a request's body, leaves the caller's file open for a second send. The
+// caller must call done when the call is over.
+func (u *upload) open() (io.Reader, int64, error) {
+	if u.r == nil {
+		return nil, 0, nil
+	}
+	if u.sent && !u.resendable() {
+		return nil, 0, errors.New("the body was already sent")
+	}
+	u.done() // should a caller have forgotten: never two readers at once
+	u.sent = true
+	if _, err := u.r.Seek(u.start, io.SeekStart); err != nil {
+		return nil, 0, err
+	}
+	var r io.Reader = io.LimitReader(u.r, u.size)
+	if u.rest != nil {
+		r = io.MultiReader(u.r, u.rest)
+	}
+	u.cur = &fencedReader{r: r}
+	return u.cur, u.size, nil
+}
+
+// done ends the current request's reads of the body.
+func (u *upload) done() {
+	if u.cur != nil {
+		u.cur.fence()
+	}
 }
 
 // ReadFile returns the file at path inside the sprite (at most 1 MiB).
-// A missing file is an *Error with Status 404.
+// A relative path resolves against "/". A missing file is an *Error with
+// Status 404.
 func (c *Client) ReadFile(ctx context.Context, sprite, path string) ([]byte, error) {
-	return c.raw(ctx, "fs/read", sprite, http.MethodGet, nil, url.Values{"path": {path}}, c.request, "v1", "sprites", sprite, "fs", "read")
+	q := url.Values{"path": {path}, "workingDir": {fsWorkingDir}}
+	b, _, err := c.raw(ctx, "fs/read", sprite, http.MethodGet, nil, q, c.request, "v1", "sprites", sprite, "fs", "read")
+	return b, err
 }
 
 // IsNotFound reports a 404: no such sprite, or no such file.
@@ -178,35 +374,50 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
 
-func (c *Client) raw(ctx context.Context, op, sprite, method string, body io.Reader, q url.Values, timeout time.Duration, elem ...string) ([]byte, error) {
+// raw sends one REST call whose body, if up is not nil, is octet-stream.
+// It returns the response body and status; any status but 2xx is an error.
+func (c *Client) raw(ctx context.Context, op, sprite, method string, up *upload, q url.Values, timeout time.Duration, elem ...string) ([]byte, int, error) {
 	fail := func(class Class, cause error, status int, reason string) error {
 		return &Error{Op: op, Sprite: sprite, Class: class, Status: status, Reason: reason, Err: cause}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var body io.Reader
+	size := int64(0)
+	if up != nil {
+		var err error
+		if body, size, err = up.open(); err != nil {
+			return nil, 0, fail(Permanent, fmt.Errorf("%w: %v", ErrBadRequest, err), 0, "")
+		}
+		defer up.done()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.endpoint(false, elem...)+"?"+q.Encode(), body)
 	if err != nil {
-		return nil, fail(Permanent, err, 0, "")
+		return nil, 0, fail(Permanent, err, 0, "")
 	}
 	req.Header = c.header()
-	if body != nil {
+	if up != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody // an empty file, sent as such rather than probed
+		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if tlsErr := certError(err); tlsErr != nil {
-			return nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
+			return nil, 0, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
 		}
-		return nil, fail(Retryable, dialCause(ctx, err), 0, "")
+		return nil, 0, fail(Retryable, dialCause(ctx, err), 0, "")
 	}
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(resp.Body, 1<<20)); err != nil {
-		return nil, fail(Retryable, fmt.Errorf("%w: reading response: %v", ErrNetwork, err), resp.StatusCode, "")
+		return nil, resp.StatusCode, fail(Retryable, fmt.Errorf("%w: reading response: %v", ErrNetwork, err), resp.StatusCode, "")
 	}
 	if resp.StatusCode/100 != 2 {
 		class, cause := classifyStatus(resp.StatusCode)
-		return nil, fail(class, cause, resp.StatusCode, ErrorBody(buf.Bytes()))
+		return nil, resp.StatusCode, fail(class, cause, resp.StatusCode, ErrorBody(buf.Bytes()))
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), resp.StatusCode, nil
 }
