@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,118 +37,94 @@ const defaultMaxRunAfterDisconnect = 10 * time.Second
 // execSession is a command run "inside" a sprite: a local child process
 // with the sprite's directory as its working directory.
 type execSession struct {
-	id   int
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	code int
+	id      int
+	cmd     *exec.Cmd
+	command string // as session_info and the session list report it
+	workdir string // inside the sprite
+	created time.Time
+	output  atomic.Int64  // when the command last wrote output, in Unix nanoseconds
+	done    chan struct{} // closed when the process has exited
+	code    int
 }
 
-// root is the sprite's directory, created on first use. The emulator has
-// no file system of its own for a sprite: fs paths and exec working
-// directories are resolved inside this directory, so a relative path means
-// the same file to both.
-func (s *Server) rootLocked(sp *sprite) (string, error) {
-	if sp.root != "" {
-		return sp.root, nil
-	}
-	dir, err := os.MkdirTemp("", "spritestest-"+sp.name+"-")
-	if err != nil {
-		return "", err
-	}
-	sp.root = dir
-	return dir, nil
+// activeWindow is how recent a session's output must be for the session
+// list to call it active. The real server decides with an inactivity
+// timer whose length is not public.
+const activeWindow = 10 * time.Second
+
+// execSessionJSON is one entry of GET exec, in the reference's form
+// ({id, created, command, is_active, last_activity, ...}) and with the
+// fields the official SDK reads. The id is a number, like session_info's
+// session_id.
+type execSessionJSON struct {
+	ID           int        `json:"id"`
+	Command      string     `json:"command"`
+	Workdir      string     `json:"workdir"`
+	Created      time.Time  `json:"created"`
+	TTY          bool       `json:"tty"`
+	IsActive     bool       `json:"is_active"`
+	LastActivity *time.Time `json:"last_activity,omitempty"`
 }
 
-// resolve maps a path inside the sprite to the real file, refusing any
-// path that would leave the sprite's directory.
-func (s *Server) resolve(sp *sprite, p string) (string, error) {
+// handleListExec answers GET exec without cmd: the sprite's running
+// commands, attached or not.
+func (s *Server) handleListExec(w http.ResponseWriter, r *http.Request, sp *sprite) {
+	s.touch(sp)
+	now := time.Now()
 	s.mu.Lock()
-	root, err := s.rootLocked(sp)
-	s.mu.Unlock()
-	if err != nil {
-		return "", err
-	}
-	if p == "" {
-		return "", errors.New("path is required")
-	}
-	clean := filepath.Clean("/" + p)
-	return filepath.Join(root, clean), nil
-}
-
-// handleFSWrite stores the request body at ?path= (parents created). The
-// real API's parameters are not public; this is the emulator's choice, as
-// the protocol notes suggest. ?mode= takes an octal file mode.
-func (s *Server) handleFSWrite(w http.ResponseWriter, r *http.Request, sp *sprite) {
-	s.touch(sp)
-	path, err := s.resolve(sp, r.URL.Query().Get("path"))
-	if err != nil {
-		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	mode := os.FileMode(0o644)
-	if m := r.URL.Query().Get("mode"); m != "" {
-		v, err := strconv.ParseUint(m, 8, 32)
-		if err != nil {
-			apiError(w, http.StatusBadRequest, "bad_request", "mode: want octal, such as 0755")
-			return
+	out := make([]execSessionJSON, 0, len(sp.sessions))
+	for sess := range sp.sessions {
+		e := execSessionJSON{ID: sess.id, Command: sess.command, Workdir: sess.workdir, Created: sess.created}
+		if ns := sess.output.Load(); ns != 0 {
+			t := time.Unix(0, ns)
+			e.LastActivity = &t
+			e.IsActive = now.Sub(t) < activeWindow
 		}
-		mode = os.FileMode(v)
+		out = append(out, e)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		apiError(w, http.StatusInternalServerError, "internal", err.Error())
-		return
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		apiError(w, http.StatusInternalServerError, "internal", err.Error())
-		return
-	}
-	n, err := io.Copy(f, r.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(path, mode) // the umask must not change what was asked for
-	}
-	if err != nil {
-		apiError(w, http.StatusInternalServerError, "internal", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": r.URL.Query().Get("path"), "size": n})
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "count": len(out)})
 }
 
-// handleFSRead returns the file at ?path=.
-func (s *Server) handleFSRead(w http.ResponseWriter, r *http.Request, sp *sprite) {
-	s.touch(sp)
-	path, err := s.resolve(sp, r.URL.Query().Get("path"))
-	if err != nil {
-		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		apiError(w, http.StatusNotFound, "not_found", "no such file")
-		return
-	}
-	defer f.Close()
-	w.Header().Set("Content-Type", "application/octet-stream")
-	io.Copy(w, f)
+// isUpgrade reports a WebSocket upgrade request.
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }
 
 // handleExec runs ?cmd= (repeatable) as a child process and speaks the exec
 // WebSocket protocol: session_info, then stdout/stderr frames prefixed with
 // their stream id, then an exit frame and an exit message. TTY mode is not
 // emulated. A command outlives its WebSocket for max_run_after_disconnect.
+//
+// Without cmd (and without id) it lists sessions, as the real server does;
+// a WebSocket upgrade without cmd is refused with the real server's 400.
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) {
 	q := r.URL.Query()
 	argv := q["cmd"]
-	name := q.Get("path")
-	if name == "" && len(argv) > 0 {
-		name = argv[0]
+	if len(argv) == 0 {
+		argv = q["cmd[]"] // the real server takes this spelling too
 	}
-	if name == "" {
-		apiError(w, http.StatusBadRequest, "bad_request", "cmd is required")
+	switch {
+	case q.Get("id") != "":
+		apiError(w, http.StatusBadRequest, "bad_request", "the emulator does not attach to sessions (id)")
 		return
+	case len(argv) == 0 && isUpgrade(r):
+		http.Error(w, "No command specified", http.StatusBadRequest)
+		return
+	case len(argv) == 0:
+		s.handleListExec(w, r, sp)
+		return
+	case !isUpgrade(r):
+		// What the real server's WebSocket library answers; the command
+		// must not start, nor the sprite wake, for a request that cannot
+		// carry its output.
+		http.Error(w, "Bad Request", http.StatusBadRequest)
+		return
+	}
+	name := q.Get("path")
+	if name == "" {
+		name = argv[0]
 	}
 	if q.Get("tty") == "true" {
 		apiError(w, http.StatusBadRequest, "bad_request", "the emulator does not emulate tty sessions")
@@ -222,10 +201,15 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 	}
 	s.mu.Lock()
 	s.nextID++
-	sess := &execSession{id: s.nextID, cmd: cmd, done: make(chan struct{})}
+	sess := &execSession{
+		id: s.nextID, cmd: cmd, command: name, workdir: path.Clean("/" + q.Get("dir")),
+		created: time.Now(), done: make(chan struct{}),
+	}
 	sp.sessions[sess] = struct{}{}
 	sp.execs++ // an attached session keeps the sprite awake
 	s.mu.Unlock()
+	// session_id is a number, as in the reference's example; the official
+	// SDK expects a string, and our client takes either.
 	ws.Write(ctx, websocket.MessageText, mustJSON(map[string]any{
 		"type": "session_info", "session_id": sess.id, "command": name, "tty": false, "is_owner": true,
 	}))
@@ -235,6 +219,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 	var attached sync.Mutex
 	detached := false
 	send := func(stream byte, b []byte) {
+		sess.output.Store(time.Now().UnixNano())
 		attached.Lock()
 		defer attached.Unlock()
 		if !detached {

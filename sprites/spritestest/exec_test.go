@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,15 +14,6 @@ import (
 
 	"github.com/coder/websocket"
 )
-
-const testToken = "exec-test-token"
-
-func newExecServer(t *testing.T) *Server {
-	s := NewServer(Options{Token: testToken, IdleSleep: -1, WakeDelay: 50 * time.Millisecond})
-	t.Cleanup(s.Close)
-	s.CreateSprite("box")
-	return s
-}
 
 func dialExec(t *testing.T, s *Server, q url.Values) *websocket.Conn {
 	t.Helper()
@@ -88,6 +78,10 @@ func TestExecStreamsAndExitCode(t *testing.T) {
 	if got.info["type"] != "session_info" || got.info["tty"] != false {
 		t.Errorf("session_info %v", got.info)
 	}
+	// A number, as in the reference's example (the SDK expects a string).
+	if id, ok := got.info["session_id"].(float64); !ok || id < 1 {
+		t.Errorf("session_id %#v, want a positive number", got.info["session_id"])
+	}
 	if !strings.HasPrefix(got.stdout.String(), "out\n") || got.stderr.String() != "err\n" {
 		t.Errorf("stdout %q stderr %q", got.stdout.String(), got.stderr.String())
 	}
@@ -108,42 +102,92 @@ func TestExecStdin(t *testing.T) {
 	}
 }
 
-// TestFSWriteThenExec: a file written through fs/write is the file a
-// command sees at the same relative path, with the mode asked for.
+// TestFSWriteThenExec: a file written through fs/write, as the official
+// SDK writes it, is the file a command sees at the same path, with the
+// mode asked for.
 func TestFSWriteThenExec(t *testing.T) {
 	s := newExecServer(t)
 	script := "#!/bin/sh\necho \"hello from $1\"\n"
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/v1/sprites/box/fs/write?path=bin/hello.sh&mode=0755", strings.NewReader(script))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("fs/write: %v %v", err, resp)
+	q := url.Values{"path": {"bin/hello.sh"}, "workingDir": {"/work"}, "mode": {"0755"}, "mkdirParents": {"true"}}
+	if code, _, body := call(t, s, http.MethodPut, "/v1/sprites/box/fs/write?"+q.Encode(), strings.NewReader(script)); code != http.StatusOK {
+		t.Fatalf("fs/write: HTTP %d %s", code, body)
 	}
-	resp.Body.Close()
-	got := readSession(t, dialExec(t, s, url.Values{"cmd": {"./bin/hello.sh", "the sprite"}}))
+	got := readSession(t, dialExec(t, s, url.Values{"cmd": {"./bin/hello.sh", "the sprite"}, "dir": {"/work"}}))
 	if got.stdout.String() != "hello from the sprite\n" || got.exitFrame != 0 {
 		t.Errorf("stdout %q stderr %q exit %d", got.stdout.String(), got.stderr.String(), got.exitFrame)
 	}
-	// Paths cannot leave the sprite's directory.
-	req, _ = http.NewRequest(http.MethodGet, s.URL+"/v1/sprites/box/fs/read?path=../../../etc/hostname", nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, _ = http.DefaultClient.Do(req)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Errorf("reading outside the sprite: HTTP %d, want 404", resp.StatusCode)
+	got = readSession(t, dialExec(t, s, url.Values{"cmd": {"/work/bin/hello.sh", "an absolute path"}}))
+	if got.stdout.String() != "hello from an absolute path\n" || got.exitFrame != 0 {
+		t.Errorf("stdout %q stderr %q exit %d", got.stdout.String(), got.stderr.String(), got.exitFrame)
 	}
 }
 
-func readFile(t *testing.T, s *Server, path string) (string, int) {
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/v1/sprites/box/fs/read?path="+path, nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
+// TestExecList: GET exec without cmd lists the running commands; it
+// starts nothing. Only a WebSocket upgrade with cmd runs a command.
+func TestExecList(t *testing.T) {
+	s := newExecServer(t)
+	type list struct {
+		Count    int `json:"count"`
+		Sessions []struct {
+			ID           json.Number `json:"id"`
+			Command      string      `json:"command"`
+			Workdir      string      `json:"workdir"`
+			Created      time.Time   `json:"created"`
+			IsActive     bool        `json:"is_active"`
+			LastActivity *time.Time  `json:"last_activity"`
+		} `json:"sessions"`
+	}
+	get := func() list {
+		t.Helper()
+		code, ctype, body := call(t, s, http.MethodGet, "/v1/sprites/box/exec", nil)
+		var l list
+		if err := json.Unmarshal(body, &l); code != http.StatusOK || ctype != "application/json" || err != nil {
+			t.Fatalf("GET exec: HTTP %d %q %s (%v)", code, ctype, body, err)
+		}
+		return l
+	}
+	if l := get(); l.Count != 0 || len(l.Sessions) != 0 {
+		t.Fatalf("no command runs, yet the list is %+v", l)
+	}
+	ws := dialExec(t, s, url.Values{"cmd": {"sh", "-c", "echo up; exec sleep 30"}, "dir": {"/srv"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, msg, err := ws.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b), resp.StatusCode
+	var info struct {
+		SessionID json.Number `json:"session_id"`
+	}
+	json.Unmarshal(msg, &info)
+	if _, _, err := ws.Read(ctx); err != nil { // "up": the command has written output
+		t.Fatal(err)
+	}
+	l := get()
+	if l.Count != 1 || len(l.Sessions) != 1 {
+		t.Fatalf("list %+v, want the one command", l)
+	}
+	if e := l.Sessions[0]; e.ID != info.SessionID || e.Command != "sh" || e.Workdir != "/srv" || e.Created.IsZero() || !e.IsActive || e.LastActivity == nil {
+		t.Errorf("session %+v, want id %s, sh in /srv, active", e, info.SessionID)
+	}
+
+	// Neither a WebSocket without cmd nor a plain GET with cmd runs anything.
+	u := strings.Replace(s.URL, "http://", "ws://", 1) + "/v1/sprites/box/exec"
+	_, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + testToken}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("WebSocket without cmd: %v %v, want HTTP 400", resp, err)
+	}
+	code, _, _ := call(t, s, http.MethodGet, "/v1/sprites/box/exec?"+url.Values{"cmd": {"sh", "-c", "echo ran > /ran.txt"}}.Encode(), nil)
+	if code != http.StatusBadRequest {
+		t.Errorf("GET with cmd but no upgrade: HTTP %d, want 400", code)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, code := readFile(t, s, "/ran.txt"); code != http.StatusNotFound {
+		t.Error("a GET without an upgrade ran its command")
+	}
+	if l := get(); l.Count != 1 {
+		t.Errorf("list %+v, want still the one command", l)
+	}
 }
 
 // TestExecOutlivesDisconnect: with max_run_after_disconnect=0 a command

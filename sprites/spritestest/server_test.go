@@ -1,12 +1,55 @@
 package spritestest
 
 import (
+	"io"
+	"net/http"
+	"net/url"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const testToken = "exec-test-token"
+
+// newExecServer is an emulator with one sprite, box, that never sleeps
+// on its own.
+func newExecServer(t *testing.T) *Server {
+	s := NewServer(Options{Token: testToken, IdleSleep: -1, WakeDelay: 50 * time.Millisecond})
+	t.Cleanup(s.Close)
+	s.CreateSprite("box")
+	return s
+}
+
+// call sends one authorized request to the emulator and returns the
+// response's status, Content-Type and body.
+func call(t *testing.T, s *Server, method, pathAndQuery string, body io.Reader) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+pathAndQuery, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), b
+}
+
+// readFile reads a file of box through fs/read.
+func readFile(t *testing.T, s *Server, path string) (string, int) {
+	t.Helper()
+	code, _, body := call(t, s, http.MethodGet, "/v1/sprites/box/fs/read?"+url.Values{"path": {path}, "workingDir": {"/"}}.Encode(), nil)
+	return string(body), code
+}
 
 func TestParseMap(t *testing.T) {
 	for _, tt := range []struct {
