@@ -6,13 +6,11 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,15 +33,6 @@ type Options struct {
 
 // ErrTargetRefused is a stream's target that policy does not allow.
 var ErrTargetRefused = errors.New("target not allowed: the agent reaches loopback only")
-
-// Ready is the line the agent prints on stdout once it listens, which the
-// daemon waits for after starting it.
-type Ready struct {
-	Ready   bool   `json:"ready"`
-	Listen  string `json:"listen"`
-	Version string `json:"version"`
-	PID     int    `json:"pid"`
-}
 
 // Agent serves mux sessions on a listener.
 type Agent struct {
@@ -142,38 +131,6 @@ func ReadSecret(path string, stdin io.Reader) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// Replace stops the agent recorded in pidfile, if it is still running, so a
-// new deployment can take its port. It waits up to wait for it to exit.
-func Replace(pidfile string, wait time.Duration) error {
-	b, err := os.ReadFile(pidfile)
-	if err != nil {
-		return nil // none recorded
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 || pid == os.Getpid() {
-		return nil
-	}
-	// Only an agent: a recycled pid may belong to anything by now.
-	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil || !strings.Contains(string(cmdline), "agent") {
-		return nil
-	}
-	p, err := os.FindProcess(pid)
-	if err != nil {
-		return nil
-	}
-	_ = p.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(wait)
-	for time.Now().Before(deadline) {
-		if p.Signal(syscall.Signal(0)) != nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = p.Signal(syscall.SIGKILL)
-	return nil
-}
-
 // ListenRetry listens on addr, retrying for up to wait while the port is
 // still held by an agent that is exiting.
 func ListenRetry(ctx context.Context, addr string, wait time.Duration) (net.Listener, error) {
@@ -186,11 +143,4 @@ func ListenRetry(ctx context.Context, addr string, wait time.Duration) (net.List
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// WriteReady prints the ready line.
-func WriteReady(w io.Writer, r Ready) error {
-	b, _ := json.Marshal(r)
-	_, err := fmt.Fprintf(w, "%s\n", b)
-	return err
 }

@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -246,8 +245,8 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 		return fail("write the secret: %w", err)
 	}
 	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{
-		Cmd: []string{exe, "agent", "--listen", "127.0.0.1:" + strconv.Itoa(p.set.port),
-			"--secret-file", "secret", "--replace", "--log-file", "agent.log"},
+		Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(p.set.port),
+			SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...),
 		Dir: p.set.dir, KeepRunning: true,
 	})
 	if err != nil {
@@ -277,8 +276,7 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 				if !ok {
 					break
 				}
-				var r agent.Ready
-				if json.Unmarshal(line, &r) == nil && r.Ready {
+				if _, ok := agent.ParseReady(line); ok {
 					p.setSecret(secret)
 					return nil
 				}

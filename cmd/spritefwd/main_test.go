@@ -63,7 +63,8 @@ func TestHelp(t *testing.T) {
 		"validate": {"-config"},
 		"sim": {"-listen", "-token", "-map", "-idle-sleep", "-cold-after", "-wake-delay", "-cold-proxy", "-max-wait",
 			"-target-eof", "-max-message", "-latency", "-drop-rate", "-allow-public"},
-		"demo": {"-http-port", "-echo-port", "-idle-sleep", "-wake-delay", "-selftest"},
+		"demo":  {"-http-port", "-echo-port", "-idle-sleep", "-wake-delay", "-selftest"},
+		"agent": {"-listen", "-secret-file", "-replace", "-allow-host", "-log-level", "-log-format", "-log-file"},
 	} {
 		var out, errOut bytes.Buffer
 		err := dispatch([]string{cmd, "--help"}, &out, &errOut)

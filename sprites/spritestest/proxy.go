@@ -80,14 +80,31 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 	}
 	s.mu.Lock()
 	sp.stats.ProxyConnects++
+	if s.closed || sp.state != "running" {
+		s.mu.Unlock()
+		_ = ws.CloseNow()
+		return
+	}
+	// Until it is a link, a sleep or Close cuts it from here: the real
+	// server reads the init without a timeout, so nothing else would.
+	sp.inits[ws] = struct{}{}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(sp.inits, ws) // for every way out before the link is made
+		s.mu.Unlock()
+	}()
 	ws.SetReadLimit(s.opts.MaxMessage)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	host, port, fromQuery, reason := s.readInit(ctx, r, ws)
+	host, port, fromQuery, reason, err := s.readInit(ctx, r, ws)
 	if reason != "" {
 		_ = ws.Close(websocket.StatusUnsupportedData, reason)
+		return
+	}
+	if err != nil {
+		_ = ws.CloseNow() // as the real server does after a failed read: no close frame
 		return
 	}
 	target, err := s.dialTarget(sp, host, port)
@@ -117,7 +134,9 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 	}
 	l := &link{ws: ws, target: target}
 	s.mu.Lock()
-	if s.closed || sp.state != "running" {
+	_, pending := sp.inits[ws] // gone if a sleep or Close cut it meanwhile
+	delete(sp.inits, ws)
+	if !pending || s.closed || sp.state != "running" {
 		s.mu.Unlock()
 		l.cut()
 		return
@@ -133,39 +152,48 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 	s.relay(ctx, sp, l)
 }
 
-// readInit takes the target from the query or from the init message. A
-// non-empty reason means the init was bad and the link must close with 1003.
-func (s *Server) readInit(ctx context.Context, r *http.Request, ws *websocket.Conn) (host string, port int, fromQuery bool, reason string) {
-	if q := r.URL.Query(); q.Has("port") && !s.opts.NoQueryInit {
-		port, err := strconv.Atoi(q.Get("port"))
-		if err != nil || port < 1 || port > 65535 {
-			return "", 0, true, reasonInvalidPort
+// readInit takes the target from the query or from the init message, as
+// the real server does: from the query only when host and port are both
+// there and non-empty and port starts with an integer ("80abc" is 80; no
+// range check, so 0 fails later as a refused dial). Otherwise the first
+// message is the init, read without a timeout: a sleep, Close or the
+// client going away ends the read. A non-empty reason means the init was
+// bad and the link must close with 1003; an error, that the read failed.
+func (s *Server) readInit(ctx context.Context, r *http.Request, ws *websocket.Conn) (host string, port int, fromQuery bool, reason string, err error) {
+	q := r.URL.Query()
+	if host, ps := q.Get("host"), q.Get("port"); host != "" && ps != "" && !s.opts.NoQueryInit {
+		if _, err := fmt.Sscanf(ps, "%d", &port); err == nil {
+			return host, port, true, "", nil
 		}
-		return q.Get("host"), port, true, ""
 	}
-	host, port, reason = s.readInitMessage(ctx, ws)
-	return host, port, false, reason
+	host, port, reason, err = s.readInitMessage(ctx, ws)
+	return host, port, false, reason, err
 }
 
-func (s *Server) readInitMessage(ctx context.Context, ws *websocket.Conn) (string, int, string) {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	typ, msg, err := ws.Read(rctx)
-	if err != nil || typ != websocket.MessageText {
-		return "", 0, reasonExpectJSON
+func (s *Server) readInitMessage(ctx context.Context, ws *websocket.Conn) (string, int, string, error) {
+	typ, msg, err := ws.Read(ctx)
+	if err != nil {
+		return "", 0, "", err
 	}
+	if typ != websocket.MessageText {
+		return "", 0, reasonExpectJSON, nil
+	}
+	// The real server decodes into an int: a port that is a string or has
+	// a fraction is invalid JSON to it, not an invalid port.
 	var init struct {
-		Host string          `json:"host"`
-		Port json.RawMessage `json:"port"`
+		Host string `json:"host"`
+		Port int    `json:"port"`
 	}
 	if err := json.Unmarshal(msg, &init); err != nil {
-		return "", 0, reasonInvalidJSON
+		return "", 0, reasonInvalidJSON, nil
 	}
-	port, err := strconv.Atoi(string(init.Port))
-	if err != nil || port < 1 || port > 65535 {
-		return "", 0, reasonInvalidPort
+	if init.Port < 1 || init.Port > 65535 {
+		return "", 0, reasonInvalidPort, nil
 	}
-	return init.Host, port, ""
+	if init.Host == "" {
+		init.Host = "localhost"
+	}
+	return init.Host, init.Port, "", nil
 }
 
 func (s *Server) dialTarget(sp *sprite, host string, port int) (net.Conn, error) {

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 )
 
@@ -119,7 +120,8 @@ type sprite struct {
 	active   time.Time
 	ports    map[int]string // port inside the sprite → real address (host:port or unix:/path)
 	links    map[*link]struct{}
-	execs    int // attached exec sessions: they keep the sprite awake
+	inits    map[*websocket.Conn]struct{} // proxy WebSockets still waiting for their init
+	execs    int                          // attached exec sessions: they keep the sprite awake
 	root     string
 	sessions map[*execSession]struct{}
 	stats    Stats
@@ -306,7 +308,7 @@ func (s *Server) createLocked(name string) *sprite {
 	sp := &sprite{
 		name: name, id: fmt.Sprintf("sprite-%04d", s.nextID), created: now,
 		state: "running", active: now, ports: map[int]string{}, links: map[*link]struct{}{},
-		sessions: map[*execSession]struct{}{},
+		inits: map[*websocket.Conn]struct{}{}, sessions: map[*execSession]struct{}{},
 	}
 	s.sprites[name] = sp
 	return sp
@@ -394,6 +396,10 @@ func (s *Server) cutLinksLocked(sp *sprite) {
 	for l := range sp.links {
 		l.cut()
 		delete(sp.links, l)
+	}
+	for ws := range sp.inits {
+		_ = ws.CloseNow()
+		delete(sp.inits, ws)
 	}
 }
 
@@ -488,7 +494,9 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 			s.requests.Add(1)
 		}
 		if r.Header.Get("Authorization") != "Bearer "+s.opts.Token || s.opts.Token == "" {
-			apiError(w, http.StatusUnauthorized, "unauthorized", "invalid or missing token")
+			// Plain text, verbatim from the in-sprite server; the public
+			// edge may answer in JSON, and the client reads either.
+			http.Error(w, "Missing or invalid authentication", http.StatusUnauthorized)
 			return
 		}
 		h(w, r)

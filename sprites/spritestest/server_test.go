@@ -4,10 +4,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/sprites"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -49,6 +52,28 @@ func readFile(t *testing.T, s *Server, path string) (string, int) {
 	t.Helper()
 	code, _, body := call(t, s, http.MethodGet, "/v1/sprites/box/fs/read?"+url.Values{"path": {path}, "workingDir": {"/"}}.Encode(), nil)
 	return string(body), code
+}
+
+// TestAuthFailureIsPlainText: the in-sprite server's 401 is plain text,
+// and the client's ErrorBody reads it as it is.
+func TestAuthFailureIsPlainText(t *testing.T) {
+	s := newExecServer(t)
+	for _, path := range []string{"/v1/sprites", "/v1/sprites/box/proxy", "/v1/sprites/box/fs/read?path=/x"} {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer wrong")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+			t.Errorf("%s: HTTP %d %q, want 401 text/plain", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if got := sprites.ErrorBody(b); got != "Missing or invalid authentication" {
+			t.Errorf("%s: ErrorBody(%q) = %q", path, b, got)
+		}
+	}
 }
 
 func TestParseMap(t *testing.T) {
