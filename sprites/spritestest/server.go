@@ -1,8 +1,3 @@
-// Package spritestest is an in-process emulator of the Sprites API, in the
-// style of httptest.Server. It models what the daemon depends on (auth, the
-// sleep/wake lifecycle, the proxy WebSocket and its close codes) and fails the
-// ways the real service does, on demand, so that tests can prove recovery.
-// The same server runs as `spritefwd sim`.
 package spritestest
 
 import (
