@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -59,7 +60,8 @@ type Backend interface {
 
 // DefaultSocket is $XDG_RUNTIME_DIR/spritefwd.sock; for root (a system
 // service) /run/spritefwd/spritefwd.sock; otherwise a per-user directory
-// under the temporary directory.
+// under the temporary directory. Any user can create that last one first,
+// which is why Listen and Client check whose it is before using it.
 func DefaultSocket() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "spritefwd.sock")
@@ -74,11 +76,12 @@ func DefaultSocket() string {
 var ErrRunning = errors.New("another spritefwd is already running")
 
 // Listen opens the control socket with mode 0600, in a directory it
-// creates with mode 0700. A stale socket left by a crash is replaced; a
-// live one means another daemon runs, and is left alone.
+// creates with mode 0700, and refuses a directory that is not private to
+// this user (see ErrUnsafeDir). A stale socket left by a crash is replaced;
+// a live one means another daemon runs, and is left alone.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+	if err := makeDir(filepath.Dir(path)); err != nil {
+		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -158,6 +161,14 @@ func NewClient(path string) *Client {
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	// The same check as the daemon's: a socket in a directory someone else
+	// controls may be theirs, serving made-up status.
+	if err := checkDir(filepath.Dir(c.path)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
+		}
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://spritefwd"+path, nil)
 	if err != nil {
 		return err
