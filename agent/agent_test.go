@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +22,27 @@ import (
 	"github.com/spritefwd/spritefwd/mux"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The replace tests re-execute this binary as an agent, or as a
+	// stranger that happens to run the same executable.
+	switch os.Getenv(childRole) {
+	case "agent":
+		if err := Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, "test"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "idle":
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ignoring SIGTERM")
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestAllowed(t *testing.T) {
 	a, err := New(Options{Secret: mux.NewSecret(), AllowHosts: []string{"db.internal"}})
