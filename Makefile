@@ -10,11 +10,11 @@ PKGS      := ./...
 
 all: build
 
-## build: the binary for this machine, plus linux/amd64 and linux/arm64 builds
+## build: the binary for this machine, plus the agent-only builds it uploads into linux/amd64 and linux/arm64 sprites
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd ./cmd/spritefwd
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-linux-amd64 ./cmd/spritefwd
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-linux-arm64 ./cmd/spritefwd
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-agent-linux-amd64 ./cmd/spritefwd-agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -ldflags '$(LDFLAGS)' -o bin/spritefwd-agent-linux-arm64 ./cmd/spritefwd-agent
 
 ## demo: the embedded emulator, a demo sprite and forwards to it (Ctrl-C to stop)
 demo:

@@ -1,0 +1,48 @@
+// Command spritefwd-agent is the in-sprite side of mode: mux without the
+// rest of the daemon: the packages agent and mux and what they need, a
+// fraction of the daemon's size, which the daemon uploads on every deploy.
+// It takes the daemon's argv for its agent subcommand, "agent" included.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/spritefwd/spritefwd/agent"
+)
+
+// version is set by the Makefile (-X main.version), as the daemon's is.
+var version string
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func main() {
+	args := os.Args[1:]
+	if len(args) == 1 && (args[0] == "version" || args[0] == "--version") {
+		fmt.Println("spritefwd-agent", versionString())
+		return
+	}
+	err := agent.Main(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, versionString())
+	var ue *agent.UsageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, ue)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "spritefwd-agent:", err)
+		os.Exit(1)
+	}
+}
