@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
@@ -319,17 +320,43 @@ func (p *agentPool) arch(ctx context.Context, c *sprites.Client) (string, error)
 // binary finds the linux agent for arch: agent_binary from the config, or
 // what the daemon's embedder offers (a file next to the daemon, or itself).
 func (p *agentPool) binary(arch string) (string, error) {
-	if p.set.binary != "" {
-		b := strings.ReplaceAll(p.set.binary, "{arch}", arch)
+	b := strings.ReplaceAll(p.set.binary, "{arch}", arch)
+	switch {
+	case b != "":
 		if _, err := os.Stat(b); err != nil {
 			return "", fmt.Errorf("agent_binary: %w", err)
 		}
-		return b, nil
+	case p.d.hooks.AgentBinary != nil:
+		var err error
+		if b, err = p.d.hooks.AgentBinary(arch); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("no linux/%s agent binary: set agent_binary, or put spritefwd-agent-linux-%s next to spritefwd (make build makes it)", arch, arch)
 	}
-	if p.d.hooks.AgentBinary != nil {
-		return p.d.hooks.AgentBinary(arch)
+	p.logBinary(b, arch)
+	return b, nil
+}
+
+// logBinary says which file is uploaded, and warns when it is not the
+// agent-only build: the whole daemon works as an agent, but it is several
+// times the size, uploaded on every deploy.
+func (p *agentPool) logBinary(bin, arch string) {
+	var size int64
+	if fi, err := os.Stat(bin); err == nil {
+		size = fi.Size()
 	}
-	return "", fmt.Errorf("no linux/%s agent binary: set agent_binary, or put spritefwd-linux-%s next to spritefwd (make build makes both)", arch, arch)
+	bi, err := buildinfo.ReadFile(bin)
+	if err == nil && path.Base(bi.Path) == "spritefwd-agent" {
+		p.log.Info().Str("binary", bin).Int64("bytes", size).Msg("uploading the agent-only build")
+		return
+	}
+	what := "a build other than the agent-only one"
+	if err == nil && path.Base(bi.Path) == "spritefwd" {
+		what = "the whole daemon"
+	}
+	p.log.Warn().Str("binary", bin).Int64("bytes", size).
+		Msgf("uploading %s as the agent, on every deploy: put spritefwd-agent-linux-%s next to spritefwd (make build makes it), or point agent_binary at it", what, arch)
 }
 
 func tail(b []byte) string {

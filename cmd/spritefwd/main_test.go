@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -85,9 +87,9 @@ func TestHelp(t *testing.T) {
 
 func TestDemoSelftest(t *testing.T) {
 	// The demo deploys an agent into its sprite; this test binary is not
-	// one, so build the real thing.
-	agent := filepath.Join(t.TempDir(), "spritefwd")
-	if out, err := exec.Command("go", "build", "-o", agent, ".").CombinedOutput(); err != nil {
+	// one, so build the real thing: the agent-only build, as make build does.
+	agent := filepath.Join(t.TempDir(), "spritefwd-agent")
+	if out, err := exec.Command("go", "build", "-o", agent, "../spritefwd-agent").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	var out, errOut bytes.Buffer
@@ -95,6 +97,104 @@ func TestDemoSelftest(t *testing.T) {
 		"--wake-delay", "300ms", "--log-level", "warn"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("demo selftest: %v", err)
+	}
+}
+
+// With no agent_binary, the daemon finds its agent next to itself: the
+// agent-only build if there is one, else itself, the whole daemon, with a
+// warning. Both deploy and carry the demo's mux connection.
+func TestDemoFindsItsAgent(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the emulator runs the agent here, which must be a linux build")
+	}
+	dir := t.TempDir()
+	daemon := filepath.Join(dir, "spritefwd")
+	for pkg, out := range map[string]string{".": daemon, "../spritefwd-agent": filepath.Join(dir, "spritefwd-agent")} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	for _, tt := range []struct {
+		name, want string
+	}{
+		{"spritefwd-agent next to it", "uploading the agent-only build"},
+		{"only the daemon", "uploading the whole daemon as the agent"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "only the daemon" {
+				os.Remove(filepath.Join(dir, "spritefwd-agent"))
+			}
+			var stderr bytes.Buffer
+			cmd := exec.Command(daemon, "demo", "--selftest", "--http-port", "0", "--echo-port", "0", "--mux-port", "0",
+				"--wake-delay", "300ms", "--log-level", "info", "--log-format", "json")
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("demo selftest: %v\n%s", err, stderr.String())
+			}
+			for _, want := range []string{tt.want, `"agent deployed"`} {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("the demo's log does not say %s:\n%s", want, stderr.String())
+				}
+			}
+		})
+	}
+}
+
+func TestFindAgent(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := map[string]string{"amd64": "arm64", "arm64": "amd64"}[runtime.GOARCH]
+	if other == "" {
+		t.Skipf("no agent for %s", runtime.GOARCH)
+	}
+	// files: what lies next to the daemon; "go" is a Go program built for
+	// this machine (this test binary).
+	for _, tt := range []struct {
+		name         string
+		files        map[string]string
+		daemon, arch string
+		goos, goarch string
+		want         string // a file name, or "error"
+	}{
+		{"the named agent build first", map[string]string{"spritefwd-agent-linux-" + other: "", "spritefwd-agent": "go"},
+			"spritefwd", other, "linux", other, "spritefwd-agent-linux-" + other},
+		{"spritefwd-agent when it is a build for the sprite", map[string]string{"spritefwd-agent": "go"},
+			"spritefwd", runtime.GOARCH, "linux", runtime.GOARCH, map[bool]string{true: "spritefwd-agent", false: "spritefwd"}[runtime.GOOS == "linux"]},
+		{"not spritefwd-agent for another architecture", map[string]string{"spritefwd-agent": "go"},
+			"spritefwd", other, "linux", runtime.GOARCH, "error"},
+		{"not a spritefwd-agent that is no Go program", map[string]string{"spritefwd-agent": "#!/bin/sh"},
+			"spritefwd", other, "linux", other, "spritefwd"},
+		{"the daemon itself, a linux build for the sprite", nil, "spritefwd", "arm64", "linux", "arm64", "spritefwd"},
+		{"not the daemon for another architecture", nil, "spritefwd", "arm64", "linux", "amd64", "error"},
+		{"not a daemon for macOS", nil, "spritefwd", "arm64", "darwin", "arm64", "error"},
+		{"not a test binary", nil, "spritefwd.test", "amd64", "linux", "amd64", "error"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, content := range tt.files {
+				p := filepath.Join(dir, name)
+				if content == "go" {
+					err = os.Symlink(self, p)
+				} else {
+					err = os.WriteFile(p, []byte(content), 0o755)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := findAgent(filepath.Join(dir, tt.daemon), tt.arch, tt.goos, tt.goarch)
+			if tt.want == "error" {
+				if err == nil || !strings.Contains(err.Error(), "spritefwd-agent-linux-"+tt.arch) {
+					t.Fatalf("findAgent = %q, %v; want an error naming spritefwd-agent-linux-%s", got, err, tt.arch)
+				}
+				return
+			}
+			if err != nil || got != filepath.Join(dir, tt.want) {
+				t.Fatalf("findAgent = %q, %v; want %s", got, err, tt.want)
+			}
+		})
 	}
 }
 
