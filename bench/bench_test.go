@@ -309,8 +309,11 @@ func setup(t *testing.T) *env {
 	limit := raiseFileLimit()
 	e := &env{t: t, dir: t.TempDir(), fwd: map[string]string{}}
 	e.bin = filepath.Join(e.dir, "spritefwd")
-	if out, err := exec.Command("go", "build", "-o", e.bin, "../cmd/spritefwd").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	// The daemon finds spritefwd-agent next to itself and uploads it.
+	for pkg, dst := range map[string]string{"../cmd/spritefwd": e.bin, "../cmd/spritefwd-agent": filepath.Join(e.dir, "spritefwd-agent")} {
+		if out, err := exec.Command("go", "build", "-o", dst, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
 	}
 	e.sinkAddr = serveTCP(t, sink)
 	e.echoAddr = e.echoProcess() // its own process: 10k connections need their own fds
@@ -331,8 +334,7 @@ func setup(t *testing.T) *env {
 	os.WriteFile(tokenFile, []byte(token), 0o600)
 	cfg := filepath.Join(e.dir, "bench.yaml")
 	// Mux forwards name the servers' real ports: the agent runs in the
-	// emulated sprite, which shares this machine's network. The daemon
-	// (linux/amd64) uploads itself as the agent.
+	// emulated sprite, which shares this machine's network.
 	_, sinkPort, _ := net.SplitHostPort(e.sinkAddr)
 	_, echoPort, _ := net.SplitHostPort(e.echoAddr)
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`api_url: %s

@@ -196,8 +196,11 @@ func TestSoak(t *testing.T) {
 	testsvc.Need(t, "pgbench", "psql")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "spritefwd")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/spritefwd").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	agentBin := filepath.Join(dir, "spritefwd-agent")
+	for pkg, dst := range map[string]string{"../cmd/spritefwd": bin, "../cmd/spritefwd-agent": agentBin} {
+		if out, err := exec.Command("go", "build", "-o", dst, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
 	}
 	pg := testsvc.StartPostgres(t)
 	if out, err := testsvc.Command(context.Background(), t, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
@@ -230,7 +233,7 @@ func TestSoak(t *testing.T) {
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(token), 0o600)
 	s.header = fmt.Sprintf("api_url: %s\ntoken_file: %s\nkeepalive: 2s\nwake_timeout: 30s\nshutdown_grace: 3s\nhalf_close_timeout: 2s\nagent_binary: %s\nagent_port: %d\n",
-		s.sim.URL, tokenFile, bin, testsvc.FreePort(t))
+		s.sim.URL, tokenFile, agentBin, testsvc.FreePort(t))
 	// A mux forward too: its transfers must survive drops and sleeps, or
 	// end in an honest reset; never corrupt, never truncated. Its port is
 	// the echo server's real one (the emulated sprite shares this network).

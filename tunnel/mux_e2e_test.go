@@ -38,8 +38,8 @@ var (
 	agentErr  error
 )
 
-// agentBinary builds spritefwd once per test run: the agent the daemon
-// uploads into the emulated sprite.
+// agentBinary builds the agent-only spritefwd-agent once per test run: the
+// agent the daemon uploads into the emulated sprite.
 func agentBinary(t *testing.T) string {
 	t.Helper()
 	agentOnce.Do(func() {
@@ -48,8 +48,8 @@ func agentBinary(t *testing.T) string {
 			agentErr = err
 			return
 		}
-		agentPath = filepath.Join(dir, "spritefwd")
-		out, err := exec.Command("go", "build", "-o", agentPath, "../cmd/spritefwd").CombinedOutput()
+		agentPath = filepath.Join(dir, "spritefwd-agent")
+		out, err := exec.Command("go", "build", "-o", agentPath, "../cmd/spritefwd-agent").CombinedOutput()
 		if err != nil {
 			agentErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
