@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -140,7 +141,45 @@ func New(opts Options) (*Client, error) {
 	if c.http == nil {
 		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
+	// A copy, so that a caller's client keeps its own policy.
+	hc := *c.http
+	hc.CheckRedirect = sameOrigin(hc.CheckRedirect)
+	c.http = &hc
 	return c, nil
+}
+
+// ErrRedirect means the API redirected to another scheme or host, which
+// the client refuses to follow, as the token would go along.
+var ErrRedirect = errors.New("redirect to another scheme or host refused")
+
+// sameOrigin is a CheckRedirect that refuses to leave the first request's
+// scheme, host and port, and then applies next (or Go's limit of 10).
+// net/http alone drops Authorization only when the host name changes to
+// one that is not a subdomain of it (go1.26): it keeps the token on a
+// redirect from https to http, to another port on the same host, or to a
+// subdomain. Every request carries the token, so none of those may happen.
+func sameOrigin(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if from, to := origin(via[0].URL), origin(req.URL); from != to {
+			return fmt.Errorf("%w: %s sent a redirect to %s; the token goes only to api_url: set api_url to the server meant", ErrRedirect, from, to)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+}
+
+// origin is scheme://host:port, with the scheme's port made explicit.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // APIURL returns the base URL the client talks to.
@@ -307,6 +346,9 @@ func (c *Client) upgrade(ctx, hctx context.Context, sprite string, port int, que
 			class, cause := classifyStatus(resp.StatusCode)
 			return nil, nil, fail(class, cause, resp.StatusCode, ErrorBody(body))
 		}
+		if errors.Is(err, ErrRedirect) {
+			return nil, nil, fail(Permanent, err, 0, "")
+		}
 		if tlsErr := certError(err); tlsErr != nil {
 			return nil, nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
 		}
@@ -440,6 +482,9 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return err
+		}
+		if errors.Is(err, ErrRedirect) {
+			return fail(Permanent, err, 0, "")
 		}
 		if tlsErr := certError(err); tlsErr != nil {
 			return fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
