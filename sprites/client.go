@@ -81,6 +81,10 @@ type Client struct {
 	limitsMu   sync.Mutex
 	limits     map[string]*msgLimit
 	closed     bool
+
+	// writePOST: this endpoint answered fs/write's PUT with 405, so files
+	// are written with POST, as the API reference has it.
+	writePOST atomic.Bool
 }
 
 // New validates opts and returns a Client.

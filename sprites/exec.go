@@ -206,15 +206,11 @@ const maxBufferedUpload = 1 << 20
 // io.ReadSeeker (from where it stood) and otherwise holds up to 1 MiB of it
 // in memory. It never closes body.
 func (c *Client) WriteFile(ctx context.Context, sprite, path string, mode os.FileMode, body io.Reader) error {
-	return c.writeFile(ctx, sprite, path, mode, body, nil)
+	return c.writeFile(ctx, sprite, path, mode, body, &c.writePOST)
 }
 
 // writeFile is WriteFile. When post is not nil it remembers that the
 // server wants POST, so that later calls skip the PUT that would fail.
-// WriteFile passes nil for now: the memory belongs in a Client field (an
-// atomic.Bool, per Client so that two API endpoints never share it), and
-// until the Client has one, each call on a POST-only server costs a PUT
-// that is refused.
 func (c *Client) writeFile(ctx context.Context, sprite, path string, mode os.FileMode, body io.Reader, post *atomic.Bool) error {
 	const op = "fs/write"
 	fail := func(class Class, cause error) error {

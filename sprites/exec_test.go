@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,9 +313,8 @@ func TestWriteFileRemembersPOST(t *testing.T) {
 		return http.StatusOK
 	})
 	c := newTestClient(t, srv.URL)
-	var post atomic.Bool
 	for range 3 {
-		if err := c.writeFile(context.Background(), "box", "/f", 0o644, strings.NewReader("x"), &post); err != nil {
+		if err := c.WriteFile(context.Background(), "box", "/f", 0o644, strings.NewReader("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -330,11 +328,11 @@ func TestWriteFileRemembersPOST(t *testing.T) {
 
 	// Both refused: the 405 is the error, and nothing is remembered.
 	srv, _ = fakeFS(t, func(*http.Request) int { return http.StatusMethodNotAllowed })
-	post.Store(false)
-	err := newTestClient(t, srv.URL).writeFile(context.Background(), "box", "/f", 0o644, strings.NewReader("x"), &post)
+	c = newTestClient(t, srv.URL)
+	err := c.WriteFile(context.Background(), "box", "/f", 0o644, strings.NewReader("x"))
 	var e *Error
-	if !errors.As(err, &e) || e.Status != http.StatusMethodNotAllowed || post.Load() {
-		t.Errorf("%v (remembered POST: %v), want the 405", err, post.Load())
+	if !errors.As(err, &e) || e.Status != http.StatusMethodNotAllowed || c.writePOST.Load() {
+		t.Errorf("%v (remembered POST: %v), want the 405", err, c.writePOST.Load())
 	}
 }
 
