@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,6 +59,9 @@ type Config struct {
 	MaxMessage       int
 	MetricsListen    string
 	AllowPublic      bool
+	// AllowInsecureHTTP lets api_url be http:// to a host that is not
+	// loopback, which sends the token in clear.
+	AllowInsecureHTTP bool
 	// Mux mode.
 	AgentPort      int
 	AgentBinary    string // linux agent binary to upload; {arch} becomes amd64 or arm64
@@ -261,8 +265,8 @@ func (p *parser) pairsDepth(n *yaml.Node, what string, depth int) []pair {
 }
 
 var topKeys = []string{"api_url", "token_file", "keepalive", "wake_timeout", "shutdown_grace",
-	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "agent_port", "agent_binary",
-	"agent_dir", "mux_idle_timeout", "resume_window", "resume_buffer", "forwards"}
+	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "allow_insecure_http", "agent_port",
+	"agent_binary", "agent_dir", "mux_idle_timeout", "resume_window", "resume_buffer", "forwards"}
 
 func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	root := doc
@@ -273,15 +277,13 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return
 	}
-	var forwards *yaml.Node
+	var forwards, apiURL *yaml.Node
 	for _, kv := range p.pairs(root, "the top level") {
 		k, v := kv.key, deref(kv.val)
 		switch k.Value {
 		case "api_url":
 			if s, ok := p.str(v, k.Value); ok {
-				if err := checkAPIURL(s); err != "" {
-					p.errf(at(v), "api_url: %s", err)
-				}
+				apiURL = v
 				cfg.APIURL = s
 			}
 		case "token_file":
@@ -307,6 +309,8 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 			}
 		case "allow_public":
 			cfg.AllowPublic = p.boolean(v, k.Value)
+		case "allow_insecure_http":
+			cfg.AllowInsecureHTTP = p.boolean(v, k.Value)
 		case "agent_port":
 			cfg.AgentPort = p.intIn(v, k.Value, 1, 65535, cfg.AgentPort)
 		case "agent_binary":
@@ -332,6 +336,14 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 			p.unknown(k, "top-level", topKeys)
 		}
 	}
+	// Checked once every key is read, as allow_insecure_http may come after it.
+	if apiURL != nil {
+		if err := CheckAPIURL(cfg.APIURL, cfg.AllowInsecureHTTP); errors.Is(err, ErrPlainHTTP) {
+			p.errf(at(apiURL), "api_url: %v; use https://, or set allow_insecure_http: true if you mean it", err)
+		} else if err != nil {
+			p.errf(at(apiURL), "api_url: %v", err)
+		}
+	}
 	if forwards != nil {
 		p.forwards(cfg, forwards)
 	}
@@ -342,14 +354,22 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	}
 }
 
-func checkAPIURL(s string) string {
-	switch {
-	case strings.HasPrefix(s, "https://") && len(s) > len("https://"):
-		return ""
-	case strings.HasPrefix(s, "http://") && len(s) > len("http://"):
-		return "" // plain http is for a local emulator
+// ErrPlainHTTP means an API URL would carry the token in clear, over
+// http:// to a host that is not loopback.
+var ErrPlainHTTP = errors.New("plain http sends the token in clear")
+
+// CheckAPIURL checks an API base URL. http:// is for the emulator, on
+// loopback; anywhere else it hands the bearer token to every network hop,
+// so it is ErrPlainHTTP unless allowInsecureHTTP.
+func CheckAPIURL(s string, allowInsecureHTTP bool) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%q must start with https:// (or http:// for a local emulator)", s)
 	}
-	return fmt.Sprintf("%q must start with https:// (or http:// for a local emulator)", s)
+	if u.Scheme == "http" && !allowInsecureHTTP && !isLoopback(strings.ToLower(u.Hostname())) {
+		return fmt.Errorf("%q: %w to %s, which is not a loopback address", s, ErrPlainHTTP, u.Hostname())
+	}
+	return nil
 }
 
 var forwardKeys = []string{"name", "listen", "sprite", "port", "host", "keep_awake", "mode", "allow_public", "max_connections"}

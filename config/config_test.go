@@ -97,6 +97,8 @@ func TestParseErrors(t *testing.T) {
 		{"yaml syntax", "forwards:\n  - a: b\n   c: d\n", []string{`f.yaml:1:1: YAML syntax: did not find expected '-' indicator`}},
 		{"forwards not list", "forwards: 5432:db:5432\n", []string{`1:11: forwards must be a list`}},
 		{"api_url scheme", "api_url: ftp://x\n", []string{`1:10: api_url: "ftp://x" must start with https://`}},
+		{"api_url plain http", "api_url: http://api.sprites.dev\n", []string{`1:10: api_url: "http://api.sprites.dev": plain http sends the token in clear to api.sprites.dev`, "set allow_insecure_http: true"}},
+		{"allow_insecure_http", "allow_insecure_http: yes please\n", []string{`1:22: allow_insecure_http must be true or false`}},
 		{"duplicate key", "keepalive: 5s\nkeepalive: 6s\n", []string{`2:1: key "keepalive" appears twice`}},
 		{"two documents", "keepalive: 5s\n---\nkeepalive: 6s\n", []string{`a second YAML document`}},
 		{"self merge", "forwards:\n  - &b {<<: *b, name: x, port: 1, listen: 2}\n", []string{`refer to themselves`}},
@@ -117,6 +119,41 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The token rides every API call, so plain http is for the emulator on
+// loopback, or for a user who says so.
+func TestAPIURLPlainHTTP(t *testing.T) {
+	for _, tt := range []struct {
+		src string
+		ok  bool
+	}{
+		{"api_url: https://api.sprites.dev\n", true},
+		{"api_url: http://127.0.0.1:7070\n", true},
+		{"api_url: http://127.8.9.10:7070/\n", true},
+		{"api_url: http://[::1]:7070\n", true},
+		{"api_url: http://localhost:7070\n", true},
+		{"api_url: http://LocalHost\n", true},
+		{"api_url: http://api.sprites.dev\n", false},
+		{"api_url: http://10.0.0.5:7070\n", false},
+		{"api_url: http://[::2]:7070\n", false},
+		{"api_url: http://localhost.example.com\n", false},
+		{"api_url: http://127.0.0.1.nip.io\n", false},
+		{"api_url: http://api.sprites.dev\nallow_insecure_http: true\n", true},
+		{"allow_insecure_http: true\napi_url: http://10.0.0.5:7070\n", true},
+		{"api_url: http://10.0.0.5:7070\nallow_insecure_http: false\n", false},
+	} {
+		cfg, err := Parse("f.yaml", []byte(tt.src))
+		if tt.ok != (err == nil) {
+			t.Errorf("Parse(%q): %v, want ok %v", tt.src, err, tt.ok)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "f.yaml:") {
+			t.Errorf("Parse(%q): %v, want a positioned error", tt.src, err)
+		}
+		if err == nil && !strings.Contains(tt.src, cfg.APIURL) {
+			t.Errorf("Parse(%q): api_url %q", tt.src, cfg.APIURL)
+		}
 	}
 }
 

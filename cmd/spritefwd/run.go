@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -76,6 +77,7 @@ func cmdForward(args []string, stderr io.Writer) error {
 	fs := newFlags("forward", forwardHelp, stderr)
 	cfg := config.Default()
 	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "Sprites API base URL (http://127.0.0.1:7070 for the emulator)")
+	fs.BoolVar(&cfg.AllowInsecureHTTP, "allow-insecure-http", false, "allow an http:// --api-url that is not loopback, which sends the token in clear")
 	fs.StringVar(&cfg.TokenFile, "token-file", cfg.TokenFile, "file holding the API token, if $SPRITES_TOKEN is unset")
 	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "ping interval on live links")
 	fs.DurationVar(&cfg.WakeTimeout, "wake-timeout", cfg.WakeTimeout, "how long a new connection may wait for the sprite to wake")
@@ -97,6 +99,11 @@ func cmdForward(args []string, stderr io.Writer) error {
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
 		return err
+	}
+	if err := config.CheckAPIURL(cfg.APIURL, cfg.AllowInsecureHTTP); errors.Is(err, config.ErrPlainHTTP) {
+		return &exitError{code: 2, msg: fmt.Sprintf("forward: --api-url %v; use https://, or pass --allow-insecure-http if you mean it", err)}
+	} else if err != nil {
+		return &exitError{code: 2, msg: fmt.Sprintf("forward: --api-url %v", err)}
 	}
 	sprite := fs.Arg(0)
 	bind := *address
