@@ -310,25 +310,6 @@ func TestKeepaliveHoldsSpriteAwake(t *testing.T) {
 	})
 }
 
-// TestLingeringDoesNotCountAsOpen: short-lived connections (pgbench -C,
-// browsers) close long before the sprite's side is known to be done. They
-// must not pile up against max_connections while they linger.
-func TestLingeringDoesNotCountAsOpen(t *testing.T) {
-	r := newRig(t, spritestest.Options{}, "half_close_timeout: 5s\n", "  - {listen: 0, sprite: db, port: 7, max_connections: 5}\n")
-	for range 50 {
-		c := r.dial(t, "db:7")
-		echoCheck(t, c, 64)
-		c.Close()
-	}
-	st := r.status(t, "db:7")
-	if st.Errors[ClassLimit] != 0 || st.Total != 50 {
-		t.Fatalf("50 short connections with max_connections 5: %+v", st.StatsSnapshot)
-	}
-	if st.Lingering == 0 {
-		t.Errorf("no connection shown as lingering: %+v", st.StatsSnapshot)
-	}
-}
-
 // TestLocalhostBindsBothLoopbacks: localhost means 127.0.0.1 and ::1 on the
 // same port, even when the port is chosen by the system; without IPv6 it
 // still serves on 127.0.0.1.

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -48,7 +49,8 @@ type forward struct {
 	bindErr   error
 	lastWarn  map[string]time.Time // per failure message, to log each once per interval
 	muted     map[string]int
-	streams   map[*mux.Stream]struct{} // mux mode: open streams, reset on forced drain
+	streams   map[*mux.Stream]net.Conn // mux mode: open streams and their clients, reset on forced drain
+	lingerers *list.List               // of *lingerer, oldest first
 
 	pool atomic.Pointer[agentPool] // mux mode: the sprite's agent, once used
 }
@@ -58,8 +60,38 @@ func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
 	return &forward{
 		rule: rule, d: d, waker: waker, stats: &Stats{}, ctx: ctx, cancel: cancel,
 		log:      d.log.With().Str("forward", rule.Name).Str("sprite", rule.Sprite).Int("port", rule.Port).Logger(),
-		lastWarn: map[string]time.Time{}, muted: map[string]int{},
+		lastWarn: map[string]time.Time{}, muted: map[string]int{}, lingerers: list.New(),
 	}
+}
+
+// A lingerer is a direct-mode connection whose client has closed its side
+// (or closed outright: a proxy link cannot tell which), waiting out the
+// sprite's last bytes. Lingerers count against max_connections, and the
+// oldest yields to a new connection when the limit is reached: its client
+// said it was done, and a short-lived client (pgbench -C, a browser) must
+// not be refused because of the connections it has already closed.
+type lingerer struct {
+	evict func()
+}
+
+// admit decides whether a new connection fits under max_connections,
+// evicting the oldest lingerer if that makes room.
+func (f *forward) admit() bool {
+	if f.stats.Open.Load()+f.stats.Lingering.Load() < int64(f.rule.MaxConnections) {
+		return true
+	}
+	f.mu.Lock()
+	front := f.lingerers.Front()
+	if front != nil {
+		f.lingerers.Remove(front)
+	}
+	f.mu.Unlock()
+	if front == nil {
+		return false
+	}
+	f.stats.Evicted.Add(1)
+	front.Value.(*lingerer).evict()
+	return true
 }
 
 // bindAddrs expands a listen address: localhost means both loopbacks.
@@ -203,7 +235,7 @@ func (f *forward) accept(ln net.Listener) {
 			}
 			continue
 		}
-		if int(f.stats.Open.Load()) >= f.rule.MaxConnections {
+		if !f.admit() {
 			err := fmt.Errorf("forward %s: %w (%d); new connections are refused until some close", f.rule.Name, errTooManyConnections, f.rule.MaxConnections)
 			f.stats.recordError(ClassLimit, err, f.d.clock.Now())
 			f.warn(err, "connection refused")
@@ -282,24 +314,27 @@ func (f *forward) handleMux(c net.Conn) bool {
 	}
 	f.mu.Lock()
 	if f.streams == nil {
-		f.streams = map[*mux.Stream]struct{}{}
-		// Forced down after the grace: reset what is still open.
+		f.streams = map[*mux.Stream]net.Conn{}
+		// Forced down after the grace: reset what is still open, the
+		// clients at once, since a client that does not read would hold
+		// its stream's drain.
 		context.AfterFunc(f.ctx, func() {
 			f.mu.Lock()
-			all := make([]*mux.Stream, 0, len(f.streams))
-			for s := range f.streams {
-				all = append(all, s)
+			all := make(map[*mux.Stream]net.Conn, len(f.streams))
+			for s, c := range f.streams {
+				all[s] = c
 			}
 			f.mu.Unlock()
-			for _, s := range all {
-				go s.Reset(errors.New("forward stopped")) // each may drain for a while
+			for s, c := range all {
+				mux.Reset(c)
+				go s.Reset(errors.New("forward stopped"))
 			}
 		})
 	}
 	select {
 	case <-st.Done():
 	default:
-		f.streams[st] = struct{}{}
+		f.streams[st] = tc
 	}
 	f.mu.Unlock()
 	return true
@@ -333,9 +368,11 @@ func (f *forward) handleDirect(c net.Conn) {
 	defer f.conns.Done()
 	// A connection counts as open until its client closes its side. After
 	// that it only lingers, waiting out the sprite's last bytes (a proxy
-	// link cannot say when the server inside closed): it no longer counts
-	// against max_connections, and no longer keeps the sprite awake.
+	// link cannot say when the server inside closed): it no longer keeps
+	// the sprite awake, and it yields its place under max_connections to a
+	// new connection (see lingerer).
 	var lingering atomic.Bool
+	var linger *list.Element
 	closeOpen := func() {
 		if f.stats.Open.Add(-1) == 0 {
 			f.waker.MarkIdle()
@@ -343,6 +380,9 @@ func (f *forward) handleDirect(c net.Conn) {
 	}
 	defer func() {
 		if lingering.Load() {
+			f.mu.Lock()
+			f.lingerers.Remove(linger) // a no-op once evicted
+			f.mu.Unlock()
 			f.stats.Lingering.Add(-1)
 		} else {
 			closeOpen()
@@ -381,6 +421,13 @@ func (f *forward) handleDirect(c net.Conn) {
 		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
 		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut, Busy: &busy,
 		OnClientDone: func() {
+			f.mu.Lock()
+			linger = f.lingerers.PushBack(&lingerer{evict: func() {
+				log.Debug().Msg("lingering connection reset to make room under max_connections")
+				link.CloseNow()
+				mux.Reset(c)
+			}})
+			f.mu.Unlock()
 			f.stats.Lingering.Add(1)
 			lingering.Store(true)
 			closeOpen()
@@ -397,8 +444,13 @@ func (f *forward) handleDirect(c net.Conn) {
 			return ka.Tick(kctx)
 		}
 	}
-	// Abort the relay when the forward is forced down after its grace.
-	stopAbort := context.AfterFunc(f.ctx, func() { link.CloseNow() })
+	// Forced down after its grace, the forward resets the client at once:
+	// closing the link alone would not end a write to a client that has
+	// stopped reading.
+	stopAbort := context.AfterFunc(f.ctx, func() {
+		link.CloseNow()
+		mux.Reset(c)
+	})
 	res := Relay(local, link, opts)
 	stopAbort()
 	stopPings()

@@ -35,7 +35,8 @@ type RelayOptions struct {
 	// was complete. (A client that closed fully never sees it.)
 	HalfCloseTimeout time.Duration
 	// DrainTimeout bounds how long an aborting relay waits for the client's
-	// socket to take the bytes already written before it resets.
+	// socket to take the bytes already written before it resets, and how
+	// long a write to a client that has stopped reading may block it then.
 	DrainTimeout time.Duration
 	Up, Down     *atomic.Int64 // add bytes client→sprite and sprite→client
 	// Busy is set while the relay is blocked writing to the client, so that
@@ -64,10 +65,13 @@ const (
 	// EndRemoteSilent: after the client's half-close the sprite said nothing
 	// for HalfCloseTimeout; the client was reset.
 	EndRemoteSilent
+	// EndClientStalled: after its half-close the client took none of the
+	// sprite's bytes for HalfCloseTimeout; it was reset.
+	EndClientStalled
 )
 
 func (e End) String() string {
-	return [...]string{"clean", "link broken", "client aborted", "sprite silent after half-close"}[e]
+	return [...]string{"clean", "link broken", "client aborted", "sprite silent after half-close", "client stopped reading after half-close"}[e]
 }
 
 // RelayResult reports a finished relay.
@@ -162,13 +166,31 @@ func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bo
 //     and, within DrainTimeout, taken off its socket; then the client is
 //     reset, so it cannot mistake the cut for the end of the data.
 //   - The client resets or a write to it fails: the link is aborted.
+//
+// Every end is bounded in time, whatever the client does: a client that
+// stops reading after its half-close is reset after HalfCloseTimeout, and
+// one that stops reading as the relay ends holds it for DrainTimeout at
+// most. (A client that stops reading while both sides are open is TCP flow
+// control, as through ssh -L: it holds its connection until it closes, or
+// until its forward stops and resets it.)
 func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 	up := make(chan copyResult, 1)
 	down := make(chan copyResult, 1)
 	var lastDown atomic.Int64
 	lastDown.Store(time.Now().UnixNano())
+	busy := opts.Busy
+	if busy == nil {
+		busy = new(atomic.Bool)
+	}
 	go func() { up <- copyCounting(remote, local, opts.Up, nil, nil) }()
-	go func() { down <- copyCounting(local, remote, opts.Down, opts.Busy, &lastDown) }()
+	go func() { down <- copyCounting(local, remote, opts.Down, busy, &lastDown) }()
+	// awaitDown waits for the down copy once the link is closed: it may be
+	// blocked writing to a client that does not read, which only a deadline
+	// ends. The client keeps what it took by then.
+	awaitDown := func() copyResult {
+		_ = local.SetWriteDeadline(time.Now().Add(opts.DrainTimeout))
+		return <-down
+	}
 
 	var (
 		idle     *time.Ticker
@@ -207,7 +229,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 				case d = <-down:
 				case <-time.After(time.Second):
 					_ = remote.CloseNow()
-					d = <-down
+					d = awaitDown()
 				}
 				err := d.readErr
 				if err == nil {
@@ -250,12 +272,19 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 			if time.Since(time.Unix(0, lastDown.Load())) < opts.HalfCloseTimeout {
 				continue
 			}
-			// The sprite said nothing for the whole timeout after the client
-			// finished. Whether its reply was complete is unknowable here.
+			// Nothing came down for the whole timeout after the client
+			// finished: either the sprite said nothing (whether its reply
+			// was complete is unknowable here), or the client took nothing
+			// and the down copy is stuck writing to it. Either way the
+			// client is reset first, which also unblocks that write.
+			end := EndRemoteSilent
+			if busy.Load() {
+				end = EndClientStalled
+			}
+			mux.Reset(local)
 			_ = remote.CloseNow()
 			<-down
-			mux.Reset(local)
-			result, finished = RelayResult{End: EndRemoteSilent}, true
+			result, finished = RelayResult{End: end}, true
 		}
 	}
 	if idle != nil {

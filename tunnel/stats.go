@@ -13,6 +13,7 @@ import (
 type Stats struct {
 	Open, Total       atomic.Int64
 	Lingering         atomic.Int64 // client closed its side; waiting out the sprite's last bytes
+	Evicted           atomic.Int64 // lingering connections reset to make room under max_connections
 	BytesIn, BytesOut atomic.Int64 // into the sprite, out of the sprite
 
 	Resumptions atomic.Int64 // mux streams moved to a new link
@@ -92,6 +93,7 @@ func (s *Stats) recordError(class string, err error, now time.Time) {
 type StatsSnapshot struct {
 	Open        int64            `json:"open"`
 	Lingering   int64            `json:"lingering"`
+	Evicted     int64            `json:"lingering_evicted,omitempty"`
 	Total       int64            `json:"total"`
 	BytesIn     int64            `json:"bytes_in"`
 	BytesOut    int64            `json:"bytes_out"`
@@ -115,6 +117,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	snap := StatsSnapshot{Errors: errs, LastError: s.lastErr, LastErrorAt: s.lastErrAt, ResumeTimes: append([]time.Duration(nil), s.resumes...)}
 	s.mu.Unlock()
 	snap.Open, snap.Lingering, snap.Total = s.Open.Load(), s.Lingering.Load(), s.Total.Load()
+	snap.Evicted = s.Evicted.Load()
 	snap.BytesIn, snap.BytesOut = s.BytesIn.Load(), s.BytesOut.Load()
 	snap.Resumptions = s.Resumptions.Load()
 	return snap
