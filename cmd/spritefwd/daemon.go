@@ -71,6 +71,7 @@ func newRunner(o runnerOptions) *runner {
 // Start brings the daemon up and returns; it runs in the background.
 func (r *runner) Start() error {
 	logFileLimit(r.o.log)
+	r.warnConfigFile()
 	if err := r.d.Apply(r.o.cfg); err != nil {
 		return err
 	}
@@ -125,6 +126,7 @@ func (r *runner) Reload() control.ReloadResult {
 	}
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
+	r.warnConfigFile()
 	cfg, err := config.Load(r.o.configPath)
 	if err == nil {
 		err = r.d.Apply(cfg)
@@ -252,6 +254,14 @@ func residentBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// warnConfigFile logs configFileWarning, if any: status shows it too, but
+// the log is where someone who never runs status will see it.
+func (r *runner) warnConfigFile() {
+	if w := configFileWarning(r.o.configPath); w != "" {
+		r.o.log.Warn().Msg(w)
+	}
 }
 
 // configFileWarning flags a config others can change: whoever edits it can
