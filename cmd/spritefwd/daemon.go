@@ -31,6 +31,9 @@ type runnerOptions struct {
 	socket     string         // control socket; empty for none
 	watch      bool           // reload when the config file changes
 	poll       time.Duration  // config poll interval (0: the default)
+	// root: the daemon runs as root, so it refuses config and token files
+	// that anyone but root could change (config.CheckRootFiles).
+	root bool
 }
 
 // runner is the daemon with everything around the engine: reloads, the
@@ -71,6 +74,9 @@ func newRunner(o runnerOptions) *runner {
 // Start brings the daemon up and returns; it runs in the background.
 func (r *runner) Start() error {
 	logFileLimit(r.o.log)
+	if err := r.checkFiles(r.o.cfg); err != nil {
+		return err
+	}
 	r.warnConfigFile()
 	if err := r.d.Apply(r.o.cfg); err != nil {
 		return err
@@ -128,6 +134,9 @@ func (r *runner) Reload() control.ReloadResult {
 	defer r.reloadMu.Unlock()
 	r.warnConfigFile()
 	cfg, err := config.Load(r.o.configPath)
+	if err == nil {
+		err = r.checkFiles(cfg)
+	}
 	if err == nil {
 		err = r.d.Apply(cfg)
 	}
@@ -254,6 +263,15 @@ func residentBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// checkFiles refuses, when running as root, a config or token file that
+// someone else could change; see config.CheckRootFiles.
+func (r *runner) checkFiles(cfg *config.Config) error {
+	if !r.o.root {
+		return nil
+	}
+	return config.CheckRootFiles(r.o.configPath, cfg.TokenFile, os.Getenv)
 }
 
 // warnConfigFile logs configFileWarning, if any: status shows it too, but

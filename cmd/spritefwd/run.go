@@ -53,7 +53,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
-	r := newRunner(runnerOptions{log: log, configPath: abs, cfg: cfg, socket: *socket, watch: !*noWatch})
+	r := newRunner(runnerOptions{log: log, configPath: abs, cfg: cfg, socket: *socket, watch: !*noWatch, root: os.Geteuid() == 0})
 	if !svc.Interactive() && runtime.GOOS == "windows" {
 		// The Windows service manager drives Start and Stop itself.
 		s, err := svc.New(svc.Options{ConfigPath: abs}, r)
@@ -133,7 +133,7 @@ func cmdForward(args []string, stderr io.Writer) error {
 		return &exitError{code: 2, msg: err.Error()}
 	}
 	cfg.File = "command line"
-	return runDaemon(log, newRunner(runnerOptions{log: log, cfg: cfg, socket: *socket}))
+	return runDaemon(log, newRunner(runnerOptions{log: log, cfg: cfg, socket: *socket, root: os.Geteuid() == 0}))
 }
 
 const validateHelp = `spritefwd validate [--config FILE]: check a config file.

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	kservice "github.com/kardianos/service"
 
+	"github.com/spritefwd/spritefwd/config"
 	svc "github.com/spritefwd/spritefwd/service"
 )
 
@@ -20,7 +22,9 @@ ACTION is install, uninstall, start, stop, restart or status.
 The service runs 'spritefwd run --config FILE' with JSON logs: on Linux they
 go to the journal (journalctl [--user] -u spritefwd), on macOS to
 ~/Library/Logs/spritefwd.err.log (user) or /var/log/spritefwd.err.log, on
-Windows to %ProgramData%\spritefwd\spritefwd.log.`
+Windows to %ProgramData%\spritefwd\spritefwd.log.
+A system service runs as root, so it refuses a config or token file that
+anyone but root can change (install checks this too); --user does not.`
 
 func cmdService(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
@@ -39,6 +43,11 @@ func cmdService(args []string, stdout, stderr io.Writer) error {
 	}
 	if action == "install" && *path == "" {
 		return &exitError{code: 2, msg: "service install: --config FILE is required"}
+	}
+	if action == "install" && !*user && os.Geteuid() == 0 {
+		if err := checkServiceFiles(*path); err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("service install: %v", err)}
+		}
 	}
 	if *path == "" {
 		*path = os.DevNull // only install renders the config path into the unit
@@ -76,4 +85,19 @@ func cmdService(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// checkServiceFiles makes install fail now, rather than the service at
+// its start, over files the root daemon will refuse. The service manager
+// passes no $SPRITES_TOKEN, so the token comes from token_file.
+func checkServiceFiles(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(abs)
+	if err != nil {
+		return err
+	}
+	return config.CheckRootFiles(abs, cfg.TokenFile, func(string) string { return "" })
 }
