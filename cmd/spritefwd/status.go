@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spritefwd/spritefwd/control"
 	"github.com/spritefwd/spritefwd/sprites"
@@ -72,14 +74,18 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
+// printStatus writes st as text. Every string in st goes through p first:
+// they quote the sprite, the API and config files, none of which may
+// move the cursor or clear the screen of whoever runs status.
 func printStatus(w io.Writer, st control.Status, now time.Time) {
-	fmt.Fprintf(w, "spritefwd %s, pid %d, up %s, config %s\n", st.Version, st.PID, age(now, st.Started), st.Config)
-	fmt.Fprintf(w, "api %s, token from %s", st.APIURL, st.TokenSource)
+	p := printable
+	fmt.Fprintf(w, "spritefwd %s, pid %d, up %s, config %s\n", p(st.Version), st.PID, age(now, st.Started), p(st.Config))
+	fmt.Fprintf(w, "api %s, token from %s", p(st.APIURL), p(st.TokenSource))
 	if !st.LastReload.IsZero() {
 		fmt.Fprintf(w, ", reloaded %s ago", age(now, st.LastReload))
 	}
 	if st.MetricsAddr != "" {
-		fmt.Fprintf(w, ", metrics http://%s/metrics", st.MetricsAddr)
+		fmt.Fprintf(w, ", metrics http://%s/metrics", p(st.MetricsAddr))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
@@ -105,13 +111,13 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if f.Agent != nil && f.Agent.State == "fallback" {
 			mode = "mux→direct"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", f.Name, listen, f.Target, mode, f.State,
-			f.SpriteState, wake, f.Open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), lastErr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p(f.Name), p(listen), p(f.Target), p(mode), p(string(f.State)),
+			p(string(f.SpriteState)), wake, f.Open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), p(lastErr))
 	}
 	tw.Flush()
 	for _, f := range st.Forwards {
 		if a := f.Agent; a != nil {
-			fmt.Fprintf(w, "\nmux %s: agent %s, %d streams, %d sessions, %d deploys", f.Name, a.State, a.Streams, a.Sessions, a.Deploys)
+			fmt.Fprintf(w, "\nmux %s: agent %s, %d streams, %d sessions, %d deploys", p(f.Name), p(a.State), a.Streams, a.Sessions, a.Deploys)
 			if a.LastDeploy > 0 {
 				fmt.Fprintf(w, " (last took %s)", a.LastDeploy.Round(time.Millisecond))
 			}
@@ -124,7 +130,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 				fmt.Fprintf(w, " (latest took %s)", strings.Join(ts, " "))
 			}
 			if a.Fallback != "" {
-				fmt.Fprintf(w, "\n  using direct mode: %s", a.Fallback)
+				fmt.Fprintf(w, "\n  using direct mode: %s", p(a.Fallback))
 			}
 			fmt.Fprintln(w)
 		}
@@ -136,7 +142,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if m := f.MaxMessage; m.State == sprites.LimitRefused && !small[sprite] {
 			small[sprite] = true
 			fmt.Fprintf(w, "\nsprite %s reads at most %d bytes per WebSocket message (learned %s ago, %d refusals on live links)\n",
-				sprite, m.Bytes, age(now, m.Since), m.Refusals)
+				p(sprite), m.Bytes, age(now, m.Since), m.Refusals)
 		}
 	}
 	if len(st.Forwards) == 0 {
@@ -145,12 +151,44 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	if len(st.Rejected) > 0 {
 		fmt.Fprintf(w, "\nconfig edit rejected %s ago; the previous config keeps serving:\n", age(now, st.RejectedAt))
 		for _, e := range st.Rejected {
-			fmt.Fprintln(w, "  "+e)
+			fmt.Fprintln(w, "  "+p(e))
 		}
 	}
 	for _, warn := range st.Warnings {
-		fmt.Fprintln(w, "\nwarning: "+warn)
+		fmt.Fprintln(w, "\nwarning: "+p(warn))
 	}
+}
+
+// printable escapes what a terminal would act on rather than show: control
+// characters (ESC, CR, BEL, tab...), invalid UTF-8 and other non-printing
+// runes (bidi overrides) become \xNN or \uNNNN. Printable Unicode stays.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		case r < 0x100:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func age(now, t time.Time) string {

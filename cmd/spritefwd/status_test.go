@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/control"
@@ -51,5 +53,38 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 	}
 	if n := strings.Count(out, "reads at most"); n != 1 {
 		t.Errorf("the small limit of sprite box is told %d times, want once:\n%s", n, out)
+	}
+}
+
+// Text from the sprite, the API and the config reaches status verbatim; a
+// terminal must be shown it, never made to act on it.
+func TestPrintStatusEscapesControlCharacters(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	st := control.Status{Version: "test", Started: now.Add(-time.Hour), APIURL: "https://api.sprites.dev",
+		Rejected: []string{"c.yaml:1:1: unknown top-level key \"\x1b[31mred\""},
+		Warnings: []string{"token\x07 bell"},
+		Forwards: []tunnel.Status{
+			{Name: "データベース 🐘", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: config.Mux, State: tunnel.StateListening,
+				SpriteState:   "run\x1b[Hning",
+				StatsSnapshot: tunnel.StatsSnapshot{LastError: "refused\x1b[2J\rgotcha\x9b2J\u202ekcatta", LastErrorAt: now.Add(-time.Minute)},
+				Agent:         &tunnel.AgentStatus{State: "fallback", Fallback: "agent said \x1b]0;pwned\x07 on stderr\n\xff"}},
+			{Name: "web", Listen: "127.0.0.1:8080", Target: "web:80", Mode: config.Direct, State: "failed", BindError: "listen:\tin use\x1b[1A"},
+		}}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	out := b.String()
+	if i := strings.IndexFunc(out, func(r rune) bool { return r != '\n' && !unicode.IsPrint(r) }); i >= 0 {
+		t.Errorf("status prints %q raw:\n%s", out[i:min(i+8, len(out))], out)
+	}
+	if !utf8.ValidString(out) {
+		t.Errorf("status prints invalid UTF-8:\n%s", out)
+	}
+	for _, want := range []string{
+		`refused\x1b[2J\x0dgotcha\x9b2J\u202ekcatta`, `run\x1b[Hning`, `agent said \x1b]0;pwned\x07 on stderr\x0a\xff`,
+		`unknown top-level key "\x1b[31mred"`, `token\x07 bell`, "データベース 🐘", `listen:\x09in use\x1b[1A`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %s:\n%s", want, out)
+		}
 	}
 }
