@@ -320,56 +320,72 @@ func setup(t *testing.T) *env {
 	e.socat = e.socatChain(e.sinkAddr)
 	e.socatE = e.socatChain(e.echoAddr)
 
-	sim := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s",
-		"--map", "s:9="+e.sinkAddr, "--map", "s:7="+e.echoAddr, "--log-level", "warn")
-	stdout, _ := sim.StdoutPipe()
-	if err := sim.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Process.Kill(); sim.Wait() })
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	e.simURL = strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
-
-	tokenFile := filepath.Join(e.dir, "token")
-	os.WriteFile(tokenFile, []byte(token), 0o600)
-	cfg := filepath.Join(e.dir, "bench.yaml")
+	e.simURL = e.startSim("--map", "s:9="+e.sinkAddr, "--map", "s:7="+e.echoAddr)
 	// Mux forwards name the servers' real ports: the agent runs in the
 	// emulated sprite, which shares this machine's network.
 	_, sinkPort, _ := net.SplitHostPort(e.sinkAddr)
 	_, echoPort, _ := net.SplitHostPort(e.echoAddr)
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`api_url: %s
-token_file: %s
-half_close_timeout: 1s
+	e.socket = filepath.Join(e.dir, "ctl.sock")
+	e.daemon, e.fwd = e.startDaemon("bench", e.simURL, fmt.Sprintf(`half_close_timeout: 1s
 agent_port: %d
 forwards:
   - {name: sink, listen: 0, sprite: s, port: 9, max_connections: 100000}
   - {name: echo, listen: 0, sprite: s, port: 7, max_connections: 100000}
   - {name: msink, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
   - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
-`, e.simURL, tokenFile, testsvc.FreePort(t), sinkPort, echoPort)), 0o600)
-	e.socket = filepath.Join(e.dir, "ctl.sock")
-	e.daemon = exec.Command(e.bin, "run", "--config", cfg, "--socket", e.socket, "--allow-root", "--log-level", "warn", "--no-watch")
-	e.daemon.Stderr = os.Stderr
-	if err := e.daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.daemon.Process.Signal(syscall.SIGTERM); e.daemon.Wait() })
-	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
-		c := control.NewClient(e.socket)
-		st, err := c.Status(context.Background())
-		c.Close()
-		if err == nil && len(st.Forwards) == 4 && listening(st) {
-			for _, f := range st.Forwards {
-				e.fwd[f.Name] = f.Addrs[0]
-			}
-			break
-		}
-		if time.Since(start) > 20*time.Second {
-			t.Fatal("daemon did not start")
-		}
-	}
+`, testsvc.FreePort(t), sinkPort, echoPort))
 	e.fileLimit = limit
 	return e
+}
+
+// startSim runs an emulator with the bench's token and args, and returns
+// its URL; it stops with the test.
+func (e *env) startSim(args ...string) string {
+	sim := exec.Command(e.bin, append([]string{"sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--log-level", "warn"}, args...)...)
+	stdout, _ := sim.StdoutPipe()
+	if err := sim.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { sim.Process.Kill(); sim.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	return strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
+}
+
+// startDaemon runs a daemon named name against the emulator at url, with
+// config (after api_url and token_file), and returns it with the address
+// of each forward once all listen. Its control socket is name.sock in the
+// bench's directory; it stops with the test.
+func (e *env) startDaemon(name, url, config string) (*exec.Cmd, map[string]string) {
+	tokenFile := filepath.Join(e.dir, "token")
+	os.WriteFile(tokenFile, []byte(token), 0o600)
+	cfg := filepath.Join(e.dir, name+".yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\n%s", url, tokenFile, config)), 0o600)
+	sock := filepath.Join(e.dir, name+".sock")
+	if name == "bench" {
+		sock = e.socket
+	}
+	d := exec.Command(e.bin, "run", "--config", cfg, "--socket", sock, "--allow-root", "--log-level", "warn", "--no-watch", "--log-format", "json")
+	d.Stderr = os.Stderr
+	if err := d.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { d.Process.Signal(syscall.SIGTERM); d.Wait() })
+	want := strings.Count(config, "name:")
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		c := control.NewClient(sock)
+		st, err := c.Status(context.Background())
+		c.Close()
+		if err == nil && len(st.Forwards) == want && listening(st) {
+			addrs := map[string]string{}
+			for _, f := range st.Forwards {
+				addrs[f.Name] = f.Addrs[0]
+			}
+			return d, addrs
+		}
+		if time.Since(start) > 20*time.Second {
+			e.t.Fatalf("daemon %s did not start", name)
+		}
+	}
 }
 
 func listening(st control.Status) bool {
@@ -427,6 +443,42 @@ func (e *env) throughput(streams int) result {
 			"mux_gbps": muxed, "mux_vs_socat": muxed / socat, "mux_daemon_cpu_s_per_gib": muxCPU, "mux_daemon_cpu_vs_socat": muxCPU / socatCPU,
 		},
 		Note: "mux adds the agent as a third hop inside the emulated sprite (its CPU is not counted)",
+	}
+}
+
+// smallMessages compares one stream's upload through a daemon whose sprite
+// reads 1,024-byte messages (as the in-sprite server of November 2025 does)
+// with the same through the main daemon, whose sprite takes large ones;
+// both daemons run the default config and learn the limit themselves.
+func (e *env) smallMessages() result {
+	url := e.startSim("--max-message", "1024", "--map", "s:9="+e.sinkAddr)
+	_, sinkPort, _ := net.SplitHostPort(e.sinkAddr)
+	d, fwd := e.startDaemon("small", url, fmt.Sprintf("agent_port: %d\nforwards:\n  - {name: sink, listen: 0, sprite: s, port: 9}\n  - {name: msink, listen: 0, sprite: s, port: %s, mode: mux}\n",
+		testsvc.FreePort(e.t), sinkPort))
+	per := *gib / 4
+	paths := map[string]string{"large": e.fwd["sink"], "small": fwd["sink"], "mux_large": e.fwd["msink"], "mux_small": fwd["msink"]}
+	pids := map[string]int{"large": e.daemon.Process.Pid, "small": d.Process.Pid, "mux_large": e.daemon.Process.Pid, "mux_small": d.Process.Pid}
+	gb, cpu := map[string][]float64{}, map[string][]float64{}
+	interleaved(e.t, []string{"large", "small", "mux_large", "mux_small"}, func(p string) error {
+		cpu0 := procCPU(pids[p])
+		start := time.Now()
+		if err := push(paths[p], per); err != nil {
+			return err
+		}
+		gb[p] = append(gb[p], gbps(per, time.Since(start)))
+		cpu[p] = append(cpu[p], (procCPU(pids[p])-cpu0)/(float64(per)/(1<<30)))
+		return nil
+	})
+	v := map[string]float64{}
+	for p := range paths {
+		v[p+"_gbps"], v[p+"_daemon_cpu_s_per_gib"] = median(gb[p]), median(cpu[p])
+	}
+	v["small_vs_large"] = v["small_gbps"] / v["large_gbps"]
+	v["mux_small_vs_large"] = v["mux_small_gbps"] / v["mux_large_gbps"]
+	return result{
+		Name:  fmt.Sprintf("one stream's upload at a 1,024-byte and a large message limit, %d MiB", per>>20),
+		Value: v,
+		Note:  fmt.Sprintf("median of %d alternating runs; small: the emulator reads at most 1,024 bytes per message and the daemon learns it", rounds),
 	}
 }
 
@@ -695,29 +747,10 @@ func (e *env) pgbench() []result {
 	direct := e.socatChainUnix(pg.Socket)
 	twoHop := e.socatListen("TCP:" + direct + ",nodelay") // the same two relays a tunnel has
 	goTwoHop := e.goRelayChain(2, "unix", pg.Socket)
-	simPG := exec.Command(e.bin, "sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--map", "db:5432=unix:"+pg.Socket, "--log-level", "warn")
-	stdout, _ := simPG.StdoutPipe()
-	simPG.Start()
-	defer func() { simPG.Process.Kill(); simPG.Wait() }()
-	line, _ := bufio.NewReader(stdout).ReadString('\n')
-	url := strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
-	tokenFile := filepath.Join(e.dir, "token")
-	cfg := filepath.Join(e.dir, "pg.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\nagent_port: %d\nforwards:\n  - {name: pg, listen: 0, sprite: db, port: 5432}\n  - {name: pgmux, listen: 0, sprite: db, port: %d, mode: mux}\n",
-		url, tokenFile, testsvc.FreePort(e.t), pg.Port)), 0o600)
-	sock := filepath.Join(e.dir, "pg.sock")
-	d := exec.Command(e.bin, "run", "--config", cfg, "--socket", sock, "--allow-root", "--log-level", "warn", "--no-watch", "--log-format", "json")
-	d.Stderr = os.Stderr
-	d.Start()
-	defer func() { d.Process.Signal(syscall.SIGTERM); d.Wait() }()
-	var tunnel, muxed string
-	for start := time.Now(); tunnel == "" && time.Since(start) < 20*time.Second; time.Sleep(50 * time.Millisecond) {
-		c := control.NewClient(sock)
-		if st, err := c.Status(context.Background()); err == nil && len(st.Forwards) == 2 && listening(st) {
-			tunnel, muxed = st.Forwards[0].Addrs[0], st.Forwards[1].Addrs[0]
-		}
-		c.Close()
-	}
+	url := e.startSim("--map", "db:5432=unix:"+pg.Socket)
+	_, fwd := e.startDaemon("pg", url, fmt.Sprintf("agent_port: %d\nforwards:\n  - {name: pg, listen: 0, sprite: db, port: 5432}\n  - {name: pgmux, listen: 0, sprite: db, port: %d, mode: mux}\n",
+		testsvc.FreePort(e.t), pg.Port))
+	tunnel, muxed := fwd["pg"], fwd["pgmux"]
 	run := func(addr string, extra ...string) float64 {
 		_, port, _ := net.SplitHostPort(addr)
 		args := append([]string{"-c", "8", "-j", "2", "-T", "5", "-S", "-n", "-h", "127.0.0.1", "-p", port, "-U", "postgres"}, extra...)
@@ -770,7 +803,7 @@ func TestBench(t *testing.T) {
 	e := setup(t)
 	var rows []result
 	if want("throughput") {
-		rows = append(rows, e.throughput(1), e.throughput(8))
+		rows = append(rows, e.throughput(1), e.throughput(8), e.smallMessages())
 	}
 	if want("setup") {
 		rows = append(rows, e.setup()...)
