@@ -2,6 +2,7 @@ package spritestest
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,7 +58,7 @@ type Faults struct {
 
 // Options configures a Server. Zero durations take the real service's values.
 type Options struct {
-	Token      string        // the only Bearer token accepted; required
+	Token      string        // the only Bearer token accepted; required (see NewToken)
 	IdleSleep  time.Duration // sleep after this long without activity; <0 never
 	ColdAfter  time.Duration // a sleeping sprite is "warm" this long, then "cold"; 0 means straight to cold
 	WakeDelay  time.Duration // how long a wake takes
@@ -488,7 +489,10 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 		if !strings.HasPrefix(r.URL.Path, "/_sim/") {
 			s.requests.Add(1)
 		}
-		if r.Header.Get("Authorization") != "Bearer "+s.opts.Token || s.opts.Token == "" {
+		// Constant time: exec runs commands on this machine, so the token
+		// must not leak a byte at a time through response timing.
+		got := []byte(r.Header.Get("Authorization"))
+		if s.opts.Token == "" || subtle.ConstantTimeCompare(got, []byte("Bearer "+s.opts.Token)) != 1 {
 			// Plain text, verbatim from the in-sprite server; the public
 			// edge may answer in JSON, and the client reads either.
 			http.Error(w, "Missing or invalid authentication", http.StatusUnauthorized)
