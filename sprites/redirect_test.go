@@ -52,7 +52,10 @@ func TestRedirectKeepsTokenHome(t *testing.T) {
 			}
 			return err
 		}, true},
-		{"fs", func(ctx context.Context, c *sprites.Client) error { _, err := c.ReadFile(ctx, "db", "/etc/hostname"); return err }, false},
+		{"fs", func(ctx context.Context, c *sprites.Client) error {
+			_, err := c.ReadFile(ctx, "db", "/etc/hostname")
+			return err
+		}, false},
 		{"exec", func(ctx context.Context, c *sprites.Client) error {
 			s, err := c.Exec(ctx, "db", sprites.ExecOptions{Cmd: []string{"true"}})
 			if err == nil {
