@@ -309,8 +309,10 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 		return nil, fail(Permanent, err, 0, 0, "")
 	}
 	ok = true
+	var fw *frameWriter
 	if up != nil && up.fw != nil {
-		up.fw.armed = true // from here on only frames go by, at a boundary now
+		fw = up.fw
+		fw.armed = true // from here on only frames go by, at a boundary now
 	}
 	// Our side accepts messages of any size: the server sends at most 32 KiB,
 	// but nothing is gained by failing a link over a larger one.
@@ -319,7 +321,7 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// Probe once a link is up: the sprite is awake and the token good, so
 	// the probe is answered at once, and a failed dial costs no second call.
 	c.maybeProbe(sprite, limit)
-	l := newLink(ws, r.Target, c, sprite, limit)
+	l := newLink(ws, r.Target, c, sprite, limit, fw)
 	pongs.Store(l)
 	return l, nil
 }

@@ -16,11 +16,19 @@ import (
 // a later write. It does nothing until armed, which Dial does after the
 // upgrade: the HTTP request before it is not made of frames.
 //
-// coder/websocket serializes writes, so frameWriter needs no lock of its own.
+// A Link that splits one write into several messages (a sprite that reads
+// only 1,024 bytes per message) holds the frameWriter for that write, so
+// whole frames gather up to frameHold and go out in one system call and,
+// over TLS, one record, instead of one per kilobyte.
+//
+// coder/websocket serializes its writes, but hold and release come from the
+// Link, beside a ping that coder/websocket may be writing: hence mu.
 type frameWriter struct {
 	net.Conn
 	armed bool
-	buf   *[]byte // held bytes of an unfinished frame; from the pool, nil when none
+	mu    sync.Mutex
+	held  bool    // whole frames wait for release or a full buffer
+	buf   *[]byte // held bytes; from the pool, nil when none
 	// The parser: hdr holds the first hn bytes of a header, and rest is how
 	// much payload the current frame still has to come.
 	hdr  [14]byte
@@ -38,9 +46,12 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	if !w.armed {
 		return w.Conn.Write(p)
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.follow(p)
-	boundary := w.rest == 0 && w.hn == 0
-	if w.buf == nil && boundary {
+	// send: p ends at a frame boundary, and nothing asks to wait for more.
+	send := w.rest == 0 && w.hn == 0 && !w.held
+	if w.buf == nil && send {
 		return w.Conn.Write(p) // whole frames in one piece: nothing to join
 	}
 	if w.buf == nil {
@@ -51,18 +62,37 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 		if err := w.flush(); err != nil {
 			return 0, err
 		}
-		if boundary || len(p) > frameHold {
+		if send || len(p) > frameHold {
 			return w.Conn.Write(p)
 		}
 		w.buf = frameBufs.Get().(*[]byte)
 	}
 	*w.buf = append(*w.buf, p...)
-	if boundary {
+	if send {
 		if err := w.flush(); err != nil {
 			return 0, err
 		}
 	}
 	return len(p), nil
+}
+
+// hold makes whole frames wait, until release or until frameHold bytes
+// are held. Every hold must be followed by a release.
+func (w *frameWriter) hold() {
+	w.mu.Lock()
+	w.held = true
+	w.mu.Unlock()
+}
+
+// release ends a hold and writes what it kept.
+func (w *frameWriter) release() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.held = false
+	if w.rest != 0 || w.hn != 0 {
+		return nil // mid-frame: the frame's last write flushes it
+	}
+	return w.flush()
 }
 
 // flush writes what is held and gives the buffer back.

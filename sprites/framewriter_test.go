@@ -87,7 +87,16 @@ func FuzzFrameWriter(f *testing.F) {
 		for pos < len(stream) {
 			step := 4096 // coder/websocket's flushes
 			if len(cuts) > 0 {
-				step = 1 + int(cuts[c%len(cuts)])*int(cuts[c%len(cuts)])
+				cut := cuts[c%len(cuts)]
+				step = 1 + int(cut)*int(cut)
+				// Some writes come inside a Link's hold, as its messages do.
+				if cut%3 == 0 && !w.held {
+					w.hold()
+				} else if cut%3 == 1 && w.held {
+					if err := w.release(); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 			c++
 			p := stream[pos:min(pos+step, len(stream))]
@@ -98,9 +107,12 @@ func FuzzFrameWriter(f *testing.F) {
 			for next < len(ends) && ends[next] < pos {
 				next++
 			}
-			if next < len(ends) && ends[next] == pos && len(rec.all) != pos {
+			if next < len(ends) && ends[next] == pos && !w.held && len(rec.all) != pos {
 				t.Fatalf("at a frame boundary (%d bytes) only %d reached the connection", pos, len(rec.all))
 			}
+		}
+		if err := w.release(); err != nil {
+			t.Fatal(err)
 		}
 		if w.buf != nil || w.hn != 0 || w.rest != 0 {
 			t.Fatalf("frameWriter holds state after whole frames: buf %v, hn %d, rest %d", w.buf != nil, w.hn, w.rest)
@@ -109,6 +121,41 @@ func FuzzFrameWriter(f *testing.F) {
 			t.Fatalf("connection got %d bytes, want the %d written, unchanged", len(rec.all), len(stream))
 		}
 	})
+}
+
+// TestFrameWriterHoldJoinsFrames: while held, 1,024-byte messages (a
+// sprite that reads no more) leave in one write per frameHold, not one
+// each, and release sends the rest; a control frame written meanwhile
+// keeps its place.
+func TestFrameWriterHoldJoinsFrames(t *testing.T) {
+	rec := &recorder{}
+	w := &frameWriter{Conn: rec, armed: true}
+	var want []byte
+	w.hold()
+	for i := range 64 {
+		frame := appendFrame(nil, 1024, byte(i))
+		if i == 10 {
+			frame = append([]byte{0x89, 0x80, 1, 2, 3, 4}, frame...) // a ping before it
+		}
+		want = append(want, frame...)
+		if _, err := w.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := rec.count()
+	if err := w.release(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rec.all, want) {
+		t.Fatalf("connection got %d bytes, want the %d written, in order", len(rec.all), len(want))
+	}
+	// 64 frames of 1,032 bytes: 66 KiB, which is two full holds and a rest.
+	if held != 2 || rec.count() != 3 {
+		t.Errorf("%d writes while held and %d in all, want 2 and 3", held, rec.count())
+	}
+	if _, err := w.Write(appendFrame(nil, 10, 1)); err != nil || rec.count() != 4 {
+		t.Errorf("after release a frame waited (%d writes, %v)", rec.count(), err)
+	}
 }
 
 // TestFrameWriterJoinsMessages sends messages through real coder/websocket

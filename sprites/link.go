@@ -34,6 +34,8 @@ type Link struct {
 	largest atomic.Int64 // the largest message sent, for a 1009's report
 	refusal error        // the 1009, once reported
 
+	fw *frameWriter // the connection under ws; nil through an HTTP proxy
+
 	readMu sync.Mutex
 	r      io.Reader // current message
 	eof    bool
@@ -45,8 +47,8 @@ type Link struct {
 // bytes are allowed.
 var ErrTextFrame = errors.New("text frame in the data phase")
 
-func newLink(ws *websocket.Conn, target string, c *Client, sprite string, limit *msgLimit) *Link {
-	l := &Link{ws: ws, target: target, client: c, sprite: sprite, limit: limit}
+func newLink(ws *websocket.Conn, target string, c *Client, sprite string, limit *msgLimit, fw *frameWriter) *Link {
+	l := &Link{ws: ws, target: target, client: c, sprite: sprite, limit: limit, fw: fw}
 	l.touch()
 	return l
 }
@@ -116,9 +118,23 @@ func (l *Link) refused() error {
 func (l *Link) MaxMessage() int { return int(l.limit.size.Load()) }
 
 // Write sends p as one or more binary messages of at most MaxMessage bytes.
+// The messages of one Write leave in as few system calls as the frame
+// buffer allows.
 func (l *Link) Write(p []byte) (int, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
+	if l.fw != nil && len(p) > l.MaxMessage() {
+		l.fw.hold()
+		n, err := l.write(p)
+		if rerr := l.fw.release(); err == nil && rerr != nil {
+			return n, rerr
+		}
+		return n, err
+	}
+	return l.write(p)
+}
+
+func (l *Link) write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), l.MaxMessage())]
