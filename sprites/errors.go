@@ -120,7 +120,8 @@ func classifyStatus(status int) (Class, error) {
 	}
 }
 
-// Close codes the proxy uses; see sprites-protocol-notes.md.
+// Close codes the proxy uses: the real server reports every failure after
+// the upgrade as a close frame, never as JSON.
 const (
 	closeNormal         = 1000
 	closeGoingAway      = 1001

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -111,8 +112,13 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if f.Agent != nil && f.Agent.State == "fallback" {
 			mode = "mux→direct"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p(f.Name), p(listen), p(f.Target), p(mode), p(string(f.State)),
-			p(string(f.SpriteState)), wake, f.Open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), p(lastErr))
+		// Lingering connections hold a place under max_connections too.
+		open := strconv.FormatInt(f.Open, 10)
+		if f.Lingering > 0 {
+			open += "+" + strconv.FormatInt(f.Lingering, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p(f.Name), p(listen), p(f.Target), p(mode), p(string(f.State)),
+			p(string(f.SpriteState)), wake, open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), p(lastErr))
 	}
 	tw.Flush()
 	for _, f := range st.Forwards {

@@ -23,14 +23,15 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: config.Mux, State: tunnel.StateListening,
 			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary"}},
 		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
-			MaxMessage: sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)}},
+			MaxMessage:    sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)},
+			StatsSnapshot: tunnel.StatsSnapshot{Open: 1, Lingering: 3, Total: 4}},
 		{Name: "ssh2", Listen: "127.0.0.1:2223", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
 			MaxMessage: sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)}},
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
 	out := b.String()
-	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}} {
+	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}, {"ssh ", " 1+3 "}} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
 			if strings.HasPrefix(l, row[0]) && strings.Contains(l, row[1]) {
