@@ -37,8 +37,6 @@ func want(section string) bool {
 	return *only == "" || strings.Contains(","+*only+",", ","+section+",")
 }
 
-const token = "bench-token"
-
 // result is one row of the report.
 type result struct {
 	Name  string             `json:"name"`
@@ -56,6 +54,7 @@ type env struct {
 	socatE   string // the same chain to the echo server
 	socatPID []int
 	simURL   string
+	token    string // the emulators', made by the first in tokenFile()
 	daemon   *exec.Cmd
 	socket   string
 	fwd      map[string]string
@@ -284,7 +283,7 @@ func (e *env) status() control.Status {
 
 func (e *env) setLatency(d time.Duration) {
 	body := fmt.Sprintf(`{"latency":%q}`, d.String())
-	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+token, "-d", body, e.simURL+"/_sim/faults")
+	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+e.token, "-d", body, e.simURL+"/_sim/faults")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		e.t.Fatalf("set latency: %v %s", err, out)
 	}
@@ -338,16 +337,28 @@ forwards:
 	return e
 }
 
+// tokenFile holds the emulators' token. The first sim makes a random one
+// there and the others read it: exec runs commands on this machine, so no
+// fixed token while the bench runs, and none on a command line.
+func (e *env) tokenFile() string { return filepath.Join(e.dir, "token") }
+
 // startSim runs an emulator with the bench's token and args, and returns
 // its URL; it stops with the test.
 func (e *env) startSim(args ...string) string {
-	sim := exec.Command(e.bin, append([]string{"sim", "--listen", "127.0.0.1:0", "--token", token, "--idle-sleep", "-1s", "--log-level", "warn"}, args...)...)
+	sim := exec.Command(e.bin, append([]string{"sim", "--listen", "127.0.0.1:0", "--token-file", e.tokenFile(), "--idle-sleep", "-1s", "--log-level", "warn"}, args...)...)
 	stdout, _ := sim.StdoutPipe()
 	if err := sim.Start(); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { sim.Process.Kill(); sim.Wait() })
 	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if e.token == "" {
+		tok, err := os.ReadFile(e.tokenFile())
+		if err != nil {
+			e.t.Fatalf("sim made no token file: %v", err)
+		}
+		e.token = strings.TrimSpace(string(tok))
+	}
 	return strings.TrimSpace(strings.TrimPrefix(line, "spritefwd sim: serving "))
 }
 
@@ -356,10 +367,8 @@ func (e *env) startSim(args ...string) string {
 // of each forward once all listen. Its control socket is name.sock in the
 // bench's directory; it stops with the test.
 func (e *env) startDaemon(name, url, config string) (*exec.Cmd, map[string]string) {
-	tokenFile := filepath.Join(e.dir, "token")
-	os.WriteFile(tokenFile, []byte(token), 0o600)
 	cfg := filepath.Join(e.dir, name+".yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\n%s", url, tokenFile, config)), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("api_url: %s\ntoken_file: %s\n%s", url, e.tokenFile(), config)), 0o600)
 	sock := filepath.Join(e.dir, name+".sock")
 	if name == "bench" {
 		sock = e.socket
@@ -609,7 +618,7 @@ func (e *env) setup() []result {
 }
 
 func (e *env) dropLinks() {
-	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+token, e.simURL+"/_sim/sprites/s/drop-links")
+	cmd := exec.Command("curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+e.token, e.simURL+"/_sim/sprites/s/drop-links")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		e.t.Fatalf("drop links: %v %s", err, out)
 	}

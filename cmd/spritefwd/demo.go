@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -66,9 +64,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	secret := make([]byte, 16)
-	rand.Read(secret)
-	token := hex.EncodeToString(secret)
+	// The emulator's exec runs commands as this user: its token is new for
+	// each run and lives in a file only this user can read, which the
+	// banner names instead of printing the token.
+	token, tokenFile, removeToken, err := spritestest.CreateTokenFile(spritestest.TokenDir(os.Getenv))
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer removeToken()
 	simLog := log.With().Str("component", "emulator").Logger()
 	sim := spritestest.New(spritestest.Options{
 		Token: token, IdleSleep: *idle, WakeDelay: *wake, Logger: &simLog,
@@ -158,10 +161,12 @@ spritefwd demo: the emulator runs a sprite "demo"; spritefwd forwards to it.
 The sprite sleeps after %s without traffic. The next request wakes it: it
 takes %s and the client just waits. Watch the log below. Ctrl-C to stop.
 In the mux nc, cut the link and keep typing; the session carries on:
-  curl -X POST -H 'Authorization: Bearer %s' %s/_sim/sprites/demo/drop-links
+  curl -X POST -H "Authorization: Bearer $(cat %s)" %s/_sim/sprites/demo/drop-links
+The emulator's exec runs commands as you on this machine; its token is new
+for this run, in that file (mode 0600), which is removed when the demo ends.
 
 `, web, strings.Split(echoL, ":")[0], strings.Split(echoL, ":")[1], strings.Split(muxL, ":")[0], strings.Split(muxL, ":")[1],
-		*idle, *wake, token, sim.URL)
+		*idle, *wake, tokenFile, sim.URL)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -63,7 +63,7 @@ func TestHelp(t *testing.T) {
 		"status":   {"-socket", "-json", "-w"},
 		"reload":   {"-socket"},
 		"validate": {"-config"},
-		"sim": {"-listen", "-token", "-map", "-idle-sleep", "-cold-after", "-wake-delay", "-cold-proxy", "-max-wait",
+		"sim": {"-listen", "-token-file", "-map", "-idle-sleep", "-cold-after", "-wake-delay", "-cold-proxy", "-max-wait",
 			"-target-eof", "-max-message", "-latency", "-drop-rate", "-allow-public"},
 		"demo":  {"-http-port", "-echo-port", "-idle-sleep", "-wake-delay", "-selftest"},
 		"agent": {"-listen", "-secret-file", "-replace", "-allow-host", "-log-level", "-log-format", "-log-file"},

@@ -36,7 +36,22 @@ Admin endpoints (same Bearer token; they never wake a sprite):
   POST /_sim/faults                    {"cold_proxy":"fail","latency":"50ms","drop_rate":0.1}
   POST /_sim/offline?on=true|false     drop every API request and link, as a dead network does
 
-When ready it prints one line: "spritefwd sim: serving http://HOST:PORT".`
+Exec runs any command it is sent as the user who started sim, on this
+machine: whoever has the token can act as that user. So the token is never
+a flag (ps shows flags to every user). With --token-file FILE, sim accepts
+the token in FILE, or makes a random one there (mode 0600) if FILE does not
+exist, and refuses a FILE others can read or write; else it takes
+$SPRITEFWD_SIM_TOKEN; else it makes a random token in a new private file
+that is removed when sim exits. Tokens shorter than 16 characters are
+refused. Give the file to spritefwd as token_file or --token-file.
+
+When ready it prints two lines: "spritefwd sim: serving http://HOST:PORT",
+then "spritefwd sim: token in FILE" (or "token from $SPRITEFWD_SIM_TOKEN").`
+
+// simTokenEnv holds the emulator's token. It is not $SPRITES_TOKEN on
+// purpose: that one often holds the user's real API token, which must not
+// become a key to run commands on this machine.
+const simTokenEnv = "SPRITEFWD_SIM_TOKEN"
 
 // mapFlags collects repeated --map values.
 type mapFlags []string
@@ -75,10 +90,19 @@ func checkSimModes(o *spritestest.Options, coldProxy, targetEOF string) error {
 }
 
 func cmdSim(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return runSim(ctx, args, os.Getenv, stdout, stderr)
+}
+
+// runSim serves the emulator until ctx ends.
+func runSim(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlags("sim", simHelp, stderr)
 	listen := fs.String("listen", "127.0.0.1:7070", "address to serve on")
 	allowPublic := fs.Bool("allow-public", false, "allow a non-loopback --listen")
-	token := fs.String("token", "", "the Bearer token to accept (test only; default $SPRITES_TOKEN)")
+	tokenFile := fs.String("token-file", "", "file holding the token to accept, made with a random token (mode 0600) if missing (default: $"+simTokenEnv+", else a new random token in a private file)")
+	tokenFlag := false
+	fs.Func("token", "refused: ps shows the command line to every user; use --token-file", func(string) error { tokenFlag = true; return nil })
 	var maps mapFlags
 	fs.Var(&maps, "map", "NAME:PORT=HOST:PORT (or NAME:PORT=unix:/path): route PORT in sprite NAME to a real server; repeatable")
 	var o spritestest.Options
@@ -88,16 +112,18 @@ func cmdSim(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if tokenFlag {
+		return &exitError{code: 2, msg: "sim: --token is refused: ps shows the command line, and so the token, to every user on this machine, who could then run commands as you through exec. Put the token in a file only you can read and pass --token-file FILE, or set $" + simTokenEnv + ", or give neither and sim makes one"}
+	}
 	if err := checkSimModes(&o, *coldProxy, *targetEOF); err != nil {
 		return &exitError{code: 2, msg: err.Error()}
 	}
-	o.Token = *token
-	if o.Token == "" {
-		o.Token = os.Getenv(config.TokenEnv)
+	token, tokenSource, removeToken, err := simToken(*tokenFile, getenv)
+	if err != nil {
+		return &exitError{code: 2, msg: "sim: " + err.Error()}
 	}
-	if o.Token == "" {
-		return &exitError{code: 2, msg: "sim: set --token or $SPRITES_TOKEN"}
-	}
+	defer removeToken()
+	o.Token = token
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
 		return err
@@ -125,8 +151,41 @@ func cmdSim(args []string, stdout, stderr io.Writer) error {
 	sim.Start(ln)
 	defer sim.Close()
 	fmt.Fprintf(stdout, "spritefwd sim: serving %s\n", sim.URL)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	fmt.Fprintf(stdout, "spritefwd sim: %s\n", tokenSource)
+	if getenv(config.TokenEnv) != "" && getenv(simTokenEnv) == "" {
+		fmt.Fprintf(stderr, "spritefwd sim: $%s is not the emulator's token; give spritefwd the %s\n", config.TokenEnv, tokenSource)
+	}
 	<-ctx.Done()
 	return nil
+}
+
+// simToken finds the emulator's token: in --token-file (made there if
+// missing), in $SPRITEFWD_SIM_TOKEN, or new in a private file that remove
+// deletes. source says where, without the token itself.
+func simToken(tokenFile string, getenv func(string) string) (token, source string, remove func(), err error) {
+	remove = func() {}
+	switch {
+	case tokenFile != "":
+		path := config.ExpandHome(tokenFile)
+		token, created, err := spritestest.LoadOrCreateTokenFile(path)
+		if err != nil {
+			return "", "", nil, fmt.Errorf("--token-file: %w", err)
+		}
+		source = "token in " + path
+		if created {
+			source += " (new)"
+		}
+		return token, source, remove, nil
+	case getenv(simTokenEnv) != "":
+		token = strings.TrimSpace(getenv(simTokenEnv))
+		if err := spritestest.CheckToken(token); err != nil {
+			return "", "", nil, fmt.Errorf("$%s: %w", simTokenEnv, err)
+		}
+		return token, "token from $" + simTokenEnv, remove, nil
+	}
+	token, path, remove, err := spritestest.CreateTokenFile(spritestest.TokenDir(getenv))
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%w; set $XDG_RUNTIME_DIR or $TMPDIR to a directory you can write, or pass --token-file", err)
+	}
+	return token, "token in " + path, remove, nil
 }
