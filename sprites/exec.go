@@ -86,9 +86,16 @@ func (n *Notice) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MaxExecMessage bounds one message read from an exec WebSocket, each of
+// which is held whole in memory. The service sends output in messages of
+// at most 32 KiB; a larger one is not the Sprites API, and must not make
+// the daemon allocate whatever a server or a proxy on the way chooses.
+const MaxExecMessage = 4 << 20
+
 // ExecSession is a command running in a sprite, attached.
 type ExecSession struct {
 	ws     *websocket.Conn
+	sprite string
 	exited bool
 }
 
@@ -126,14 +133,19 @@ func (c *Client) Exec(ctx context.Context, sprite string, o ExecOptions) (*ExecS
 		}
 		return nil, &Error{Op: "exec", Sprite: sprite, Class: Retryable, Err: dialCause(hctx, err)}
 	}
-	ws.SetReadLimit(-1)
-	return &ExecSession{ws: ws}, nil
+	ws.SetReadLimit(MaxExecMessage)
+	return &ExecSession{ws: ws, sprite: sprite}, nil
 }
 
 // Next returns the command's next event. After the exit it returns io.EOF.
 func (e *ExecSession) Next(ctx context.Context) (ExecEvent, error) {
 	for {
 		typ, msg, err := e.ws.Read(ctx)
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			// The library has closed the WebSocket with 1009 already.
+			return ExecEvent{}, &Error{Op: "exec", Sprite: e.sprite, Class: Permanent,
+				Err: fmt.Errorf("%w: a message larger than %d bytes, where the service sends at most 32 KiB; check that api_url is the Sprites API: %w", ErrProtocol, MaxExecMessage, err)}
+		}
 		if err != nil {
 			if e.exited || websocket.CloseStatus(err) == websocket.StatusNormalClosure {
 				return ExecEvent{}, io.EOF

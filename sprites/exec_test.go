@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
@@ -385,5 +387,49 @@ func TestFileRoundTripThroughEmulator(t *testing.T) {
 	}
 	if _, err := c.ReadFile(ctx, "box", "/nope"); !IsNotFound(err) {
 		t.Errorf("missing file: %v, want a 404", err)
+	}
+}
+
+// TestExecReadLimit: a message up to MaxExecMessage is read; a larger one
+// ends the session with a protocol error instead of being buffered whole.
+func TestExecReadLimit(t *testing.T) {
+	for _, tt := range []struct {
+		size int
+		ok   bool
+	}{
+		{32 << 10, true},
+		{MaxExecMessage, true},
+		{MaxExecMessage + 1, false},
+		{3 * MaxExecMessage, false},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ws, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer ws.CloseNow()
+			msg := bytes.Repeat([]byte{'x'}, tt.size)
+			msg[0] = StreamStdout
+			ws.Write(r.Context(), websocket.MessageBinary, msg)
+			ws.Write(r.Context(), websocket.MessageBinary, []byte{StreamExit, 0})
+			ws.Read(r.Context()) // until the client goes
+		}))
+		c := newTestClient(t, srv.URL)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sess, err := c.Exec(ctx, "box", ExecOptions{Cmd: []string{"cat"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := sess.Next(ctx)
+		if tt.ok {
+			if err != nil || ev.Stream != StreamStdout || len(ev.Data) != tt.size-1 {
+				t.Errorf("%d bytes: got %d bytes on stream %d, %v; want them read", tt.size, len(ev.Data), ev.Stream, err)
+			}
+		} else if !errors.Is(err, ErrProtocol) || ClassOf(err) != Permanent || !strings.Contains(err.Error(), "larger than 4194304 bytes") {
+			t.Errorf("%d bytes: got %d bytes, %v; want a permanent protocol error naming the limit", tt.size, len(ev.Data), err)
+		}
+		sess.Close()
+		cancel()
+		srv.Close()
 	}
 }
