@@ -2,8 +2,10 @@ package mux
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"io"
 	"testing"
+	"time"
 )
 
 // FuzzFrame feeds arbitrary bytes to the carrier's first-frame reader and
@@ -44,17 +46,38 @@ func FuzzFrame(f *testing.F) {
 	})
 }
 
-// FuzzHello plays a stranger that sends arbitrary bytes as its hello: the
-// agent must refuse it (no stranger can know the secret) and never panic.
+// FuzzHello plays a stranger that sends arbitrary bytes as its half of the
+// handshake, to each side: the agent must refuse it as a daemon, and the
+// daemon must refuse it as an agent (no stranger can know the secret, nor
+// the nonce the other side has yet to draw), and neither may panic.
 func FuzzHello(f *testing.F) {
-	f.Add(make([]byte, helloLen))
-	f.Add(append([]byte("SFWD\x01"), make([]byte, helloLen)...))
-	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	secret := NewSecret()
+	v2 := func(role byte, rest ...[]byte) []byte {
+		b := append([]byte(magic), Version, role)
+		b = append(b, make([]byte, nonceLen)...)
+		for _, r := range rest {
+			b = append(b, r...)
+		}
+		return b
+	}
+	f.Add(v2(roleDaemon, make([]byte, proofLen)))
+	f.Add(v2(roleAgent, []byte{statusOK, 0, 0, 0}, make([]byte, sha256.Size)))
+	f.Add(v2(roleAgent, []byte{statusOK, 1, 0, 2, 'h', 'i'}, make([]byte, sha256.Size)))
+	f.Add(v2(roleAgent, make([]byte, proofLen)))
+	// Version 1: the agent greeted with 37 bytes and accepted 61.
+	f.Add(append([]byte("SFWD\x01"), make([]byte, 32+61)...))
+	f.Add(append([]byte("SFWD\x01"), make([]byte, 32+4)...))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rw := &scripted{in: bytes.NewReader(data)}
 		if _, _, err := AcceptHello(rw, secret, nil); err == nil {
-			t.Fatalf("a hello of %d arbitrary bytes was accepted", len(data))
+			t.Fatalf("the agent accepted a hello of %d arbitrary bytes", len(data))
+		}
+		rw = &scripted{in: bytes.NewReader(data)}
+		h := Hello{Session: NewSessionID(), ResumeWindow: time.Second, Buffer: DefaultBuffer}
+		if _, err := ClientHello(rw, secret, h); err == nil {
+			t.Fatalf("the daemon accepted %d arbitrary bytes as the agent's proof", len(data))
 		}
 	})
 }

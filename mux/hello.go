@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,19 +14,32 @@ import (
 )
 
 // Before yamux starts, the agent and the daemon shake hands on the raw
-// link. The agent speaks first, with a nonce; the daemon proves it knows the
-// deployment secret with an HMAC over that nonce and its session id, so the
-// secret never crosses the wire and an old proof cannot be replayed.
+// link, and each proves to the other that it knows the deployment secret:
+// anything in the sprite can listen on the agent's port, and anyone with
+// the API token can reach it. Each side sends a fresh nonce, and each proof
+// is an HMAC over both nonces, so the secret never crosses the wire and an
+// old proof cannot be replayed. A label per direction keeps a proof from
+// being reflected back as the other side's.
 //
-//	agent  → "SFWD" version nonce[32]
-//	daemon → "SFWD" version session[16] window_ms[4] buffer[4] mac[32]
-//	agent  → status[1] resumed[1] len[2] message
+//	daemon → "SFWD" version 'D' nonce[32]               (at once)
+//	agent  → "SFWD" version 'A' nonce[32]               (at once)
+//	daemon → session[16] window_ms[4] buffer[4] mac[32]  (daemon's proof)
+//	agent  → status[1] resumed[1] len[2] message, then mac[32] if status is OK (agent's proof)
+//
+// Both greetings go out before either side reads, so the handshake costs
+// the daemon one round trip once the link is up. The daemon reads the
+// agent's version before the rest of its greeting: an agent of another
+// version is told apart at once, never waited on.
 const (
-	magic        = "SFWD"
-	Version      = 1
-	nonceLen     = 32
-	challengeLen = len(magic) + 1 + nonceLen
-	helloLen     = len(magic) + 1 + 16 + 4 + 4 + sha256.Size
+	magic    = "SFWD"
+	Version  = 2
+	nonceLen = 32
+	// greetingLen is magic, version, role and nonce.
+	greetingLen = len(magic) + 1 + 1 + nonceLen
+	bodyLen     = 16 + 4 + 4
+	proofLen    = bodyLen + sha256.Size
+	roleDaemon  = 'D'
+	roleAgent   = 'A'
 )
 
 // Hello statuses.
@@ -33,6 +47,12 @@ const (
 	statusOK byte = iota
 	statusBadSecret
 	statusBadHello
+)
+
+// The labels of the two proofs.
+const (
+	labelDaemon = "spritefwd v2 daemon proof\x00"
+	labelAgent  = "spritefwd v2 agent proof\x00"
 )
 
 var (
@@ -43,6 +63,10 @@ var (
 	ErrVersion = errors.New("agent speaks another protocol version")
 	// ErrNotAgent: whatever listens on the agent's port is not an agent.
 	ErrNotAgent = errors.New("not a spritefwd agent")
+	// ErrAgentProof: what answered on the agent's port accepted us but
+	// could not prove it knows the deployment secret. It is not our agent,
+	// whatever it says: nothing may be sent to it.
+	ErrAgentProof = errors.New("failed the agent's proof of the deployment secret")
 )
 
 // SessionID names a daemon's session across redials, so that the agent can
@@ -74,35 +98,92 @@ type Hello struct {
 	Buffer int
 }
 
-func mac(secret string, nonce []byte, body []byte) []byte {
+// proof is one side's HMAC. Both nonces are always given daemon's first,
+// so that the two sides compute over the same bytes.
+func proof(secret, label string, daemonNonce, agentNonce []byte, rest ...[]byte) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte("spritefwd agent hello\x00"))
-	m.Write(nonce)
-	m.Write(body)
+	m.Write([]byte(label))
+	m.Write(daemonNonce)
+	m.Write(agentNonce)
+	for _, b := range rest {
+		m.Write(b)
+	}
 	return m.Sum(nil)
 }
 
+func greeting(role byte) []byte {
+	g := make([]byte, greetingLen)
+	copy(g, magic)
+	g[4] = Version
+	g[5] = role
+	_, _ = rand.Read(g[6:])
+	return g
+}
+
+// greetingError is a greeting refused: of another version, or not
+// spritefwd's at all. Each side names the culprit its own way.
+type greetingError struct {
+	otherVersion bool
+	detail       string
+}
+
+func (e *greetingError) Error() string { return e.detail }
+
+// readGreeting reads the peer's greeting and returns its nonce. It reads
+// the version before the rest, so that a peer of another version, which
+// sends and awaits other lengths, is refused rather than waited on.
+func readGreeting(r io.Reader, role byte) ([]byte, error) {
+	head := make([]byte, len(magic)+1)
+	if _, err := io.ReadFull(r, head); err != nil {
+		return nil, err
+	}
+	if string(head[:4]) != magic {
+		return nil, &greetingError{detail: "it sent " + clip(head[:4])}
+	}
+	if head[4] != Version {
+		return nil, &greetingError{otherVersion: true, detail: fmt.Sprintf("it speaks version %d, we speak %d", head[4], Version)}
+	}
+	rest := make([]byte, 1+nonceLen)
+	if _, err := io.ReadFull(r, rest); err != nil {
+		return nil, err
+	}
+	if rest[0] != role {
+		return nil, &greetingError{detail: fmt.Sprintf("it greeted as %s, not %q", clip(rest[:1]), role)}
+	}
+	return rest[1:], nil
+}
+
 // ClientHello runs the daemon's side of the handshake. resumed reports that
-// the agent still knew the session, so its streams can resume.
+// the agent still knew the session, so its streams can resume. It returns
+// nil only once the agent has proved the secret: until then nothing but
+// the handshake is sent. rw must take the greeting without its peer
+// reading (a socket or a WebSocket does; net.Pipe does not), since both
+// sides greet at once.
 func ClientHello(rw io.ReadWriter, secret string, h Hello) (resumed bool, err error) {
-	ch := make([]byte, challengeLen)
-	if _, err := io.ReadFull(rw, ch); err != nil {
+	ours := greeting(roleDaemon)
+	if _, err := rw.Write(ours); err != nil {
 		return false, fmt.Errorf("agent hello: %w", err)
 	}
-	if string(ch[:4]) != magic {
-		return false, fmt.Errorf("%w: it sent %q", ErrNotAgent, clip(ch[:4]))
+	theirs, err := readGreeting(rw, roleAgent)
+	var ge *greetingError
+	switch {
+	case errors.As(err, &ge) && ge.otherVersion:
+		return false, fmt.Errorf("agent hello: %w (%s); refusing it", ErrVersion, ge.detail)
+	case errors.As(err, &ge):
+		return false, fmt.Errorf("agent hello: %w: %s", ErrNotAgent, ge.detail)
+	case err != nil:
+		return false, fmt.Errorf("agent hello: %w", err)
 	}
-	if ch[4] != Version {
-		return false, fmt.Errorf("%w (agent %d, daemon %d)", ErrVersion, ch[4], Version)
+	if bytes.Equal(theirs, ours[6:]) {
+		// Only a reflection sends our nonce back: 2^-256 otherwise.
+		return false, fmt.Errorf("%w: it sent our own nonce back", ErrNotAgent)
 	}
-	out := make([]byte, helloLen)
-	copy(out, magic)
-	out[4] = Version
-	body := out[5 : helloLen-sha256.Size]
+	out := make([]byte, proofLen)
+	body := out[:bodyLen]
 	copy(body, h.Session[:])
 	binary.BigEndian.PutUint32(body[16:], uint32(h.ResumeWindow/time.Millisecond))
 	binary.BigEndian.PutUint32(body[20:], uint32(h.Buffer))
-	copy(out[helloLen-sha256.Size:], mac(secret, ch[5:], body))
+	copy(out[bodyLen:], proof(secret, labelDaemon, ours[6:], theirs, body))
 	if _, err := rw.Write(out); err != nil {
 		return false, fmt.Errorf("agent hello: %w", err)
 	}
@@ -116,41 +197,55 @@ func ClientHello(rw io.ReadWriter, secret string, h Hello) (resumed bool, err er
 	}
 	switch st[0] {
 	case statusOK:
-		return st[1] == 1, nil
 	case statusBadSecret:
 		return false, ErrBadSecret
+	default:
+		return false, fmt.Errorf("%w: agent says %s", ErrProtocol, clip(msg))
 	}
-	return false, fmt.Errorf("%w: agent says %s", ErrProtocol, clip(msg))
+	if st[1] > 1 {
+		return false, fmt.Errorf("%w: resumed flag %d", ErrAgentProof, st[1])
+	}
+	got := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(rw, got); err != nil {
+		return false, fmt.Errorf("%w: no proof after its status: %w", ErrAgentProof, err)
+	}
+	if !hmac.Equal(got, proof(secret, labelAgent, ours[6:], theirs, body, st[:2])) {
+		return false, ErrAgentProof
+	}
+	return st[1] == 1, nil
 }
 
 // AcceptHello runs the agent's side. known reports whether a session id is
-// one whose streams the agent still holds; the reply tells the daemon.
+// one whose streams the agent still holds; the reply tells the daemon. The
+// agent proves the secret only to a daemon that has proved it first, so
+// that a stranger cannot use the agent to make proofs.
 func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (Hello, bool, error) {
-	ch := make([]byte, challengeLen)
-	copy(ch, magic)
-	ch[4] = Version
-	_, _ = rand.Read(ch[5:])
-	if _, err := rw.Write(ch); err != nil {
+	ours := greeting(roleAgent)
+	if _, err := rw.Write(ours); err != nil {
 		return Hello{}, false, err
 	}
-	in := make([]byte, helloLen)
-	if _, err := io.ReadFull(rw, in); err != nil {
-		return Hello{}, false, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
-	}
-	reply := func(status, resumed byte, msg string) {
-		b := make([]byte, 4+len(msg))
+	reply := func(status, resumed byte, msg string, mac []byte) {
+		b := make([]byte, 4+len(msg), 4+len(msg)+len(mac))
 		b[0], b[1] = status, resumed
 		binary.BigEndian.PutUint16(b[2:], uint16(len(msg)))
 		copy(b[4:], msg)
-		_, _ = rw.Write(b)
+		_, _ = rw.Write(append(b, mac...)) // one write: the proof never trails its status
 	}
-	if string(in[:4]) != magic || in[4] != Version {
-		reply(statusBadHello, 0, "bad hello")
-		return Hello{}, false, fmt.Errorf("%w: bad hello", ErrProtocol)
+	theirs, err := readGreeting(rw, roleDaemon)
+	if err != nil {
+		if ge := (*greetingError)(nil); errors.As(err, &ge) {
+			reply(statusBadHello, 0, "bad hello", nil)
+			return Hello{}, false, fmt.Errorf("%w: bad hello from the daemon: %s", ErrProtocol, ge.detail)
+		}
+		return Hello{}, false, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
 	}
-	body := in[5 : helloLen-sha256.Size]
-	if !hmac.Equal(in[helloLen-sha256.Size:], mac(secret, ch[5:], body)) {
-		reply(statusBadSecret, 0, "bad secret")
+	in := make([]byte, proofLen)
+	if _, err := io.ReadFull(rw, in); err != nil {
+		return Hello{}, false, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
+	}
+	body := in[:bodyLen]
+	if !hmac.Equal(in[bodyLen:], proof(secret, labelDaemon, theirs, ours[6:], body)) {
+		reply(statusBadSecret, 0, "bad secret", nil)
 		return Hello{}, false, ErrBadSecret
 	}
 	var h Hello
@@ -158,7 +253,7 @@ func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (H
 	h.ResumeWindow = time.Duration(binary.BigEndian.Uint32(body[16:])) * time.Millisecond
 	h.Buffer = int(binary.BigEndian.Uint32(body[20:]))
 	if h.Buffer < minBuffer || h.Buffer > maxBuffer {
-		reply(statusBadHello, 0, "buffer out of range")
+		reply(statusBadHello, 0, "buffer out of range", nil)
 		return Hello{}, false, fmt.Errorf("%w: buffer %d out of range", ErrProtocol, h.Buffer)
 	}
 	resumed := known != nil && known(h.Session)
@@ -166,7 +261,7 @@ func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (H
 	if resumed {
 		r = 1
 	}
-	reply(statusOK, r, "")
+	reply(statusOK, r, "", proof(secret, labelAgent, theirs, ours[6:], body, []byte{statusOK, r}))
 	return h, resumed, nil
 }
 

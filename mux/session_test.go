@@ -276,10 +276,10 @@ func TestAgentRefusesWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	c2.Write(make([]byte, helloLen))
+	c2.Write(make([]byte, greetingLen+proofLen))
 	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rest, _ := io.ReadAll(c2)
-	if len(rest) > challengeLen+4+len("bad hello") {
+	if len(rest) > greetingLen+4+len("bad hello") {
 		t.Fatalf("agent sent %d bytes to a client without the secret", len(rest))
 	}
 }
