@@ -148,3 +148,26 @@ func TestAgentRefusesNonLoopbackTargets(t *testing.T) {
 		t.Fatalf("the loopback stream after the refusals: %q %v", buf, err)
 	}
 }
+
+// Another process holds the agent's port: the agent says so in a line the
+// daemon parses, so that the daemon moves to another port.
+func TestRunSaysThePortIsHeld(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte(mux.NewSecret()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	var out strings.Builder
+	err = Run(context.Background(), Args{Listen: held.Addr().String(), SecretFile: secret}, nil, &out, zerolog.Nop(), "test")
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Run on a held port: %v, want EADDRINUSE", err)
+	}
+	if !ParsePortHeld([]byte(out.String())) {
+		t.Fatalf("the agent printed %q, want a port_held line", out.String())
+	}
+}

@@ -114,6 +114,10 @@ type Ready struct {
 	Listen  string `json:"listen"`
 	Version string `json:"version"`
 	PID     int    `json:"pid"`
+	// PortHeld, with Ready false, is the line printed instead when another
+	// process holds the port: something the daemon did not deploy, which
+	// it should leave alone and move away from, rather than retry.
+	PortHeld bool `json:"port_held,omitempty"`
 }
 
 // WriteReady prints the ready line.
@@ -124,6 +128,13 @@ func WriteReady(w io.Writer, r Ready) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// ParsePortHeld reports the line an agent prints when another process
+// holds its port.
+func ParsePortHeld(line []byte) bool {
+	var r Ready
+	return json.Unmarshal([]byte(strings.TrimSpace(string(line))), &r) == nil && !r.Ready && r.PortHeld
 }
 
 // ParseReady reads one line of the agent's stdout. Anything else the

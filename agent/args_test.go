@@ -89,12 +89,33 @@ func TestParseReady(t *testing.T) {
 		{b.String(), true},
 		{strings.TrimSuffix(b.String(), "\n") + "\r\n", true},
 		{`{"ready":false,"listen":"x"}`, false},
+		{`{"ready":false,"listen":"x","port_held":true}`, false},
 		{"starting up", false},
 		{"", false},
 	} {
 		r, ok := ParseReady([]byte(tt.line))
 		if ok != tt.ok || (ok && (r.Listen != "127.0.0.1:7022" || r.PID != 42 || r.Version != "v1")) {
 			t.Errorf("ParseReady(%q) = %+v, %v; want ok=%v", tt.line, r, ok, tt.ok)
+		}
+	}
+}
+
+func TestParsePortHeld(t *testing.T) {
+	var held, ready bytes.Buffer
+	WriteReady(&held, Ready{Listen: "127.0.0.1:7022", PortHeld: true})
+	WriteReady(&ready, Ready{Ready: true, Listen: "127.0.0.1:7022", PortHeld: true})
+	for _, tt := range []struct {
+		line string
+		want bool
+	}{
+		{held.String(), true},
+		{ready.String(), false}, // listening after all: ready wins
+		{`{"ready":false,"listen":"x"}`, false},
+		{"port_held", false},
+		{"", false},
+	} {
+		if got := ParsePortHeld([]byte(tt.line)); got != tt.want {
+			t.Errorf("ParsePortHeld(%q) = %v, want %v", tt.line, got, tt.want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +54,11 @@ func Run(ctx context.Context, a Args, stdin io.Reader, stdout io.Writer, log zer
 	}
 	ln, err := ListenRetry(ctx, a.Listen, 5*time.Second)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// Not an agent of this deployment, which Replace would have
+			// stopped: tell the daemon in a line it parses, not in stderr.
+			_ = WriteReady(stdout, Ready{Listen: a.Listen, PortHeld: true})
+		}
 		return fmt.Errorf("agent: listen %s: %w", a.Listen, err)
 	}
 	if err := writePIDFile(pidfile); err != nil {
