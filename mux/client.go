@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/backoff"
 )
 
 // ClientOptions configure a Client.
@@ -147,7 +149,10 @@ func (c *Client) Open(ctx context.Context, local Conn, host string, port int, ke
 			// and retry policy) on the next turn. Give up only if sessions
 			// keep dying as fast as they are made.
 			if attempt < 10 && ctx.Err() == nil {
-				time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+				case <-time.After(reopen.Delay(attempt)):
+				}
 				continue
 			}
 			return nil, fmt.Errorf("open stream: %w", err)
@@ -329,7 +334,7 @@ func (c *Client) kick() {
 // left detached. Streams whose window runs out reset themselves.
 func (c *Client) repair() {
 	defer c.wg.Done()
-	backoff := 100 * time.Millisecond
+	attempt := 0
 	for {
 		c.mu.Lock()
 		c.again = false
@@ -365,7 +370,7 @@ func (c *Client) repair() {
 			if failed.Load() {
 				c.dropSession(sess) // its streams detach again; go round
 			}
-			backoff = 100 * time.Millisecond
+			attempt = 0
 			continue
 		}
 		c.opts.Log.Debug().Err(err).Msg("resume attempt failed; retrying")
@@ -375,11 +380,15 @@ func (c *Client) repair() {
 			c.repairing = false
 			c.mu.Unlock()
 			return
-		case <-time.After(backoff):
+		case <-time.After(backoff.Wake.Delay(attempt)):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		attempt++
 	}
 }
+
+// reopen spaces a stream's opens while sessions die under it as fast as
+// they are made; each new session is dialled with the wake policy anyway.
+var reopen = backoff.Policy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.3}
 
 // Close resets every stream and closes the session.
 func (c *Client) Close() {

@@ -2,44 +2,10 @@ package tunnel
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
-	"github.com/spritefwd/spritefwd/sprites"
-)
-
-// Backoff is an exponential backoff with jitter.
-type Backoff struct {
-	Min, Max time.Duration
-	Jitter   float64 // fraction of each delay that is randomised, 0 to 1
-}
-
-// DefaultBackoff retries quickly at first, because a warm sprite wakes in
-// a few hundred milliseconds, and settles at 2 s for a cold one.
-var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.3}
-
-// Delay is the wait before retry number attempt (0-based).
-func (b Backoff) Delay(attempt int) time.Duration {
-	d := b.Min
-	for i := 0; i < attempt && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	if b.Jitter > 0 {
-		d -= time.Duration(rand.Float64() * b.Jitter * float64(d))
-	}
-	return d
-}
-
-// Errors a connection attempt ends with, beyond the sprites package's own.
-var (
-	// ErrWakeTimeout: the sprite did not accept a link within wake_timeout.
-	ErrWakeTimeout = errors.New("sprite did not wake in time")
-	// ErrNothingListening: the sprite runs, but the port stayed closed.
-	ErrNothingListening = errors.New("nothing listens on the port")
+	"github.com/spritefwd/spritefwd/backoff"
 )
 
 // SpriteState is what spritefwd last saw of a sprite. It is inferred from
@@ -58,7 +24,7 @@ const (
 type Waker struct {
 	Sprite       string
 	Clock        Clock
-	Backoff      Backoff
+	Backoff      backoff.Policy
 	RefusedTries int           // how often "nothing listens" is retried outside the grace
 	RefusedGrace time.Duration // after a wake, "nothing listens" is retried this long
 	// OnWake, if set, is called when a wake ends, with how long it took.
@@ -110,7 +76,7 @@ const MaxDialsPerSprite = 64
 // NewWaker returns a Waker with the default policy.
 func NewWaker(sprite string, clock Clock, wakeTimeout time.Duration) *Waker {
 	return &Waker{
-		Sprite: sprite, Clock: clock, Backoff: DefaultBackoff, wakeTimeout: wakeTimeout,
+		Sprite: sprite, Clock: clock, Backoff: backoff.Wake, wakeTimeout: wakeTimeout,
 		RefusedTries: 3, RefusedGrace: 10 * time.Second, state: StateUnknown,
 		dials: make(chan struct{}, MaxDialsPerSprite),
 	}
@@ -196,103 +162,4 @@ func (w *Waker) wokeRecently() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return !w.lastWake.IsZero() && w.Clock.Now().Sub(w.lastWake) < w.RefusedGrace
-}
-
-// Connect calls dial until it succeeds, retrying while the failure is
-// retryable (the sprite is waking, the network flapped) for up to
-// WakeTimeout. It fails at once on a permanent error, and retries "nothing
-// listens" only a few times or shortly after a wake.
-func Connect[T any](ctx context.Context, w *Waker, port int, dial func(context.Context) (T, error)) (T, error) {
-	var zero T
-	wakeTimeout := w.timeoutValue()
-	ctx, cancel := context.WithTimeout(ctx, wakeTimeout)
-	defer cancel()
-	deadline := w.Clock.Now().Add(wakeTimeout)
-	var (
-		op       *wakeOp
-		leading  bool
-		refused  int
-		attempt  int
-		lastErr  error
-		giveUpOp = func(err error) {
-			if leading {
-				w.finish(op, err)
-				leading = false
-			}
-		}
-	)
-	for {
-		if !leading {
-			if o := w.current(); o != nil {
-				select {
-				case <-o.done:
-				case <-ctx.Done():
-					return zero, w.timeout(wakeTimeout, lastErr)
-				}
-				if sprites.IsPermanent(o.err) {
-					return zero, o.err
-				}
-			}
-		}
-		v, err := dialBounded(ctx, w, dial)
-		if err == nil {
-			giveUpOp(nil)
-			w.connected()
-			return v, nil
-		}
-		if ctx.Err() != nil {
-			err = w.timeout(wakeTimeout, err)
-			giveUpOp(err)
-			return zero, err
-		}
-		lastErr = err
-		switch sprites.ClassOf(err) {
-		case sprites.Permanent:
-			giveUpOp(err)
-			return zero, err
-		case sprites.Refused:
-			// The sprite answered, so it is awake: end the wake, which starts
-			// the grace in which a server that is still starting is waited for.
-			if leading {
-				w.finish(op, nil)
-				leading = false
-			}
-			refused++
-			if refused > w.RefusedTries && !w.wokeRecently() {
-				err = fmt.Errorf("%w: sprite %s port %d (%d tries): %w", ErrNothingListening, w.Sprite, port, refused, err)
-				giveUpOp(err)
-				return zero, err
-			}
-		default:
-			if !leading {
-				if op, leading = w.lead(); !leading {
-					continue // another connection leads this wake: wait for it
-				}
-			}
-		}
-		delay := w.Backoff.Delay(attempt)
-		attempt++
-		if left := deadline.Sub(w.Clock.Now()); delay > left {
-			if left <= 0 {
-				err = w.timeout(wakeTimeout, lastErr)
-				giveUpOp(err)
-				return zero, err
-			}
-			delay = left
-		}
-		select {
-		case <-w.Clock.After(delay):
-		case <-ctx.Done():
-			err = w.timeout(wakeTimeout, lastErr)
-			giveUpOp(err)
-			return zero, err
-		}
-	}
-}
-
-func (w *Waker) timeout(limit time.Duration, last error) error {
-	if last == nil {
-		return fmt.Errorf("sprite %s: %w within %s", w.Sprite, ErrWakeTimeout, limit)
-	}
-	return fmt.Errorf("sprite %s: %w within %s; last error: %w", w.Sprite, ErrWakeTimeout, limit, last)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spritefwd/spritefwd/backoff"
 	"github.com/spritefwd/spritefwd/sprites"
 )
 
@@ -33,6 +34,13 @@ func (c *stepClock) After(d time.Duration) <-chan time.Time {
 	ch <- c.now
 	c.mu.Unlock()
 	return ch
+}
+
+// Advance moves the clock forward by d.
+func (c *stepClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 func spriteErr(class sprites.Class, cause error) error {
@@ -96,24 +104,11 @@ func TestConnectPolicy(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	b := DefaultBackoff
-	for attempt := range 20 {
-		d := b.Delay(attempt)
-		if d <= 0 || d > b.Max {
-			t.Fatalf("attempt %d: delay %v out of (0, %v]", attempt, d, b.Max)
-		}
-	}
-	if d := (Backoff{Min: time.Second, Max: time.Second}).Delay(0); d != time.Second {
-		t.Errorf("no-jitter delay %v", d)
-	}
-}
-
 // TestConnectSharesWake: while a sprite wakes, concurrent connections wait
 // for the leader instead of each retrying against the API.
 func TestConnectSharesWake(t *testing.T) {
 	w := NewWaker("db", SystemClock{}, 10*time.Second)
-	w.Backoff = Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+	w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
 	var awake atomic.Bool
 	var dials atomic.Int64
 	start := make(chan struct{})
@@ -159,7 +154,7 @@ func TestConnectSharesWake(t *testing.T) {
 // client left), a waiting connection leads the wake instead.
 func TestConnectFollowerTakesOver(t *testing.T) {
 	w := NewWaker("db", SystemClock{}, 10*time.Second)
-	w.Backoff = Backoff{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+	w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
 	var awake atomic.Bool
 	dial := func(context.Context) (bool, error) {
 		if awake.Load() {
@@ -184,79 +179,5 @@ func TestConnectFollowerTakesOver(t *testing.T) {
 	awake.Store(true)
 	if err := <-followerDone; err != nil {
 		t.Fatalf("follower: %v", err)
-	}
-}
-
-// Advance moves the clock forward by d.
-func (c *stepClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// fakePinger answers pings (or not) on the fake clock.
-type fakePinger struct {
-	clock  *stepClock
-	answer bool
-	pings  atomic.Int64
-	mu     sync.Mutex
-	seen   time.Time
-}
-
-func (p *fakePinger) Ping(ctx context.Context) error {
-	p.pings.Add(1)
-	if !p.answer {
-		return context.DeadlineExceeded
-	}
-	p.mu.Lock()
-	p.seen = p.clock.Now() // the pong
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *fakePinger) LastSeen() time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.seen
-}
-
-func TestKeepalive(t *testing.T) {
-	const interval = 15 * time.Second
-	for _, tt := range []struct {
-		name   string
-		answer bool
-		busy   bool
-		deadAt int // the tick that reports ErrLinkDead; 0 for never
-	}{
-		{name: "pongs keep it alive", answer: true},
-		{name: "silence kills it after two intervals", deadAt: 2},
-		{name: "a slow client is not silence", busy: true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			clock := newStepClock()
-			p := &fakePinger{clock: clock, answer: tt.answer, seen: clock.Now()}
-			var busy atomic.Bool
-			busy.Store(tt.busy)
-			k := &Keepalive{Pinger: p, Interval: interval, Clock: clock, Busy: &busy}
-			for tick := 1; tick <= 20; tick++ {
-				clock.Advance(interval)
-				err := k.Tick(context.Background())
-				k.Wait()
-				switch {
-				case tick == tt.deadAt && !errors.Is(err, ErrLinkDead):
-					t.Fatalf("tick %d: %v, want ErrLinkDead", tick, err)
-				case tick == tt.deadAt:
-					return
-				case err != nil:
-					t.Fatalf("tick %d: %v on a live link", tick, err)
-				}
-			}
-			if tt.deadAt != 0 {
-				t.Fatal("never declared dead")
-			}
-			if p.pings.Load() != 20 {
-				t.Errorf("%d pings in 20 ticks", p.pings.Load())
-			}
-		})
 	}
 }
