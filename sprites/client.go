@@ -7,7 +7,6 @@ package sprites
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,9 +329,6 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 // the caller's, hctx bounds the handshake. A failure is an *Error, or
 // ctx's error when the caller gave up.
 func (c *Client) upgrade(ctx, hctx context.Context, sprite string, port int, query string, onPong func()) (*websocket.Conn, *upgrader, error) {
-	fail := func(class Class, cause error, status int, reason string) error {
-		return &Error{Op: "proxy", Sprite: sprite, Port: port, Class: class, Status: status, Reason: reason, Err: cause}
-	}
 	u := c.endpoint(true, "v1", "sprites", sprite, "proxy")
 	if query != "" {
 		u += "?" + query
@@ -344,21 +340,7 @@ func (c *Client) upgrade(ctx, hctx context.Context, sprite string, port int, que
 	}
 	ws, resp, err := websocket.Dial(hctx, u, opts)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-			class, cause := classifyStatus(resp.StatusCode)
-			return nil, nil, fail(class, cause, resp.StatusCode, ErrorBody(body))
-		}
-		if errors.Is(err, ErrRedirect) {
-			return nil, nil, fail(Permanent, err, 0, "")
-		}
-		if tlsErr := certError(err); tlsErr != nil {
-			return nil, nil, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
-		}
-		return nil, nil, fail(Retryable, dialCause(hctx, err), 0, "")
+		return nil, nil, callError(ctx, hctx, Error{Op: "proxy", Sprite: sprite, Port: port}, resp, http.StatusSwitchingProtocols, err)
 	}
 	return ws, up, nil
 }
@@ -374,33 +356,6 @@ func (c *Client) closeErr(fail func(Class, error, int, int, string) error, hctx 
 		return fail(Retryable, ErrTimeout, 0, 0, "")
 	}
 	return fail(Retryable, fmt.Errorf("%w: %v", ErrClosedEarly, err), 0, 0, "")
-}
-
-// certError finds a certificate verification failure in err. Retrying
-// cannot fix one, so it is permanent: fail fast and say so.
-func certError(err error) error {
-	var verify *tls.CertificateVerificationError
-	var unknown x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	switch {
-	case errors.As(err, &verify):
-		return verify
-	case errors.As(err, &unknown):
-		return unknown
-	case errors.As(err, &hostname):
-		return hostname
-	case errors.As(err, &invalid):
-		return invalid
-	}
-	return nil
-}
-
-func dialCause(hctx context.Context, err error) error {
-	if hctx.Err() != nil {
-		return ErrTimeout
-	}
-	return fmt.Errorf("%w: %v", ErrNetwork, err)
 }
 
 // ErrorBody extracts a readable message from an API error body: the
@@ -466,6 +421,7 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	fail := func(class Class, cause error, status int, reason string) error {
 		return &Error{Op: op, Sprite: sprite, Class: class, Status: status, Reason: reason, Err: cause}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.request)
 	defer cancel()
 	var body io.Reader
@@ -486,25 +442,15 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			return err
-		}
-		if errors.Is(err, ErrRedirect) {
-			return fail(Permanent, err, 0, "")
-		}
-		if tlsErr := certError(err); tlsErr != nil {
-			return fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
-		}
-		return fail(Retryable, dialCause(ctx, err), 0, "")
+		return callError(parent, ctx, Error{Op: op, Sprite: sprite}, nil, 0, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return callError(parent, ctx, Error{Op: op, Sprite: sprite}, resp, http.StatusOK, nil)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
 		return fail(Retryable, fmt.Errorf("%w: reading response: %v", ErrNetwork, err), resp.StatusCode, "")
-	}
-	if resp.StatusCode/100 != 2 {
-		class, cause := classifyStatus(resp.StatusCode)
-		return fail(class, cause, resp.StatusCode, ErrorBody(data))
 	}
 	if out == nil || len(data) == 0 {
 		return nil

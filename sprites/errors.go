@@ -1,8 +1,13 @@
 package sprites
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 )
 
 // Class tells a caller what to do about a failed call.
@@ -140,4 +145,53 @@ func classifyClose(code int) (Class, error) {
 	default:
 		return Retryable, ErrClosedEarly
 	}
+}
+
+// callError classifies a call that got no usable answer: an HTTP error
+// response (resp, when its status is not want), or a failure to get one
+// (err). Every call in this package goes through it, so that a cancelled
+// caller, a refused redirect, an untrusted certificate and a timeout are
+// told apart the same way everywhere. ctx is the caller's; hctx bounds the
+// call. It returns ctx's error when the caller gave up.
+func callError(ctx, hctx context.Context, e Error, resp *http.Response, want int, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if resp != nil && resp.StatusCode != want {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		e.Status, e.Reason = resp.StatusCode, ErrorBody(body)
+		e.Class, e.Err = classifyStatus(resp.StatusCode)
+		return &e
+	}
+	switch tlsErr := certError(err); {
+	case errors.Is(err, ErrRedirect):
+		e.Class, e.Err = Permanent, err
+	case tlsErr != nil:
+		e.Class, e.Err = Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr)
+	case hctx.Err() != nil:
+		e.Class, e.Err = Retryable, ErrTimeout
+	default:
+		e.Class, e.Err = Retryable, fmt.Errorf("%w: %v", ErrNetwork, err)
+	}
+	return &e
+}
+
+// certError finds a certificate verification failure in err. Retrying
+// cannot fix one, so it is permanent: fail fast and say so.
+func certError(err error) error {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &verify):
+		return verify
+	case errors.As(err, &unknown):
+		return unknown
+	case errors.As(err, &hostname):
+		return hostname
+	case errors.As(err, &invalid):
+		return invalid
+	}
+	return nil
 }

@@ -123,15 +123,7 @@ func (c *Client) Exec(ctx context.Context, sprite string, o ExecOptions) (*ExecS
 		HTTPClient: c.http, HTTPHeader: c.header(),
 	})
 	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-			class, cause := classifyStatus(resp.StatusCode)
-			return nil, &Error{Op: "exec", Sprite: sprite, Class: class, Status: resp.StatusCode, Reason: ErrorBody(body), Err: cause}
-		}
-		if tlsErr := certError(err); tlsErr != nil {
-			return nil, &Error{Op: "exec", Sprite: sprite, Class: Permanent, Err: fmt.Errorf("%w: %v", ErrTLS, tlsErr)}
-		}
-		return nil, &Error{Op: "exec", Sprite: sprite, Class: Retryable, Err: dialCause(hctx, err)}
+		return nil, callError(ctx, hctx, Error{Op: "exec", Sprite: sprite}, resp, http.StatusSwitchingProtocols, err)
 	}
 	ws.SetReadLimit(MaxExecMessage)
 	return &ExecSession{ws: ws, sprite: sprite}, nil
@@ -388,6 +380,7 @@ func (c *Client) raw(ctx context.Context, op, sprite, method string, up *upload,
 	fail := func(class Class, cause error, status int, reason string) error {
 		return &Error{Op: op, Sprite: sprite, Class: class, Status: status, Reason: reason, Err: cause}
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var body io.Reader
@@ -413,19 +406,15 @@ func (c *Client) raw(ctx context.Context, op, sprite, method string, up *upload,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if tlsErr := certError(err); tlsErr != nil {
-			return nil, 0, fail(Permanent, fmt.Errorf("%w: %v", ErrTLS, tlsErr), 0, "")
-		}
-		return nil, 0, fail(Retryable, dialCause(ctx, err), 0, "")
+		return nil, 0, callError(parent, ctx, Error{Op: op, Sprite: sprite}, nil, 0, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, resp.StatusCode, callError(parent, ctx, Error{Op: op, Sprite: sprite}, resp, http.StatusOK, nil)
+	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(resp.Body, 1<<20)); err != nil {
 		return nil, resp.StatusCode, fail(Retryable, fmt.Errorf("%w: reading response: %v", ErrNetwork, err), resp.StatusCode, "")
-	}
-	if resp.StatusCode/100 != 2 {
-		class, cause := classifyStatus(resp.StatusCode)
-		return nil, resp.StatusCode, fail(class, cause, resp.StatusCode, ErrorBody(buf.Bytes()))
 	}
 	return buf.Bytes(), resp.StatusCode, nil
 }
