@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,6 +196,114 @@ func TestParseYAMLBomb(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Errorf("bomb took %v: aliases expanded", time.Since(start))
+	}
+}
+
+// mergeBomb is levels anchored mappings, each merging the one before it
+// width times, merged in at the top level (or, in a forward, when
+// inForward): width^levels entries from a file of a few KB. The returned
+// line is where the top merge is, which the error must name.
+func mergeBomb(levels, width int, inForward bool) (src string, line int) {
+	var b strings.Builder
+	b.WriteString("l0: &l0 {sprite: db, port: 1, listen: 1}\n")
+	for i := 1; i <= levels; i++ {
+		fmt.Fprintf(&b, "l%d: &l%d\n", i, i)
+		for j := 0; j < width; j++ {
+			fmt.Fprintf(&b, "  <<: *l%d\n", i-1)
+		}
+	}
+	line = strings.Count(b.String(), "\n") + 1
+	if inForward {
+		fmt.Fprintf(&b, "forwards:\n  - {<<: *l%d, listen: 99}\n", levels)
+		line++
+	} else {
+		fmt.Fprintf(&b, "<<: *l%d\nforwards: [1:db:1]\n", levels)
+	}
+	return b.String(), line
+}
+
+// TestParseMergeBomb: merge keys that multiply are cut off after a bounded
+// amount of work, with one error at the merge that started it. The work is
+// counted in allocations, not timed: the bombs here cost millions before.
+func TestParseMergeBomb(t *testing.T) {
+	aliasBomb := func() (string, int) {
+		var b strings.Builder
+		b.WriteString("forwards:\n  - &big {sprite: db, port: 1, listen: 1")
+		for i := 0; i < 500; i++ {
+			fmt.Fprintf(&b, ", k%d: %d", i, i)
+		}
+		b.WriteString("}\n")
+		line := 3
+		for i := 0; i < 500; i++ {
+			b.WriteString("  - *big\n")
+		}
+		return b.String(), line + maxExpanded/501
+	}
+	// Parsing a file and walking maxExpanded entries takes tens of
+	// thousands of allocations (some more for unknown keys, which are
+	// reported); expanding these bombs took millions.
+	for _, tt := range []struct {
+		name      string
+		build     func() (string, int)
+		col       int
+		maxAllocs float64
+	}{
+		{"the issue's: 4 levels of 40, 1.6 KB", func() (string, int) { return mergeBomb(4, 40, false) }, 1, 100_000},
+		{"3 levels of 100", func() (string, int) { return mergeBomb(3, 100, false) }, 1, 100_000},
+		{"in a forward", func() (string, int) { return mergeBomb(3, 100, true) }, 6, 100_000},
+		{"2 levels of 3000", func() (string, int) { return mergeBomb(2, 3000, false) }, 1, 100_000},
+		{"500 aliases of a 500-key forward", aliasBomb, 5, 1_000_000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src, line := tt.build()
+			var err error
+			allocs := testing.AllocsPerRun(1, func() { _, err = Parse("bomb.yaml", []byte(src)) })
+			es, ok := err.(Errors)
+			if !ok || len(es) != 1 {
+				t.Fatalf("got %d errors (%T), want one:\n%.2000v", len(es), err, err)
+			}
+			want := fmt.Sprintf("bomb.yaml:%d:%d: aliases and merge keys (<<) bring in more than %d entries", line, tt.col, maxExpanded)
+			if !strings.HasPrefix(es[0].Error(), want) {
+				t.Errorf("got %v\nwant %s...", es[0], want)
+			}
+			t.Logf("%.0f allocations for %d bytes", allocs, len(src))
+			if allocs > tt.maxAllocs {
+				t.Errorf("%.0f allocations for a %d-byte file: the expansion is not bounded", allocs, len(src))
+			}
+		})
+	}
+}
+
+// TestParseMergesAndAnchors: what a real config does with anchors and
+// merges loads, nested merges and aliases of whole forwards included.
+func TestParseMergesAndAnchors(t *testing.T) {
+	src := `forwards:
+  - &db {name: db, sprite: db, port: 5432, listen: 5432, keep_awake: never}
+  - &web
+    <<: *db
+    name: web
+    sprite: web
+    port: 3000
+    listen: 3000
+  - {<<: *web, name: web-debug, port: 9229, listen: 9229}
+  - {<<: *web, name: web-api, port: 8000, listen: 8000}
+`
+	cfg, err := Parse("f.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		name, sprite string
+		port         int
+	}{{"db", "db", 5432}, {"web", "web", 3000}, {"web-debug", "web", 9229}, {"web-api", "web", 8000}}
+	if len(cfg.Forwards) != len(want) {
+		t.Fatalf("%d forwards, want %d", len(cfg.Forwards), len(want))
+	}
+	for i, w := range want {
+		f := cfg.Forwards[i]
+		if f.Name != w.name || f.Sprite != w.sprite || f.Port != w.port || f.KeepAwake != Never {
+			t.Errorf("forward %d: %+v, want %+v with keep_awake never", i, f, w)
+		}
 	}
 }
 
