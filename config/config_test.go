@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -369,6 +370,38 @@ func TestLoadToken(t *testing.T) {
 	}
 	if s := tok.String() + " " + tok.GoString(); strings.Contains(s, "from-env") {
 		t.Errorf("token printed: %s", s)
+	}
+}
+
+// TestLoadTokenBounded: token_file is read up to 4 KiB; a larger file,
+// or one that never ends, is refused instead of read into memory.
+func TestLoadTokenBounded(t *testing.T) {
+	dir := t.TempDir()
+	getenv := func(string) string { return "" }
+	for _, tt := range []struct {
+		name string
+		size int
+		ok   bool
+	}{
+		{"a token", 64, true},
+		{"at the limit", maxTokenFile, true},
+		{"over the limit", maxTokenFile + 1, false},
+		{"a megabyte", 1 << 20, false},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-"))
+		os.WriteFile(path, bytes.Repeat([]byte{'t'}, tt.size), 0o600)
+		tok, err := LoadToken(path, getenv)
+		if tt.ok && (err != nil || len(tok.Value()) != tt.size) {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if !tt.ok && (err == nil || !strings.Contains(err.Error(), path+" is larger than 4096 bytes")) {
+			t.Errorf("%s: got %v, want it refused as too large", tt.name, err)
+		}
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		if _, err := LoadToken("/dev/zero", getenv); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("/dev/zero: %v", err)
+		}
 	}
 }
 

@@ -3,12 +3,17 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
 
 // TokenEnv is the environment variable that, when set, wins over token_file.
 const TokenEnv = "SPRITES_TOKEN"
+
+// maxTokenFile bounds the read of token_file: a token is one short line,
+// and a path such as /dev/zero must not eat the daemon's memory.
+const maxTokenFile = 4 << 10
 
 // Token is the Sprites API token and where it came from. Its String and
 // GoString methods never reveal the value, so it is safe to log by mistake.
@@ -31,12 +36,15 @@ func LoadToken(tokenFile string, getenv func(string) string) (Token, error) {
 		return Token{value: v, Source: "$" + TokenEnv}, nil
 	}
 	path := ExpandHome(tokenFile)
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, maxTokenFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return Token{}, fmt.Errorf("no token: set %s or write the token to %s (mode 0600)", TokenEnv, path)
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("token_file: %w", err)
+	}
+	if len(data) > maxTokenFile {
+		return Token{}, fmt.Errorf("token_file %s is larger than %d bytes; it must hold the token alone", path, maxTokenFile)
 	}
 	v := strings.TrimSpace(string(data))
 	if v == "" {
@@ -50,6 +58,17 @@ func LoadToken(tokenFile string, getenv func(string) string) (Token, error) {
 		t.Warning = fmt.Sprintf("token_file %s is readable by others (mode %#o); run chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	return t, nil
+}
+
+// readLimited reads at most limit+1 bytes of path, so that a caller can
+// tell a file over the limit from one at it.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
 
 // DefaultPath is where run and validate look without --config:

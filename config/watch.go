@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"crypto/sha256"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -98,11 +99,20 @@ func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) 
 }
 
 // hashFile is the content hash of path, or zero if it cannot be read (a
-// save in progress); a later event or poll will see the finished file.
+// save in progress); a later event or poll will see the finished file. It
+// reads what Load reads, MaxFileSize+1 bytes at most: Load refuses a larger
+// file, and the watcher must not read one whole every poll.
 func hashFile(path string) [32]byte {
-	data, err := os.ReadFile(path)
+	var sum [32]byte
+	f, err := os.Open(path)
 	if err != nil {
-		return [32]byte{}
+		return sum
 	}
-	return sha256.Sum256(data)
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, MaxFileSize+1)); err != nil {
+		return sum
+	}
+	h.Sum(sum[:0])
+	return sum
 }
