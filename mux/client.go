@@ -35,6 +35,10 @@ type ClientOptions struct {
 	Log        zerolog.Logger
 }
 
+// ErrClientClosed: the client was closed, or replaced by a reload and
+// closed when idle; a caller that still held it should get the new one.
+var ErrClientClosed = errors.New("mux client closed")
+
 // ClientStats count a client's sessions and resumptions.
 type ClientStats struct {
 	Connected   bool
@@ -65,6 +69,7 @@ type Client struct {
 	repairing bool
 	again     bool
 	closed    bool
+	onIdle    func() // set by CloseWhenIdle
 	wg        sync.WaitGroup
 }
 
@@ -109,7 +114,7 @@ func (c *Client) Open(ctx context.Context, local Conn, host string, port int, ke
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return nil, errors.New("mux client closed")
+			return nil, ErrClientClosed
 		}
 		c.nextID++
 		id := c.nextID
@@ -166,6 +171,11 @@ func (c *Client) remove(id uint64) {
 	defer c.mu.Unlock()
 	delete(c.streams, id)
 	delete(c.awake, id)
+	if len(c.streams) == 0 && c.onIdle != nil {
+		go c.onIdle() // Close takes c.mu
+		c.onIdle = nil
+		return
+	}
 	if len(c.streams) == 0 && c.sess != nil && c.opts.IdleTimeout > 0 {
 		sess := c.sess
 		if c.idle != nil {
@@ -190,7 +200,7 @@ func (c *Client) session(ctx context.Context) (*Session, error) {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return nil, errors.New("mux client closed")
+			return nil, ErrClientClosed
 		}
 		if c.sess != nil {
 			s := c.sess
@@ -389,6 +399,24 @@ func (c *Client) repair() {
 // reopen spaces a stream's opens while sessions die under it as fast as
 // they are made; each new session is dialled with the wake policy anyway.
 var reopen = backoff.Policy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.3}
+
+// CloseWhenIdle closes the client once its last stream has ended (at once
+// if none is open) and then calls done. A client replaced by a reload
+// serves the streams it has and takes no new ones.
+func (c *Client) CloseWhenIdle(done func()) {
+	finish := func() {
+		c.Close()
+		done()
+	}
+	c.mu.Lock()
+	if len(c.streams) > 0 {
+		c.onIdle = finish
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	go finish()
+}
 
 // Close resets every stream and closes the session.
 func (c *Client) Close() {

@@ -65,8 +65,8 @@ type Daemon struct {
 	forwards map[string]*forward
 	drainers map[*forward]struct{} // removed or replaced, still finishing
 	wakers   map[string]*Waker
-	agents   map[string]*agentPool // by sprite, for mux forwards
-	retired  []*agentPool          // replaced by a reload; they idle out
+	agents   map[string]*agentPool   // by sprite, for mux forwards
+	retired  map[*agentPool]struct{} // replaced by a reload; closed when their streams end
 	agentSet agentSettings
 	draining sync.WaitGroup
 	closed   bool
@@ -82,7 +82,7 @@ func New(opts Options) *Daemon {
 	d := &Daemon{
 		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
 		forwards: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
-		agents: map[string]*agentPool{}, stopWatch: make(chan struct{}),
+		agents: map[string]*agentPool{}, retired: map[*agentPool]struct{}{}, stopWatch: make(chan struct{}),
 	}
 	if d.clock == nil {
 		d.clock = SystemClock{}
@@ -141,16 +141,30 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 			delete(d.forwards, name)
 		}
 	}
-	for _, w := range d.wakers {
+	used := map[string]bool{}
+	for _, r := range cfg.Forwards {
+		used[r.Sprite] = true
+	}
+	for sprite, w := range d.wakers {
+		if !used[sprite] {
+			delete(d.wakers, sprite) // its draining forwards keep their pointer
+			continue
+		}
 		w.SetWakeTimeout(cfg.WakeTimeout)
 	}
 	if set := settingsOf(cfg); set != d.agentSet || old == nil || old.keepalive != cfg.Keepalive {
-		// New streams go to new pools; the old ones keep theirs and idle out.
+		// New streams go to new pools; the old ones serve theirs, then close.
 		for _, p := range d.agents {
-			d.retired = append(d.retired, p)
+			d.retireLocked(p)
 		}
 		d.agents, d.agentSet = map[string]*agentPool{}, set
 	} else {
+		for sprite, p := range d.agents {
+			if !used[sprite] {
+				d.retireLocked(p)
+				delete(d.agents, sprite)
+			}
+		}
 		for _, p := range d.agents {
 			p.mu.Lock()
 			p.fallback = nil // a reload tries a failed deploy again at once
@@ -211,6 +225,18 @@ func (d *Daemon) logMessageLimit(ev sprites.LimitEvent) {
 	default:
 		log.Info().Msgf("sprite %s accepts messages of %d bytes", ev.Sprite, ev.Limit.Bytes)
 	}
+}
+
+// retireLocked lets an agent pool that new connections no longer use close
+// once its last stream ends, and forgets it then.
+func (d *Daemon) retireLocked(p *agentPool) {
+	d.retired[p] = struct{}{}
+	p.client.CloseWhenIdle(func() {
+		d.mu.Lock()
+		delete(d.retired, p)
+		d.mu.Unlock()
+		p.log.Debug().Msg("agent pool replaced by a reload has no streams left; closed")
+	})
 }
 
 // agent returns the sprite's agent pool, making it on first use.
@@ -357,11 +383,14 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	wg.Wait()
 	d.draining.Wait()
 	d.mu.Lock()
-	pools := d.retired
+	var pools []*agentPool
+	for p := range d.retired {
+		pools = append(pools, p)
+	}
 	for _, p := range d.agents {
 		pools = append(pools, p)
 	}
-	d.agents, d.retired = map[string]*agentPool{}, nil
+	d.agents, d.retired = map[string]*agentPool{}, map[*agentPool]struct{}{}
 	d.mu.Unlock()
 	for _, p := range pools {
 		p.client.Close()

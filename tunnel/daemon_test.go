@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/internal/testsvc"
+	"github.com/spritefwd/spritefwd/mux"
 	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
@@ -382,4 +384,39 @@ func TestMessageTooBigIsNamed(t *testing.T) {
 		t.Errorf("a 1009 was logged as a drop:\n%s", logs)
 	}
 	echoCheck(t, r.dial(t, "db:7"), 1<<20)
+}
+
+// TestReloadReleasesRetiredPoolsAndWakers: a reload that changes the agent
+// settings retires the sprite's pool, which closes once it has no stream
+// (here at once) instead of living until shutdown; a sprite that no rule
+// names any more loses its waker.
+func TestReloadReleasesRetiredPoolsAndWakers(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - {listen: 0, sprite: db, port: 7, mode: mux}\n")
+	r.d.mu.Lock()
+	waker := r.d.wakers["db"]
+	r.d.mu.Unlock()
+	first := r.d.agent("db", waker)
+	base := r.base
+	for i, idle := range []string{"31s", "32s", "33s"} {
+		r.base = base + "mux_idle_timeout: " + idle + "\n"
+		r.apply(t, "  - {listen: 0, sprite: db, port: 7, mode: mux}\n")
+		if p := r.d.agent("db", waker); p == first {
+			t.Fatalf("reload %d kept the pool", i+1)
+		}
+	}
+	waitFor(t, "the retired pools to close", func() bool {
+		r.d.mu.Lock()
+		defer r.d.mu.Unlock()
+		return len(r.d.retired) == 0
+	})
+	if _, err := first.client.Open(context.Background(), nil, "localhost", 7, false, mux.StreamOptions{}); !errors.Is(err, mux.ErrClientClosed) {
+		t.Errorf("a retired pool still opens streams: %v", err)
+	}
+	r.apply(t, "  - 0:other:7\n")
+	r.d.mu.Lock()
+	_, kept := r.d.wakers["db"]
+	r.d.mu.Unlock()
+	if kept {
+		t.Error("the waker of a sprite no rule names is kept")
+	}
 }

@@ -287,6 +287,13 @@ func (f *forward) handleMux(c net.Conn) bool {
 		},
 	}
 	st, err := p.client.Open(f.ctx, tc, f.rule.Host, f.rule.Port, f.rule.KeepAwake != config.Never, so)
+	if errors.Is(err, mux.ErrClientClosed) && f.ctx.Err() == nil {
+		// A reload retired the pool between the lookup and the open; its
+		// successor takes the stream.
+		p = f.d.agent(f.rule.Sprite, f.waker)
+		f.pool.Store(p)
+		st, err = p.client.Open(f.ctx, tc, f.rule.Host, f.rule.Port, f.rule.KeepAwake != config.Never, so)
+	}
 	var de *deployError
 	if errors.As(err, &de) {
 		if p.fail(err) {
