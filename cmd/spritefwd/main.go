@@ -39,26 +39,45 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-const usage = `spritefwd forwards local TCP ports to ports inside Sprites.dev sprites.
+// command is one subcommand: how usage shows it and what runs it. dispatch
+// and usage both read commands, so neither can miss one.
+type command struct {
+	name  string
+	usage string // the synopsis line after "spritefwd "; a second line may follow
+	run   func(args []string, stdout, stderr io.Writer) error
+}
 
-Usage:
-  spritefwd run [--config FILE]            run the daemon in the foreground
-  spritefwd forward SPRITE [LOCAL:]REMOTE… ad hoc forwards, like kubectl port-forward
-  spritefwd validate [--config FILE]       check a config file; exit 1 with file:line:col errors
-  spritefwd status [--json] [-w]           every forward: state, sprite, connections, bytes, last error
-  spritefwd reload                         re-read the running daemon's config file now
-  spritefwd service install [--user] --config FILE
-                                           install as a system service (also uninstall, start, stop,
-                                           restart, status)
-  spritefwd sim [flags]                    run the Sprites API emulator
-  spritefwd demo                           emulator + forwards to a demo sprite, to try it out
-  spritefwd agent --listen ADDR --secret-file FILE
-                                           the in-sprite side of mode: mux (deployed by the daemon)
-  spritefwd version                        print the version
+func commands() []command {
+	return []command{
+		{"run", "run [--config FILE]            run the daemon in the foreground", func(a []string, _, e io.Writer) error { return cmdRun(a, e) }},
+		{"forward", "forward SPRITE [LOCAL:]REMOTE… ad hoc forwards, like kubectl port-forward", func(a []string, _, e io.Writer) error { return cmdForward(a, e) }},
+		{"validate", "validate [--config FILE]       check a config file; exit 1 with file:line:col errors", cmdValidate},
+		{"status", "status [--json] [-w]           every forward: state, sprite, connections, bytes, last error", cmdStatus},
+		{"reload", "reload                         re-read the running daemon's config file now", cmdReload},
+		{"service", "service install [--user] --config FILE\n" +
+			"                                           install as a system service (also uninstall, start, stop,\n" +
+			"                                           restart, status)", cmdService},
+		{"sim", "sim [flags]                    run the Sprites API emulator", cmdSim},
+		{"demo", "demo                           emulator + forwards to a demo sprite, to try it out", cmdDemo},
+		{"agent", "agent --listen ADDR --secret-file FILE\n" +
+			"                                           the in-sprite side of mode: mux (deployed by the daemon)", cmdAgent},
+		{"version", "version                        print the version", func(_ []string, o, _ io.Writer) error {
+			fmt.Fprintln(o, "spritefwd", versionString())
+			return nil
+		}},
+	}
+}
 
-Run 'spritefwd COMMAND --help' for a command's flags.
-The token comes from $SPRITES_TOKEN or token_file, never from the command line.
-`
+func usage() string {
+	var b strings.Builder
+	b.WriteString("spritefwd forwards local TCP ports to ports inside Sprites.dev sprites.\n\nUsage:\n")
+	for _, c := range commands() {
+		b.WriteString("  spritefwd " + c.usage + "\n")
+	}
+	b.WriteString("\nRun 'spritefwd COMMAND --help' for a command's flags.\n")
+	b.WriteString("The token comes from $SPRITES_TOKEN or token_file, never from the command line.\n")
+	return b.String()
+}
 
 func main() {
 	err := dispatch(os.Args[1:], os.Stdout, os.Stderr)
@@ -79,37 +98,23 @@ func main() {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return &exitError{code: 2}
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(rest, stderr)
-	case "forward":
-		return cmdForward(rest, stderr)
-	case "validate":
-		return cmdValidate(rest, stdout, stderr)
-	case "status":
-		return cmdStatus(rest, stdout, stderr)
-	case "reload":
-		return cmdReload(rest, stdout, stderr)
-	case "service":
-		return cmdService(rest, stdout, stderr)
-	case "sim":
-		return cmdSim(rest, stdout, stderr)
-	case "demo":
-		return cmdDemo(rest, stdout, stderr)
-	case "agent":
-		return cmdAgent(rest, stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "spritefwd", versionString())
-		return nil
+	name, rest := args[0], args[1:]
+	switch name {
+	case "--version":
+		name = "version"
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return nil
 	}
-	fmt.Fprintf(stderr, "spritefwd: unknown command %q\n\n%s", cmd, usage)
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(rest, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "spritefwd: unknown command %q\n\n%s", name, usage())
 	return &exitError{code: 2}
 }
 
@@ -117,12 +122,19 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 func newFlags(name, summary string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if o, ok := stderr.(flagObserver); ok {
+		o.observe(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "%s\n\nFlags:\n", strings.TrimSpace(summary))
 		fs.PrintDefaults()
 	}
 	return fs
 }
+
+// flagObserver is a writer that wants to see each FlagSet that writes to
+// it: TestHelp checks every registered flag against the help text.
+type flagObserver interface{ observe(*flag.FlagSet) }
 
 // logFlags are the logging flags every long-running command takes.
 type logFlags struct {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -56,32 +57,58 @@ func TestExamplesAreValid(t *testing.T) {
 }
 
 // TestHelp: every command documents its flags.
+// helpOutput records a command's help text and the FlagSets behind it.
+type helpOutput struct {
+	bytes.Buffer
+	sets []*flag.FlagSet
+}
+
+func (h *helpOutput) observe(fs *flag.FlagSet) { h.sets = append(h.sets, fs) }
+
+// TestHelp: every command in the table is in the usage text and the
+// README, answers --help, and its help documents every flag it registers,
+// each with a description. The flags come from the FlagSets themselves, so
+// a new flag cannot be missed.
 func TestHelp(t *testing.T) {
-	for cmd, flags := range map[string][]string{
-		"run":      {"-config", "-socket", "-no-watch", "-allow-root", "-log-level", "-log-format", "-log-file"},
-		"forward":  {"-api-url", "-token-file", "-keepalive", "-wake-timeout", "-address", "-allow-public", "-socket"},
-		"status":   {"-socket", "-json", "-w"},
-		"reload":   {"-socket"},
-		"validate": {"-config"},
-		"sim": {"-listen", "-token-file", "-map", "-idle-sleep", "-cold-after", "-wake-delay", "-cold-proxy", "-max-wait",
-			"-target-eof", "-max-message", "-latency", "-drop-rate", "-allow-public"},
-		"demo":  {"-http-port", "-echo-port", "-idle-sleep", "-wake-delay", "-selftest"},
-		"agent": {"-listen", "-secret-file", "-replace", "-allow-host", "-log-level", "-log-format", "-log-file"},
-	} {
-		var out, errOut bytes.Buffer
-		err := dispatch([]string{cmd, "--help"}, &out, &errOut)
-		if !errors.Is(err, flag.ErrHelp) {
-			t.Errorf("%s --help: %v", cmd, err)
-		}
-		for _, f := range flags {
-			if !strings.Contains(errOut.String(), "  "+f+" ") && !strings.Contains(errOut.String(), "  "+f+"\n") && !strings.Contains(errOut.String(), "  "+f+"\t") {
-				t.Errorf("%s --help does not document %s:\n%s", cmd, f, errOut.String())
-			}
-		}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	if err := dispatch([]string{"help"}, &out, &out); err != nil || !strings.Contains(out.String(), "spritefwd forward SPRITE") {
-		t.Errorf("help: %v\n%s", err, out.String())
+	var top bytes.Buffer
+	if err := dispatch([]string{"help"}, &top, &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(top.String(), "  spritefwd "+c.name) {
+			t.Errorf("usage lacks %s:\n%s", c.name, top.String())
+		}
+		if !strings.Contains(string(readme), "spritefwd "+c.name) {
+			t.Errorf("README never shows spritefwd %s", c.name)
+		}
+		if c.name == "version" {
+			continue
+		}
+		args := []string{c.name, "--help"}
+		if c.name == "service" {
+			args = []string{c.name, "install", "--help"}
+		}
+		var out helpOutput
+		if err := dispatch(args, &out, &out); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%s: %v, want flag.ErrHelp", strings.Join(args, " "), err)
+		}
+		if len(out.sets) == 0 && c.name != "agent" { // agent's flags are package agent's, tested there
+			t.Errorf("%s registers no flags through newFlags", c.name)
+		}
+		for _, fs := range out.sets {
+			fs.VisitAll(func(f *flag.Flag) {
+				if f.Usage == "" {
+					t.Errorf("%s -%s has no description", c.name, f.Name)
+				}
+				if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f.Name) + `\b`).MatchString(out.String()) {
+					t.Errorf("%s --help does not document -%s:\n%s", c.name, f.Name, out.String())
+				}
+			})
+		}
 	}
 }
 
