@@ -6,6 +6,7 @@ import (
 	"debug/buildinfo"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"strconv"
@@ -50,6 +51,24 @@ func (e *deployError) Unwrap() error { return e.err }
 // served in direct mode before deploying is tried again. A reload tries at
 // once.
 const fallbackRetry = 5 * time.Minute
+
+// Deployment bounds. Every API call of a deployment has its own deadline,
+// derived from wake_timeout since any call may have to wake the sprite, so
+// that a call that hangs ends the deployment with a log line that names it,
+// and the connections waiting on it go direct, rather than all of them
+// waiting on it for good.
+const (
+	// slowUpload is the pace an upload is allowed on top of wake_timeout:
+	// a slow uplink, not a stalled one. 3.4 MB take 13 s more.
+	slowUpload = 256 << 10 // bytes per second
+	// agentStartup bounds a started agent's way to its ready line: it stops
+	// the agent it replaces (3 s) and waits for that one's port (5 s).
+	agentStartup = 10 * time.Second
+	// maxUname bounds what uname -m may print; it prints one word.
+	maxUname = 4 << 10
+	// maxAgentStdout bounds what the agent may print before its ready line.
+	maxAgentStdout = 64 << 10
+)
 
 // agentPool is one sprite's agent: how it is found or deployed, and the
 // mux client that carries every mux-mode connection to it.
@@ -192,6 +211,36 @@ func (p *agentPool) setSecret(s string) {
 	p.mu.Unlock()
 }
 
+// step runs one API call of a deployment under its own deadline. A call
+// that runs out is a deployError that names it, so that the sprite is
+// served in direct mode; a sprite or token that is wrong is returned as
+// it is, since no mode would work.
+func (p *agentPool) step(ctx context.Context, name string, limit time.Duration, call func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := call(sctx)
+	var de *deployError
+	switch {
+	case err == nil:
+		return nil
+	case ranOut(ctx, sctx):
+		return p.timedOut(name, limit, err)
+	case ctx.Err() != nil, errors.Is(err, sprites.ErrNotFound), errors.Is(err, sprites.ErrUnauthorized), errors.As(err, &de):
+		return err
+	}
+	return &deployError{fmt.Errorf("sprite %s: deploy agent: %s: %w", p.sprite, name, err)}
+}
+
+// ranOut reports that a step's own deadline ended it, not the caller's.
+func ranOut(ctx, sctx context.Context) bool {
+	return ctx.Err() == nil && sctx.Err() != nil
+}
+
+// timedOut is the deployError of a step that ran out: it names the step.
+func (p *agentPool) timedOut(name string, limit time.Duration, err error) error {
+	return &deployError{fmt.Errorf("sprite %s: deploy agent: %s: no answer within %s (from wake_timeout): %w", p.sprite, name, limit, err)}
+}
+
 // currentSecret returns the deployment secret: cached, or read from the
 // sprite, where the deployment left it (mode 0600). Any daemon with the
 // token can read it, which grants nothing: the token can run commands in
@@ -203,11 +252,18 @@ func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (strin
 	if s != "" {
 		return s, nil
 	}
-	b, err := c.ReadFile(ctx, p.sprite, path.Join(p.set.dir, "secret"))
-	if sprites.IsNotFound(err) {
+	limit := p.waker.timeoutValue()
+	rctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	b, err := c.ReadFile(rctx, p.sprite, path.Join(p.set.dir, "secret"))
+	switch {
+	case sprites.IsNotFound(err):
 		return "", nil
-	}
-	if err != nil {
+	case err != nil && ranOut(ctx, rctx):
+		return "", p.timedOut("read the agent's secret", limit, err)
+	case err != nil:
+		// Not a deploy failure: the sprite may be waking or the network
+		// flapping, and the next connection tries again.
 		return "", fmt.Errorf("sprite %s: read the agent's secret: %w", p.sprite, err)
 	}
 	s = strings.TrimSpace(string(b))
@@ -218,15 +274,17 @@ func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (strin
 // deploy uploads the agent and starts it, replacing any agent on its port,
 // and returns once it listens.
 func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
+	wake := p.waker.timeoutValue()
+	var arch string
+	if err := p.step(ctx, "uname -m", wake, func(ctx context.Context) error {
+		var err error
+		arch, err = p.arch(ctx, c)
+		return err
+	}); err != nil {
+		return err
+	}
 	fail := func(format string, args ...any) error {
 		return &deployError{fmt.Errorf("sprite %s: deploy agent: "+format, append([]any{p.sprite}, args...)...)}
-	}
-	arch, err := p.arch(ctx, c)
-	if errors.Is(err, sprites.ErrNotFound) || errors.Is(err, sprites.ErrUnauthorized) || ctx.Err() != nil {
-		return err // the sprite or the token is wrong: no mode would work
-	}
-	if err != nil {
-		return fail("%w", err)
 	}
 	bin, err := p.binary(arch)
 	if err != nil {
@@ -237,52 +295,92 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 		return fail("%w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fail("%w", err)
+	}
 	exe := path.Join(p.set.dir, "spritefwd-agent")
-	if err := c.WriteFile(ctx, p.sprite, exe, 0o755, f); err != nil {
-		return fail("upload %s: %w", bin, err)
+	limit := wake + time.Duration(fi.Size()/slowUpload)*time.Second
+	if err := p.step(ctx, "upload "+bin, limit, func(ctx context.Context) error {
+		return c.WriteFile(ctx, p.sprite, exe, 0o755, f)
+	}); err != nil {
+		return err
 	}
 	secret := mux.NewSecret()
-	if err := c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n")); err != nil {
-		return fail("write the secret: %w", err)
+	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
+		return c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n"))
+	}); err != nil {
+		return err
 	}
-	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{
-		Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(p.set.port),
-			SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...),
-		Dir: p.set.dir, KeepRunning: true,
-	})
-	if err != nil {
-		return fail("start: %w", err)
+	var sess *sprites.ExecSession
+	if err := p.step(ctx, "start", wake, func(ctx context.Context) error {
+		var err error
+		sess, err = c.Exec(ctx, p.sprite, sprites.ExecOptions{
+			Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(p.set.port),
+				SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...),
+			Dir: p.set.dir, KeepRunning: true,
+		})
+		return err
+	}); err != nil {
+		return err
 	}
 	defer sess.Close() // detach; it keeps running
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var out []byte
-	var errOut bytes.Buffer
-	for {
-		ev, err := sess.Next(rctx)
-		if err != nil {
-			return fail("waiting for it to listen: %w (stderr: %s)", err, tail(errOut.Bytes()))
+	return p.step(ctx, "wait for it to listen", max(wake, agentStartup), func(ctx context.Context) error {
+		var out []byte
+		var errOut bytes.Buffer
+		for {
+			ev, err := sess.Next(ctx)
+			if err != nil {
+				return fmt.Errorf("%w (stderr: %s)", err, tail(errOut.Bytes()))
+			}
+			switch {
+			case ev.Exited:
+				return fmt.Errorf("it exited with code %d: %s", ev.Code, tail(errOut.Bytes()))
+			case ev.Stream == sprites.StreamStderr:
+				if errOut.Len() < 8<<10 {
+					errOut.Write(ev.Data)
+				}
+			case ev.Stream == sprites.StreamStdout:
+				if len(out)+len(ev.Data) > maxAgentStdout {
+					return fmt.Errorf("it printed more than %d bytes and no ready line", maxAgentStdout)
+				}
+				out = append(out, ev.Data...)
+				for {
+					line, rest, ok := bytes.Cut(out, []byte("\n"))
+					if !ok {
+						break
+					}
+					if _, ok := agent.ParseReady(line); ok {
+						p.setSecret(secret)
+						return nil
+					}
+					out = rest
+				}
+			}
 		}
-		switch {
-		case ev.Exited:
-			return fail("it exited with code %d: %s", ev.Code, tail(errOut.Bytes()))
-		case ev.Stream == sprites.StreamStderr:
-			if errOut.Len() < 8<<10 {
-				errOut.Write(ev.Data)
+	})
+}
+
+// collect reads a short command's stdout, at most limit bytes, and its
+// exit code.
+func collect(ctx context.Context, sess *sprites.ExecSession, limit int) ([]byte, int, error) {
+	var out []byte
+	for {
+		ev, err := sess.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return out, -1, nil // gone without saying how it ended
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if ev.Stream == sprites.StreamStdout {
+			if len(out)+len(ev.Data) > limit {
+				return nil, 0, fmt.Errorf("it printed more than %d bytes", limit)
 			}
-		case ev.Stream == sprites.StreamStdout:
 			out = append(out, ev.Data...)
-			for {
-				line, rest, ok := bytes.Cut(out, []byte("\n"))
-				if !ok {
-					break
-				}
-				if _, ok := agent.ParseReady(line); ok {
-					p.setSecret(secret)
-					return nil
-				}
-				out = rest
-			}
+		}
+		if ev.Exited {
+			return out, ev.Code, nil
 		}
 	}
 }
@@ -294,20 +392,11 @@ func (p *agentPool) arch(ctx context.Context, c *sprites.Client) (string, error)
 		return "", err
 	}
 	defer sess.Close()
-	var out bytes.Buffer
-	for {
-		ev, err := sess.Next(ctx)
-		if err != nil {
-			break
-		}
-		if ev.Stream == sprites.StreamStdout {
-			out.Write(ev.Data)
-		}
-		if ev.Exited {
-			break
-		}
+	out, _, err := collect(ctx, sess, maxUname)
+	if err != nil {
+		return "", err
 	}
-	switch m := strings.TrimSpace(out.String()); m {
+	switch m := strings.TrimSpace(string(out)); m {
 	case "x86_64", "amd64":
 		return "amd64", nil
 	case "aarch64", "arm64":

@@ -12,9 +12,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -390,5 +395,85 @@ func TestE2EMuxFallsBackToDirect(t *testing.T) {
 	}
 	if n := strings.Count(e.logs.String(), "agent unavailable"); n != 1 {
 		t.Errorf("the fallback was logged %d times for 5 connections, want once", n)
+	}
+}
+
+// exchange sends msg through addr and reads it back, without a half-close,
+// which direct mode cannot carry.
+func exchange(addr string, msg []byte) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("sent %q, got %q back", msg, got)
+	}
+	return nil
+}
+
+// A step of a deployment never answers, or never stops: the connection
+// goes direct within wake_timeout and a margin, and the log names the step.
+func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
+	const wake = 2 * time.Second
+	for _, tt := range []struct {
+		name string
+		cmd  string   // the command the fault replaces
+		with []string // what runs instead
+		want string   // in the log and in status
+	}{
+		{"uname hangs", "uname", []string{"sleep", "60"}, "uname -m: no answer within 2s"},
+		{"uname never stops", "uname", []string{"yes", "x86_64"}, "uname -m: it printed more than 4096 bytes"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			echo := testsvc.Serve(t, testsvc.Echo)
+			_, port, _ := net.SplitHostPort(echo)
+			e := startMux(t, spritestest.Options{}, fmt.Sprintf("wake_timeout: %s\n", wake), "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+			p, _ := strconv.Atoi(port)
+			e.sim.Map("box", p, echo)
+			// In front of the emulator, the fault: another command in
+			// place of tt.cmd, whose exec is up and misbehaves.
+			target, err := url.Parse(e.sim.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rp := httputil.NewSingleHostReverseProxy(target)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if q := r.URL.Query(); strings.HasSuffix(r.URL.Path, "/exec") && len(q["cmd"]) > 0 && q["cmd"][0] == tt.cmd {
+					q["cmd"] = tt.with
+					r.URL.RawQuery = q.Encode()
+				}
+				rp.ServeHTTP(w, r)
+			}))
+			t.Cleanup(front.Close)
+			cfg := *e.d.Config()
+			cfg.APIURL = front.URL
+			if err := e.d.Apply(&cfg); err != nil {
+				t.Fatal(err)
+			}
+
+			start := time.Now()
+			if err := exchange("127.0.0.1:"+e.port(t, "echo"), []byte("hello")); err != nil {
+				t.Fatalf("%s: %v\n%s", tt.name, err, e.logs)
+			}
+			if took, limit := time.Since(start), wake+5*time.Second; took > limit {
+				t.Errorf("the connection was served after %s, want within %s", took, limit)
+			}
+			st := e.status(t, "echo").Agent
+			if st.State != "fallback" || !strings.Contains(st.Fallback, tt.want) {
+				t.Fatalf("status %+v, want fallback saying %q", st, tt.want)
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(tt.want) + `.*agent unavailable`).MatchString(e.logs.String()) {
+				t.Errorf("the log does not say the agent is unavailable, and why, naming the step:\n%s", e.logs)
+			}
+		})
 	}
 }
