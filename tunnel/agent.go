@@ -3,7 +3,9 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"debug/buildinfo"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -80,12 +82,13 @@ type agentPool struct {
 	client *mux.Client
 	log    zerolog.Logger
 
-	mu         sync.Mutex
-	secret     string
-	fallback   error
-	retryAt    time.Time
-	deploys    int64
-	lastDeploy time.Duration
+	mu           sync.Mutex
+	secret       string
+	binaryLogged bool
+	fallback     error
+	retryAt      time.Time
+	deploys      int64
+	lastDeploy   time.Duration
 }
 
 func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, keepalive time.Duration) *agentPool {
@@ -271,8 +274,8 @@ func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (strin
 	return s, nil
 }
 
-// deploy uploads the agent and starts it, replacing any agent on its port,
-// and returns once it listens.
+// deploy uploads the agent unless the sprite has it, and starts it,
+// replacing any agent on its port, and returns once it listens.
 func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 	wake := p.waker.timeoutValue()
 	var arch string
@@ -295,16 +298,41 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 		return fail("%w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	name, size, err := contentName(f)
 	if err != nil {
-		return fail("%w", err)
+		return fail("%s: %w", bin, err)
 	}
-	exe := path.Join(p.set.dir, "spritefwd-agent")
-	limit := wake + time.Duration(fi.Size()/slowUpload)*time.Second
-	if err := p.step(ctx, "upload "+bin, limit, func(ctx context.Context) error {
-		return c.WriteFile(ctx, p.sprite, exe, 0o755, f)
+	// The emulator's fs/write, and perhaps the real one, writes over a
+	// file in place, which fails with ETXTBSY while an agent runs it: a
+	// name of its own per content means a redeploy never writes over a
+	// running agent, and the same content is never sent twice.
+	exe := path.Join(p.set.dir, name)
+	var have int64
+	if err := p.step(ctx, "look for an uploaded agent", wake, func(ctx context.Context) error {
+		var err error
+		if have, err = p.fileSize(ctx, c, name); err != nil && ctx.Err() == nil {
+			// Whatever kept us from looking (a directory that is not
+			// there yet, on a server that refuses it), the upload says
+			// more.
+			have = -1
+			return nil
+		}
+		return err
 	}); err != nil {
 		return err
+	}
+	if have == size {
+		p.log.Debug().Str("exe", exe).Msg("the sprite has this agent already; not uploading it")
+	} else {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return fail("%s: %w", bin, err)
+		}
+		limit := wake + time.Duration(size/slowUpload)*time.Second
+		if err := p.step(ctx, "upload "+bin, limit, func(ctx context.Context) error {
+			return c.WriteFile(ctx, p.sprite, exe, 0o755, f)
+		}); err != nil {
+			return err
+		}
 	}
 	secret := mux.NewSecret()
 	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
@@ -361,6 +389,35 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 	})
 }
 
+// contentName names an agent binary after its content, and measures it.
+func contentName(f *os.File) (string, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	return "spritefwd-agent-" + hex.EncodeToString(h.Sum(nil)[:8]), n, nil
+}
+
+// fileSize is the size of the file name in the agent's directory, or -1
+// if there is none. sprites.Client has no fs/list, so it asks stat.
+func (p *agentPool) fileSize(ctx context.Context, c *sprites.Client, name string) (int64, error) {
+	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"stat", "-c", "%s", "--", name}, Dir: p.set.dir})
+	if err != nil {
+		return -1, err
+	}
+	defer sess.Close()
+	out, code, err := collect(ctx, sess, 64)
+	if err != nil {
+		return -1, err
+	}
+	n, perr := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if code != 0 || perr != nil {
+		return -1, nil // none, or no stat to tell: upload
+	}
+	return n, nil
+}
+
 // collect reads a short command's stdout, at most limit bytes, and its
 // exit code.
 func collect(ctx context.Context, sess *sprites.ExecSession, limit int) ([]byte, int, error) {
@@ -408,6 +465,7 @@ func (p *agentPool) arch(ctx context.Context, c *sprites.Client) (string, error)
 
 // binary finds the linux agent for arch: agent_binary from the config, or
 // what the daemon's embedder offers (a file next to the daemon, or itself).
+// It says which once per pool: deploys repeat, the answer does not change.
 func (p *agentPool) binary(arch string) (string, error) {
 	b := strings.ReplaceAll(p.set.binary, "{arch}", arch)
 	switch {
@@ -423,7 +481,13 @@ func (p *agentPool) binary(arch string) (string, error) {
 	default:
 		return "", fmt.Errorf("no linux/%s agent binary: set agent_binary, or put spritefwd-agent-linux-%s next to spritefwd (make build makes it)", arch, arch)
 	}
-	p.logBinary(b, arch)
+	p.mu.Lock()
+	first := !p.binaryLogged
+	p.binaryLogged = true
+	p.mu.Unlock()
+	if first {
+		p.logBinary(b, arch)
+	}
 	return b, nil
 }
 

@@ -296,6 +296,10 @@ func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
 	if st := e.status(t, "echo"); st.Agent.Deploys != 2 {
 		t.Fatalf("%d deploys, want 2 (the first, and after the kill)", st.Agent.Deploys)
 	}
+	// Which binary is uploaded is said once per pool, not per deploy.
+	if n := strings.Count(e.logs.String(), "uploading the agent-only build"); n != 1 {
+		t.Errorf("the binary was named %d times in two deploys, want once", n)
+	}
 }
 
 func apiClient(t *testing.T, e *e2e) *sprites.Client {
@@ -420,6 +424,50 @@ func exchange(addr string, msg []byte) error {
 	return nil
 }
 
+// A redeploy while the agent runs: another deployment's secret in the
+// sprite makes a new pool redeploy over the running agent. Its executable
+// is in use; the redeploy must neither write over it nor fail.
+func TestE2EMuxRedeployOverRunningAgent(t *testing.T) {
+	echo := testsvc.Serve(t, testsvc.Echo)
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	addr := "127.0.0.1:" + e.port(t, "echo")
+	if err := echoTransfer(addr, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	api := apiClient(t, e)
+	ctx := context.Background()
+	pidOf := func() string {
+		b, err := api.ReadFile(ctx, "box", "/tmp/spritefwd/agent.pid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	first := pidOf()
+	if err := api.WriteFile(ctx, "box", "/tmp/spritefwd/secret", 0o600, strings.NewReader(mux.NewSecret()+"\n")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := *e.d.Config()
+	cfg.ResumeWindow += time.Second // other agent settings: a new pool, which reads the secret
+	if err := e.d.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoTransfer(addr, 1<<20, 1); err != nil {
+		t.Fatalf("after a redeploy over the running agent: %v\n%s", err, e.logs)
+	}
+	st := e.status(t, "echo").Agent
+	if st.State != "connected" || st.Deploys != 1 {
+		t.Fatalf("status %+v, want the new pool connected after its own deploy\n%s", st, e.logs)
+	}
+	if pidOf() == first {
+		t.Fatal("the agent's pid did not change: no redeploy happened")
+	}
+	if !strings.Contains(e.logs.String(), "the sprite has this agent already; not uploading it") {
+		t.Errorf("the same agent was uploaded again:\n%s", e.logs)
+	}
+}
+
 // A step of a deployment never answers, or never stops: the connection
 // goes direct within wake_timeout and a margin, and the log names the step.
 func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
@@ -432,6 +480,7 @@ func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
 	}{
 		{"uname hangs", "uname", []string{"sleep", "60"}, "uname -m: no answer within 2s"},
 		{"uname never stops", "uname", []string{"yes", "x86_64"}, "uname -m: it printed more than 4096 bytes"},
+		{"looking for the agent hangs", "stat", []string{"sleep", "60"}, "look for an uploaded agent: no answer within 2s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			echo := testsvc.Serve(t, testsvc.Echo)
