@@ -79,37 +79,164 @@ type Stream struct {
 	host  string // the target, for an open sent again (see Session.Resume)
 	port  int
 
-	// sendMu orders the frames on a carrier: the out pump's data, acks, and
-	// Attach's replay.
+	// Lock order: sendMu, then mu, never the other way round (lockBoth).
+	// sendMu orders the frames on a carrier (the out pump's data, acks,
+	// Attach's replay) and is held across carrier writes, which block while
+	// yamux's window is full. mu is never held across I/O: the in pump
+	// takes it for every frame, and must not wait on a blocked writer.
 	sendMu sync.Mutex
+	mu     sync.Mutex
+	cond   sync.Cond // on mu: room in buf, detach, end
 
-	mu        sync.Mutex
-	cond      sync.Cond // room in buf, detach, end
-	buf       ring      // sent, unacknowledged: offsets [acked, acked+buf.len()); written only under sendMu and mu
-	releasing bool      // a releaseIdle is on its way
-	acked     uint64    // the peer has everything below
-	next      uint64    // the next offset to send
-	finRead   bool      // local EOF; the FIN has offset finOff
-	finOff    uint64
-	recv      uint64 // delivered to local; +1 once the peer's FIN is in
-	ackSent   uint64
-	peerFin   bool
-	car       *carrierState // nil while detached
-	ackDue    bool
-	ackTimer  *time.Timer
-	expire    *time.Timer
-	lostAt    time.Time // when the last carrier failed
-	started   bool
-	ended     bool
-	err       error
-	done      chan struct{}
+	// The rest is under mu.
+	state  streamState   // changed only by to
+	err    error         // why it ended, in stateReset
+	car    *carrierState // nil while detached, and before the first Attach
+	lostAt time.Time     // when the last carrier failed
+	expire *time.Timer   // the resume window, while detached
+
+	// Sending.
+	buf       ring   // sent, unacknowledged: offsets [acked, acked+buf.len()); written only under sendMu and mu
+	releasing bool   // a releaseIdle is on its way; not lifecycle, the store's
+	acked     uint64 // the peer has everything below
+	next      uint64 // the next offset to send
+	finOff    uint64 // our FIN's offset, once the state has sentFin
+
+	// Receiving.
+	recv     uint64 // delivered to local; +1 once the peer's FIN is in
+	ackSent  uint64
+	ackDue   bool // an ack is scheduled on ackTimer; not lifecycle, pacing
+	ackTimer *time.Timer
+
+	done chan struct{}
 }
 
 type carrierState struct {
-	c      Carrier
-	closed bool          // we half-closed it, done and waiting for the peer's close
-	sent   uint64        // offsets below this were written on c
-	in     chan struct{} // closed when c's in pump returns
+	c    Carrier
+	sent uint64        // offsets below this were written on c
+	in   chan struct{} // closed when c's in pump returns
+}
+
+// lockBoth takes sendMu and mu in the lock order.
+func (s *Stream) lockBoth() {
+	s.sendMu.Lock()
+	s.mu.Lock()
+}
+
+func (s *Stream) unlockBoth() {
+	s.mu.Unlock()
+	s.sendMu.Unlock()
+}
+
+// streamState is where a stream is in its life. The two directions close
+// as in TCP: our FIN goes out once local reads EOF, the peer's comes in
+// once its side does, and the stream is done when both are in and ours is
+// acknowledged. Which carrier the stream is on is s.car, not a state: a
+// stream can lose its carrier in any live state, and keeps its state while
+// it waits for another; only stateLinger belongs to one carrier.
+type streamState uint8
+
+const (
+	stateNew       streamState = iota // not attached yet
+	stateOpen                         // data both ways
+	stateLocalFin                     // local EOF: our FIN has its offset, the peer still sends
+	stateRemoteFin                    // the peer's FIN is in, we still send
+	stateBothFin                      // both FINs: done once ours is acknowledged
+	stateLinger                       // done, our side of the carrier closed: waiting for the peer's close (LingerForPeer)
+	stateClosed                       // ended cleanly
+	stateReset                        // ended with Err
+)
+
+// transitions lists, for each state, the states it may move to. A lost
+// carrier moves stateLinger back to stateBothFin: the stream must linger
+// again on the next one, since the peer may not have seen our close.
+var transitions = [...]uint16{
+	stateNew:       1<<stateOpen | 1<<stateReset,
+	stateOpen:      1<<stateLocalFin | 1<<stateRemoteFin | 1<<stateReset,
+	stateLocalFin:  1<<stateBothFin | 1<<stateReset,
+	stateRemoteFin: 1<<stateBothFin | 1<<stateReset,
+	stateBothFin:   1<<stateLinger | 1<<stateClosed | 1<<stateReset,
+	stateLinger:    1<<stateBothFin | 1<<stateClosed | 1<<stateReset,
+	stateClosed:    0,
+	stateReset:     0,
+}
+
+func (st streamState) String() string {
+	if int(st) < len(transitions) {
+		return [...]string{"new", "open", "local-fin", "remote-fin", "both-fin", "linger", "closed", "reset"}[st]
+	}
+	return fmt.Sprintf("state(%d)", uint8(st))
+}
+
+func (st streamState) ended() bool { return st == stateClosed || st == stateReset }
+
+// sending: local may still give us bytes; no FIN of ours yet.
+func (st streamState) sending() bool { return st == stateOpen || st == stateRemoteFin }
+
+// receiving: the peer may still send bytes; its FIN is not in.
+func (st streamState) receiving() bool { return st == stateOpen || st == stateLocalFin }
+
+// sentFin: our FIN has its offset, finOff.
+func (st streamState) sentFin() bool {
+	return st == stateLocalFin || st == stateBothFin || st == stateLinger || st == stateClosed
+}
+
+func (st streamState) afterLocalFin() streamState {
+	if st == stateRemoteFin {
+		return stateBothFin
+	}
+	return stateLocalFin
+}
+
+func (st streamState) afterPeerFin() streamState {
+	if st == stateLocalFin {
+		return stateBothFin
+	}
+	return stateRemoteFin
+}
+
+// strict makes an illegal transition, or a function called without the
+// lock it needs, panic. The package's tests set it; a daemon in use
+// rejects the transition instead, rather than crash with every other
+// stream, and an ended stream stays ended.
+var strict bool
+
+// to moves the stream to state next, under mu. It is the only writer of
+// s.state. Entering an end state stops the resume window and wakes the out
+// pump.
+func (s *Stream) to(next streamState) {
+	held(&s.mu)
+	if transitions[s.state]&(1<<next) == 0 {
+		if strict {
+			panic(fmt.Sprintf("mux: stream %d: illegal transition %s → %s", s.id, s.state, next))
+		}
+		return
+	}
+	s.state = next
+	if next.ended() {
+		if s.expire != nil {
+			s.expire.Stop()
+		}
+		s.cond.Broadcast()
+	}
+}
+
+// setCarrier puts the stream on cs, or with nil detaches it, under mu.
+func (s *Stream) setCarrier(cs *carrierState) {
+	held(&s.mu)
+	if s.state == stateLinger {
+		s.to(stateBothFin)
+	}
+	s.car = cs
+}
+
+// held checks, when strict, that m is locked. It cannot tell by whom, so
+// it catches a missing lock only when no one else holds m at the time.
+func held(m *sync.Mutex) {
+	if strict && m.TryLock() {
+		m.Unlock()
+		panic("mux: a lock the caller should hold is free")
+	}
 }
 
 // NewStream returns a stream for local; Attach starts it.
@@ -152,7 +279,7 @@ func (s *Stream) Received() uint64 {
 func (s *Stream) Detached() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.started && s.car == nil && !s.ended
+	return s.state != stateNew && !s.state.ended() && s.car == nil
 }
 
 // Attach puts the stream on carrier c. peerRecv is the peer's received
@@ -161,57 +288,12 @@ func (s *Stream) Detached() bool {
 // to a resume). A previous carrier is aborted, and its in pump finished,
 // before anything is written, so two carriers never deliver at once.
 func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
-	s.mu.Lock()
-	old := s.car
-	s.car = nil
-	s.mu.Unlock()
-	if old != nil {
-		// The old in pump may be blocked writing to local, on a target
-		// that waits for us to read its reply, which waits for acks that
-		// only this attach can bring. A deadline frees it; what it wrote
-		// counts, and the peer replays the rest.
-		abortCarrier(old.c)
-		_ = s.local.SetWriteDeadline(time.Unix(1, 0))
-		<-old.in
-		_ = s.local.SetWriteDeadline(time.Time{})
-	}
+	s.leaveCarrier()
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	if s.ended {
-		err := s.err
-		s.mu.Unlock()
-		c.Close()
-		return fmt.Errorf("stream %d already ended: %w", s.id, err)
-	}
-	if peerRecv < s.acked || peerRecv > s.next {
-		s.mu.Unlock()
-		err := fmt.Errorf("%w: stream %d: peer has %d bytes, but we sent %d and it acknowledged %d", ErrProtocol, s.id, peerRecv, s.next, s.acked)
-		c.Close()
-		s.fail(err, false)
+	cs, r, first, err := s.adopt(c, peerRecv)
+	if err != nil {
 		return err
-	}
-	s.ackLocked(peerRecv)
-	recv := s.recv
-	// We hold sendMu, so no push can move or overwrite these until the
-	// replay is written; acks only drop from the front.
-	replay1, replay2 := s.buf.segments()
-	base := s.acked
-	fin := s.finRead
-	finOff := s.finOff
-	end := s.next
-	cs := &carrierState{c: c, in: make(chan struct{}), sent: end}
-	s.car = cs
-	if s.expire != nil {
-		s.expire.Stop()
-	}
-	s.ackSent = max(s.ackSent, recv)
-	start := !s.started
-	s.started = true
-	lostAt := s.lostAt
-	s.mu.Unlock()
-	if !lostAt.IsZero() && s.opts.OnResume != nil {
-		s.opts.OnResume(time.Since(lostAt))
 	}
 	// The peer's count may acknowledge our FIN: then there is nothing left
 	// but to close, and that must be decided before the in pump can read
@@ -220,34 +302,107 @@ func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
 	// The in pump starts before the replay is written: the peer may be
 	// replaying to us at the same time, and neither may wait on the other.
 	go s.pumpIn(cs)
-
-	err := func() error {
-		if reply {
-			if err := writeFrame(c, frame{typ: frameResumed, b: recv}, nil); err != nil {
-				return err
-			}
-		}
-		off := base
-		for _, seg := range [][]byte{replay1, replay2} {
-			for len(seg) > 0 {
-				chunk := seg[:min(maxChunk, len(seg))]
-				if err := writeFrame(c, frame{typ: frameData, a: off, b: recv}, chunk); err != nil {
-					return err
-				}
-				off += uint64(len(chunk))
-				seg = seg[len(chunk):]
-			}
-		}
-		if fin {
-			return writeFrame(c, frame{typ: frameFin, a: finOff, b: recv}, nil)
-		}
-		return nil
-	}()
-	if err != nil {
+	if err := r.write(c, reply); err != nil {
 		abortCarrier(c) // the in pump sees it fail and detaches again
 	}
-	if start {
+	if first {
 		go s.pumpOut()
+	}
+	return nil
+}
+
+// leaveCarrier detaches the stream from its carrier, if it has one, and
+// waits for that carrier's in pump to return.
+func (s *Stream) leaveCarrier() {
+	s.mu.Lock()
+	old := s.car
+	s.setCarrier(nil)
+	s.mu.Unlock()
+	if old == nil {
+		return
+	}
+	// The old in pump may be blocked writing to local, on a target that
+	// waits for us to read its reply, which waits for acks that only this
+	// attach can bring. A deadline frees it; what it wrote counts, and the
+	// peer replays the rest.
+	abortCarrier(old.c)
+	_ = s.local.SetWriteDeadline(time.Unix(1, 0))
+	<-old.in
+	_ = s.local.SetWriteDeadline(time.Time{})
+}
+
+// adopt checks the peer's count against what we sent, makes c the
+// stream's carrier, and returns what c must be sent first. first reports
+// the stream's first carrier. The caller holds sendMu until the replay is
+// written: no push can move or overwrite its bytes before then, and acks
+// only drop from the front. On error c is closed.
+func (s *Stream) adopt(c Carrier, peerRecv uint64) (cs *carrierState, r replay, first bool, err error) {
+	held(&s.sendMu)
+	s.mu.Lock()
+	if s.state.ended() {
+		err := s.err
+		s.mu.Unlock()
+		c.Close()
+		return nil, replay{}, false, fmt.Errorf("stream %d already ended: %w", s.id, err)
+	}
+	if peerRecv < s.acked || peerRecv > s.next {
+		s.mu.Unlock()
+		err := fmt.Errorf("%w: stream %d: peer has %d bytes, but we sent %d and it acknowledged %d", ErrProtocol, s.id, peerRecv, s.next, s.acked)
+		c.Close()
+		s.fail(err, false)
+		return nil, replay{}, false, err
+	}
+	s.ackLocked(peerRecv)
+	r = replay{recv: s.recv, base: s.acked, fin: s.state.sentFin(), finOff: s.finOff}
+	r.data[0], r.data[1] = s.buf.segments()
+	cs = &carrierState{c: c, in: make(chan struct{}), sent: s.next}
+	s.setCarrier(cs)
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	s.ackSent = max(s.ackSent, r.recv)
+	first = s.state == stateNew
+	if first {
+		s.to(stateOpen)
+	}
+	lostAt := s.lostAt
+	s.mu.Unlock()
+	if !lostAt.IsZero() && s.opts.OnResume != nil {
+		s.opts.OnResume(time.Since(lostAt))
+	}
+	return cs, r, first, nil
+}
+
+// replay is what a new carrier is sent before anything else: with reply,
+// our received count, then everything from the peer's count on. The data
+// slices are the ring's store, valid while sendMu is held.
+type replay struct {
+	recv   uint64 // our received count: the ack every frame carries
+	base   uint64 // the offset of data[0]
+	data   [2][]byte
+	fin    bool // our FIN, at finOff, follows the data
+	finOff uint64
+}
+
+func (r replay) write(c Carrier, reply bool) error {
+	if reply {
+		if err := writeFrame(c, frame{typ: frameResumed, b: r.recv}, nil); err != nil {
+			return err
+		}
+	}
+	off := r.base
+	for _, seg := range r.data {
+		for len(seg) > 0 {
+			chunk := seg[:min(maxChunk, len(seg))]
+			if err := writeFrame(c, frame{typ: frameData, a: off, b: r.recv}, chunk); err != nil {
+				return err
+			}
+			off += uint64(len(chunk))
+			seg = seg[len(chunk):]
+		}
+	}
+	if r.fin {
+		return writeFrame(c, frame{typ: frameFin, a: r.finOff, b: r.recv}, nil)
 	}
 	return nil
 }
@@ -277,10 +432,10 @@ func (s *Stream) pumpOut() {
 		// While detached, that holds until the link is back or the resume
 		// window expires; a bulk transfer survives a drop, and memory stays
 		// bounded by the buffer.
-		for !s.ended && s.buf.len()+maxChunk > s.opts.Buffer {
+		for !s.state.ended() && s.buf.len()+maxChunk > s.opts.Buffer {
 			s.cond.Wait()
 		}
-		ended := s.ended
+		ended := s.state.ended()
 		s.mu.Unlock()
 		if ended {
 			return
@@ -317,11 +472,9 @@ func (s *Stream) pumpOut() {
 // before it read p. It holds sendMu as well as mu, because it may move the
 // buffer's bytes, and a replay (which holds sendMu) reads them unlocked.
 func (s *Stream) enqueue(p []byte) (uint64, bool) {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
+	s.lockBoth()
+	defer s.unlockBoth()
+	if s.state.ended() {
 		return 0, false
 	}
 	s.buf.push(p, s.opts.Buffer)
@@ -334,10 +487,8 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 // has emptied it: an idle stream holds no buffer, and a busy one gets it
 // back from the pool without allocating.
 func (s *Stream) releaseIdle() {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lockBoth()
+	defer s.unlockBoth()
 	s.releasing = false
 	s.buf.release()
 }
@@ -367,8 +518,13 @@ func (s *Stream) sendData(off uint64, b []byte) {
 
 func (s *Stream) localEOF() {
 	s.mu.Lock()
-	s.finRead, s.finOff = true, s.next
+	if !s.state.sending() {
+		s.mu.Unlock()
+		return // reset meanwhile
+	}
+	s.finOff = s.next
 	s.next++
+	s.to(s.state.afterLocalFin())
 	s.mu.Unlock()
 	s.sendMu.Lock()
 	s.mu.Lock()
@@ -426,8 +582,8 @@ func (s *Stream) pumpIn(cs *carrierState) {
 			s.ack(f.b)
 			s.mu.Lock()
 			switch {
-			case f.a == s.recv && !s.peerFin:
-				s.peerFin = true
+			case f.a == s.recv && s.state.receiving():
+				s.to(s.state.afterPeerFin())
 				s.recv++
 				s.mu.Unlock()
 				_ = s.local.CloseWrite()
@@ -515,7 +671,7 @@ func (s *Stream) deliver(cs *carrierState, f frame) error {
 func (s *Stream) scheduleAck(delay time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended {
+	if s.state.ended() {
 		return
 	}
 	if s.ackDue {
@@ -538,9 +694,9 @@ func (s *Stream) sendAck() {
 	s.mu.Lock()
 	s.ackDue = false
 	cs, recv := s.car, s.recv
-	if cs == nil || cs.closed || recv <= s.ackSent || s.ended {
+	if cs == nil || s.state == stateLinger || recv <= s.ackSent || s.state.ended() {
 		s.mu.Unlock()
-		return // (a closed carrier took the final ack with it)
+		return // (a lingering carrier took the final ack with it)
 	}
 	s.mu.Unlock()
 	if err := writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil); err != nil {
@@ -555,7 +711,7 @@ func (s *Stream) sendAck() {
 func (s *Stream) ack(a uint64) {
 	s.mu.Lock()
 	s.ackLocked(a)
-	done := s.finRead && s.acked == s.finOff+1 && s.peerFin
+	done := s.doneLocked()
 	s.mu.Unlock()
 	if done {
 		s.checkDone()
@@ -563,6 +719,7 @@ func (s *Stream) ack(a uint64) {
 }
 
 func (s *Stream) ackLocked(a uint64) {
+	held(&s.mu)
 	if a <= s.acked || a > s.next {
 		return // old, or a claim beyond what we sent: ignore
 	}
@@ -583,16 +740,15 @@ func (s *Stream) ackLocked(a uint64) {
 func (s *Stream) lost(cs *carrierState, err error) {
 	abortCarrier(cs.c)
 	s.mu.Lock()
-	if s.ended || s.car != cs {
+	if s.state.ended() || s.car != cs {
 		s.mu.Unlock()
 		return
 	}
-	s.car = nil
+	s.setCarrier(nil)
 	s.lostAt = time.Now()
 	s.cond.Broadcast()
 	if s.opts.ResumeWindow <= 0 {
-		s.mu.Unlock()
-		s.fail(fmt.Errorf("%w: %w", ErrLinkLost, err), false)
+		s.finishAndUnlock(fmt.Errorf("%w: %w", ErrLinkLost, err), false)
 		return
 	}
 	if s.expire == nil {
@@ -608,11 +764,17 @@ func (s *Stream) lost(cs *carrierState, err error) {
 
 func (s *Stream) expired() {
 	s.mu.Lock()
-	detached := s.car == nil && !s.ended
-	s.mu.Unlock()
-	if detached {
-		s.fail(fmt.Errorf("%w (%s)", ErrResumeExpired, s.opts.ResumeWindow), false)
+	if s.car != nil || s.state.ended() {
+		s.mu.Unlock()
+		return
 	}
+	s.finishAndUnlock(fmt.Errorf("%w (%s)", ErrResumeExpired, s.opts.ResumeWindow), false)
+}
+
+// doneLocked reports that both FINs are in and ours is acknowledged.
+func (s *Stream) doneLocked() bool {
+	held(&s.mu)
+	return s.state == stateBothFin && s.acked == s.finOff+1
 }
 
 // checkDone ends the stream cleanly once both FINs are in and acknowledged.
@@ -622,110 +784,132 @@ func (s *Stream) expired() {
 // Whoever sends the last ack cannot know it arrived. The agent's answer is
 // a record of finished streams (see Server); the daemon's, with
 // LingerForPeer, is to half-close the carrier and end only when the agent
-// closes its side, which it does only once it is done too. If the carrier
-// dies first, the daemon resumes, and the agent finishes or answers from
-// its record.
+// closes its side (peerClosed), which it does only once it is done too. If
+// the carrier dies first, the daemon resumes, and the agent finishes or
+// answers from its record.
 func (s *Stream) checkDone() {
 	s.mu.Lock()
-	if s.ended || !s.finRead || s.acked != s.finOff+1 || !s.peerFin {
+	if !s.doneLocked() {
 		s.mu.Unlock()
 		return
 	}
-	cs := s.car
-	linger := s.opts.LingerForPeer
-	if linger {
-		if cs == nil || cs.closed {
-			s.mu.Unlock()
-			return // ends on the peer's close (in pumpIn), after a resume if need be
-		}
-		cs.closed = true
-	} else {
-		s.ended = true
-		if s.expire != nil {
-			s.expire.Stop()
-		}
-		s.cond.Broadcast()
+	if !s.opts.LingerForPeer {
+		s.finishAndUnlock(nil, false)
+		return
 	}
+	cs := s.car
+	if cs == nil {
+		s.mu.Unlock()
+		return // lingers on the next carrier, after a resume
+	}
+	s.to(stateLinger)
 	s.mu.Unlock()
-	go func() {
-		if cs != nil {
-			s.sendMu.Lock()
-			s.mu.Lock()
-			recv, due := s.recv, s.recv > s.ackSent
-			s.mu.Unlock()
-			if due {
-				_ = writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil)
-			}
-			s.sendMu.Unlock()
-			cs.c.Close()
-		}
-		if !linger {
-			s.local.Close()
-			s.end()
-		}
-	}()
+	go s.closeCarrier(cs)
 }
 
 // peerClosed ends a lingering stream when the agent closes the carrier
 // after both FINs: it is done as well.
 func (s *Stream) peerClosed(cs *carrierState) bool {
 	s.mu.Lock()
-	if s.ended || s.car != cs || !cs.closed {
+	if s.state != stateLinger || s.car != cs {
 		s.mu.Unlock()
 		return false
 	}
-	s.ended = true
-	if s.expire != nil {
-		s.expire.Stop()
-	}
-	s.cond.Broadcast()
-	s.mu.Unlock()
-	s.local.Close()
-	s.end()
+	s.finishAndUnlock(nil, false)
 	return true
-}
-
-func (s *Stream) end() {
-	close(s.done)
-	if s.opts.OnEnd != nil {
-		s.opts.OnEnd(s)
-	}
 }
 
 // fail ends the stream with err. With notifyPeer the peer gets a reset
 // frame; the local connection gets what was delivered, then a reset.
 func (s *Stream) fail(err error, notifyPeer bool) {
 	s.mu.Lock()
-	if s.ended {
+	s.finishAndUnlock(err, notifyPeer)
+}
+
+// finishAndUnlock is where every stream ends, and the only way into
+// stateClosed (err nil) or stateReset. The caller holds mu and has decided
+// under it that the stream is over; the decision and the end are one step,
+// so that two goroutines cannot both end the stream, and mu is released
+// here, before the teardown's I/O. Ending an ended stream does nothing.
+//
+// A clean end closes the local connection. A failure gives it what was
+// delivered, then a reset, and with notifyPeer sends the peer a reset frame.
+func (s *Stream) finishAndUnlock(err error, notifyPeer bool) {
+	if s.state.ended() {
 		s.mu.Unlock()
 		return
 	}
-	s.ended, s.err = true, err
-	cs := s.car
-	s.car = nil
-	if s.expire != nil {
-		s.expire.Stop()
+	from, cs := s.state, s.car
+	if err != nil {
+		s.err, s.car = err, nil
+		s.to(stateReset)
+	} else {
+		s.to(stateClosed)
 	}
-	s.cond.Broadcast()
 	s.mu.Unlock()
-	if cs != nil {
-		if notifyPeer {
-			go func() {
-				// A writer blocked on a full window would hold sendMu for
-				// ever; the deadline frees it.
-				_ = cs.c.SetWriteDeadline(time.Now().Add(time.Second))
-				s.sendMu.Lock()
-				reason := []byte(err.Error())
-				_ = writeFrame(cs.c, frame{typ: frameReset}, reason[:min(len(reason), maxReason)])
-				s.sendMu.Unlock()
-				abortCarrier(cs.c)
-			}()
-		} else {
-			abortCarrier(cs.c)
+	switch {
+	case err != nil:
+		if cs != nil {
+			s.resetCarrier(cs, err, notifyPeer)
 		}
+		Abort(s.local, s.opts.DrainTimeout)
+		s.signalEnd()
+	case from == stateLinger:
+		// Our side of the carrier closed on the way into stateLinger, and
+		// the peer has closed its side.
+		s.local.Close()
+		s.signalEnd()
+	default:
+		// The final ack needs sendMu, which a writer blocked on the
+		// peer's window may hold; the in pump must not wait for it.
+		go func() {
+			if cs != nil {
+				s.closeCarrier(cs)
+			}
+			s.local.Close()
+			s.signalEnd()
+		}()
 	}
-	Abort(s.local, s.opts.DrainTimeout)
-	s.end()
+}
+
+// closeCarrier sends our ack of the peer's FIN, unless it went out
+// already, and half-closes the carrier.
+func (s *Stream) closeCarrier(cs *carrierState) {
+	s.sendMu.Lock()
+	s.mu.Lock()
+	recv, due := s.recv, s.recv > s.ackSent
+	s.mu.Unlock()
+	if due {
+		_ = writeFrame(cs.c, frame{typ: frameAck, b: recv}, nil)
+	}
+	s.sendMu.Unlock()
+	cs.c.Close()
+}
+
+// resetCarrier ends a failed stream's carrier, telling the peer why with
+// notifyPeer.
+func (s *Stream) resetCarrier(cs *carrierState, err error, notifyPeer bool) {
+	if !notifyPeer {
+		abortCarrier(cs.c)
+		return
+	}
+	go func() {
+		// A writer blocked on a full window would hold sendMu for ever;
+		// the deadline frees it.
+		_ = cs.c.SetWriteDeadline(time.Now().Add(time.Second))
+		s.sendMu.Lock()
+		reason := []byte(err.Error())
+		_ = writeFrame(cs.c, frame{typ: frameReset}, reason[:min(len(reason), maxReason)])
+		s.sendMu.Unlock()
+		abortCarrier(cs.c)
+	}()
+}
+
+func (s *Stream) signalEnd() {
+	close(s.done)
+	if s.opts.OnEnd != nil {
+		s.opts.OnEnd(s)
+	}
 }
 
 // abortCarrier unblocks the carrier's reader and writer and closes it.

@@ -15,7 +15,10 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	strict = true
+	goleak.VerifyTestMain(m)
+}
 
 // tcpPair returns both ends of a loopback TCP connection: the stream's
 // local end, and the far end the test plays the client (or server) on.
@@ -335,4 +338,41 @@ func TestStreamNotDetachedBeforeFirstAttach(t *testing.T) {
 	cb.Close()
 	waitFor(t, "detached after its carrier died", st.Detached)
 	st.Reset(errors.New("done"))
+}
+
+// The transition table is the lifecycle's rules: the two ends are final,
+// every live state can fail, a clean end comes only after both FINs, and
+// no state moves to itself. to enforces the table, and checks its lock.
+func TestStreamTransitions(t *testing.T) {
+	legal := func(from, next streamState) (ok bool) {
+		s := NewStream(1, nil, StreamOptions{})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.state = from
+		defer func() { ok = recover() == nil && s.state == next }()
+		s.to(next)
+		return
+	}
+	for from := stateNew; from <= stateReset; from++ {
+		for next := stateNew; next <= stateReset; next++ {
+			ok := legal(from, next)
+			switch {
+			case from.ended() && ok:
+				t.Errorf("%s → %s: an ended stream came back", from, next)
+			case !from.ended() && next == stateReset && !ok:
+				t.Errorf("%s → reset refused: a live stream must be able to fail", from)
+			case next == stateClosed && ok && from != stateBothFin && from != stateLinger:
+				t.Errorf("%s → closed: a clean end before both FINs", from)
+			case from == next && ok:
+				t.Errorf("%s → %s allowed", from, next)
+			}
+		}
+	}
+	s := NewStream(1, nil, StreamOptions{})
+	defer func() {
+		if recover() == nil {
+			t.Error("to without mu did not panic")
+		}
+	}()
+	s.to(stateOpen)
 }
