@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -232,6 +233,77 @@ func TestFrameWriterJoinsMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// sizeRecorder is a connection that keeps the size of every write.
+type sizeRecorder struct {
+	net.Conn
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (r *sizeRecorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.sizes = append(r.sizes, len(p))
+	r.mu.Unlock()
+	return r.Conn.Write(p)
+}
+
+func (r *sizeRecorder) since(k int) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.sizes[k:]...)
+}
+
+// TestWebsocketWritesIn4KiB pins what frameWriter is for: coder/websocket,
+// alone, writes a client's 32 KiB message through its private 4 KiB
+// bufio.Writer, so the message reaches the connection in several writes
+// of at most 4 KiB.
+func TestWebsocketWritesIn4KiB(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ws.SetReadLimit(-1)
+		for {
+			if _, _, err := ws.Read(r.Context()); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	base := srv.Client()
+	var rec *sizeRecorder
+	base.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		rec = &sizeRecorder{Conn: c}
+		return rec, nil
+	}
+	hc, up := upgradeClient(base, nil)
+	ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if up.fw == nil || up.fw.armed {
+		t.Fatal("want the upgrade's frameWriter in place and not armed, passing writes through")
+	}
+	before := len(rec.since(0))
+	if err := ws.Write(context.Background(), websocket.MessageBinary, make([]byte, 32<<10)); err != nil {
+		t.Fatal(err)
+	}
+	// ws.Write returns once its last write has.
+	sizes := rec.since(before)
+	big := slices.ContainsFunc(sizes, func(n int) bool { return n > 4<<10 })
+	if len(sizes) < 2 || big {
+		t.Fatalf("coder/websocket wrote a 32 KiB message as writes of %v bytes, not several of at most 4 KiB: "+
+			"after a coder/websocket upgrade frameWriter may be unnecessary, or wrong; check what it assumes", sizes)
 	}
 }
 
