@@ -480,7 +480,7 @@ func (e *env) smallMessages() result {
 	})
 	v := map[string]float64{}
 	for p := range paths {
-		v[p+"_gbps"], v[p+"_daemon_cpu_s_per_gib"] = median(gb[p]), median(cpu[p])
+		v[p+"_gbps"], v[p+"_cpu_s_per_gib"] = median(gb[p]), median(cpu[p]) // the daemon's CPU
 	}
 	v["small_vs_large"] = v["small_gbps"] / v["large_gbps"]
 	v["mux_small_vs_large"] = v["mux_small_gbps"] / v["mux_large_gbps"]
