@@ -396,6 +396,26 @@ func (c *Client) repair() {
 	}
 }
 
+// ResetAll resets streams in parallel, since each reset may wait
+// DrainTimeout for its client to take what was delivered, and returns when
+// all are done.
+func ResetAll(streams []*Stream, err error) {
+	endAll(streams, func(st *Stream) { st.Reset(err) })
+}
+
+// endAll runs end on every stream at once and waits for all of them.
+func endAll(streams []*Stream, end func(*Stream)) {
+	var wg sync.WaitGroup
+	for _, st := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			end(st)
+		}()
+	}
+	wg.Wait()
+}
+
 // reopen spaces a stream's opens while sessions die under it as fast as
 // they are made; each new session is dialled with the wake policy anyway.
 var reopen = backoff.Policy{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.3}
@@ -428,17 +448,7 @@ func (c *Client) Close() {
 	}
 	sess := c.sess
 	c.mu.Unlock()
-	// In parallel: each reset may wait DrainTimeout for its client to take
-	// what was delivered.
-	var wg sync.WaitGroup
-	for _, st := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st.Reset(errors.New("forward stopped"))
-		}()
-	}
-	wg.Wait()
+	ResetAll(all, errors.New("forward stopped"))
 	c.cancel()
 	if sess != nil {
 		sess.Close()

@@ -327,15 +327,13 @@ func (f *forward) handleMux(c net.Conn) bool {
 		// its stream's drain.
 		context.AfterFunc(f.ctx, func() {
 			f.mu.Lock()
-			all := make(map[*mux.Stream]net.Conn, len(f.streams))
+			all := make([]*mux.Stream, 0, len(f.streams))
 			for s, c := range f.streams {
-				all[s] = c
+				mux.Reset(c)
+				all = append(all, s)
 			}
 			f.mu.Unlock()
-			for s, c := range all {
-				mux.Reset(c)
-				go s.Reset(errors.New("forward stopped"))
-			}
+			mux.ResetAll(all, errors.New("forward stopped"))
 		})
 	}
 	select {
