@@ -147,6 +147,11 @@ func Default() *Config {
 	}
 }
 
+// defaultForward is a rule with every default and nothing of its own.
+func defaultForward() Forward {
+	return Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections}
+}
+
 // Parse validates data as the contents of file. The error, if any, is Errors.
 func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{file: file}
@@ -313,10 +318,6 @@ func (p *parser) pairsDepth(n *yaml.Node, what string, depth int) []pair {
 	return out
 }
 
-var topKeys = []string{"api_url", "token_file", "keepalive", "wake_timeout", "shutdown_grace",
-	"half_close_timeout", "max_message", "metrics_listen", "allow_public", "allow_insecure_http", "agent_port",
-	"agent_binary", "agent_dir", "mux_idle_timeout", "resume_window", "resume_buffer", "forwards"}
-
 func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	root := doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -326,75 +327,24 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return
 	}
-	var forwards, apiURL *yaml.Node
+	s := &topState{cfg: cfg}
 	for _, kv := range p.pairs(root, "the top level") {
-		k, v := kv.key, deref(kv.val)
-		switch k.Value {
-		case "api_url":
-			if s, ok := p.str(v, k.Value); ok {
-				apiURL = v
-				cfg.APIURL = s
-			}
-		case "token_file":
-			if s, ok := p.str(v, k.Value); ok {
-				cfg.TokenFile = s
-			}
-		case "keepalive":
-			cfg.Keepalive = p.duration(v, k.Value, 100*time.Millisecond, time.Hour, cfg.Keepalive)
-		case "wake_timeout":
-			cfg.WakeTimeout = p.duration(v, k.Value, 100*time.Millisecond, time.Hour, cfg.WakeTimeout)
-		case "shutdown_grace":
-			cfg.ShutdownGrace = p.duration(v, k.Value, 0, time.Hour, cfg.ShutdownGrace)
-		case "half_close_timeout":
-			cfg.HalfCloseTimeout = p.duration(v, k.Value, 100*time.Millisecond, 24*time.Hour, cfg.HalfCloseTimeout)
-		case "max_message":
-			cfg.MaxMessage = p.intIn(v, k.Value, 512, 16<<20, cfg.MaxMessage)
-		case "metrics_listen":
-			if s, ok := p.str(v, k.Value); ok {
-				if _, _, err := net.SplitHostPort(s); err != nil {
-					p.errf(at(v), "metrics_listen: want host:port, such as 127.0.0.1:9464")
-				}
-				cfg.MetricsListen = s
-			}
-		case "allow_public":
-			cfg.AllowPublic = p.boolean(v, k.Value)
-		case "allow_insecure_http":
-			cfg.AllowInsecureHTTP = p.boolean(v, k.Value)
-		case "agent_port":
-			cfg.AgentPort = p.intIn(v, k.Value, 1, 65535, cfg.AgentPort)
-		case "agent_binary":
-			if s, ok := p.str(v, k.Value); ok {
-				cfg.AgentBinary = ExpandHome(s)
-			}
-		case "agent_dir":
-			if s, ok := p.str(v, k.Value); ok {
-				if !strings.HasPrefix(s, "/") || strings.Contains(s, "..") {
-					p.errf(at(v), "agent_dir %q: want an absolute path inside the sprite, such as /tmp/spritefwd", s)
-				}
-				cfg.AgentDir = strings.TrimSuffix(s, "/")
-			}
-		case "mux_idle_timeout":
-			cfg.MuxIdleTimeout = p.duration(v, k.Value, 0, 24*time.Hour, cfg.MuxIdleTimeout)
-		case "resume_window":
-			cfg.ResumeWindow = p.duration(v, k.Value, 0, 24*time.Hour, cfg.ResumeWindow)
-		case "resume_buffer":
-			cfg.ResumeBuffer = p.size(v, k.Value, 64<<10, 1<<30, cfg.ResumeBuffer)
-		case "forwards":
-			forwards = v
-		default:
-			p.unknown(k, "top-level", topKeys)
+		if set, ok := lookup(topSettings, kv.key.Value); ok {
+			set.parse(p, s, set.name, deref(kv.val))
+		} else {
+			p.unknown(kv.key, "top-level", names(topSettings))
 		}
 	}
 	// Checked once every key is read, as allow_insecure_http may come after it.
-	if apiURL != nil {
+	if s.apiURL != nil {
 		if err := CheckAPIURL(cfg.APIURL, cfg.AllowInsecureHTTP); errors.Is(err, ErrPlainHTTP) {
-			p.errf(at(apiURL), "api_url: %v; use https://, or set allow_insecure_http: true if you mean it", err)
+			p.errf(at(s.apiURL), "api_url: %v; use https://, or set allow_insecure_http: true if you mean it", err)
 		} else if err != nil {
-			p.errf(at(apiURL), "api_url: %v", err)
+			p.errf(at(s.apiURL), "api_url: %v", err)
 		}
 	}
-	if forwards != nil {
-		p.forwards(cfg, forwards)
+	if s.forwards != nil {
+		p.forwards(cfg, s.forwards)
 	}
 	if cfg.MetricsListen != "" {
 		if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil && !isLoopback(host) && !cfg.AllowPublic {
@@ -421,8 +371,6 @@ func CheckAPIURL(s string, allowInsecureHTTP bool) error {
 	return nil
 }
 
-var forwardKeys = []string{"name", "listen", "sprite", "port", "host", "keep_awake", "mode", "allow_public", "max_connections"}
-
 func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
@@ -433,7 +381,8 @@ func (p *parser) forwards(cfg *Config, n *yaml.Node) {
 	}
 	for _, raw := range n.Content {
 		item := deref(raw)
-		f := Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections, Pos: at(item)}
+		f := defaultForward()
+		f.Pos = at(item)
 		var ok bool
 		if item.Kind == yaml.ScalarNode {
 			ok = p.compact(&f, item)
@@ -510,78 +459,21 @@ func bindKeys(host, port string) []string {
 
 func (p *parser) forwardMap(f *Forward, n *yaml.Node) bool {
 	before := len(p.errs)
-	hasSprite, hasPort, hasListen := false, false, false
+	s := &fwdState{f: f}
 	for _, kv := range p.pairs(n, "a forward") {
-		k, v := kv.key, deref(kv.val)
-		switch k.Value {
-		case "name":
-			if s, ok := p.str(v, "name"); ok {
-				if msg := checkName(s); msg != "" {
-					p.errf(at(v), "name: %s", msg)
-				}
-				f.Name = s
-			}
-		case "listen":
-			hasListen = true
-			raw := v.Value
-			if v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!int") {
-				p.errf(at(v), "listen must be a port or host:port, such as 127.0.0.1:5432")
-				continue
-			}
-			if l, msg := normalizeListen(raw); msg != "" {
-				p.errf(at(v), "listen %q: %s", raw, msg)
-			} else {
-				f.Listen = l
-			}
-		case "sprite":
-			hasSprite = true
-			if s, ok := p.str(v, "sprite"); ok {
-				if msg := checkSprite(s); msg != "" {
-					p.errf(at(v), "sprite %q: %s", s, msg)
-				}
-				f.Sprite = s
-			}
-		case "port":
-			hasPort = true
-			f.Port = p.intIn(v, "port", 1, 65535, 0)
-		case "host":
-			if s, ok := p.str(v, "host"); ok {
-				if s == "" || strings.ContainsAny(s, " /\t") {
-					p.errf(at(v), "host %q: want a host name or IP inside the sprite, such as localhost", s)
-				}
-				f.Host = s
-			}
-		case "keep_awake":
-			if s, ok := p.str(v, "keep_awake"); ok {
-				switch KeepAwake(s) {
-				case WhileConnected, Always, Never:
-					f.KeepAwake = KeepAwake(s)
-				default:
-					p.errf(at(v), "keep_awake %q: want while_connected, always or never", s)
-				}
-			}
-		case "mode":
-			if s, ok := p.str(v, "mode"); ok {
-				if Mode(s) != Direct && Mode(s) != Mux {
-					p.errf(at(v), "mode %q: want direct (a WebSocket per connection) or mux (streams over one link to an agent in the sprite)", s)
-				}
-				f.Mode = Mode(s)
-			}
-		case "allow_public":
-			f.AllowPublic = p.boolean(v, "allow_public")
-		case "max_connections":
-			f.MaxConnections = p.intIn(v, "max_connections", 1, 1<<20, f.MaxConnections)
-		default:
-			p.unknown(k, "forward", forwardKeys)
+		if set, ok := lookup(forwardSettings, kv.key.Value); ok {
+			set.parse(p, s, set.name, deref(kv.val))
+		} else {
+			p.unknown(kv.key, "forward", names(forwardSettings))
 		}
 	}
-	if !hasSprite {
+	if !s.hasSprite {
 		p.errf(f.Pos, "forward is missing sprite:; add the name of the sprite to reach, such as sprite: db")
 	}
-	if !hasPort {
+	if !s.hasPort {
 		p.errf(f.Pos, "forward is missing port:; add the port inside the sprite, such as port: 5432")
 	}
-	if !hasListen && hasPort && f.Port > 0 {
+	if !s.hasListen && s.hasPort && f.Port > 0 {
 		f.Listen = net.JoinHostPort(DefaultBind, strconv.Itoa(f.Port))
 	}
 	// Without port: there is no listen default either, but the port error
@@ -604,7 +496,7 @@ func (p *parser) compact(f *Forward, n *yaml.Node) bool {
 // ParseRule parses a compact forward rule, [bind:]localport:sprite:port, as
 // in ssh -L. The bind address may be an IPv6 address in brackets.
 func ParseRule(s string) (Forward, error) {
-	f := Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections}
+	f := defaultForward()
 	want := fmt.Errorf("rule %q: want [bind:]localport:sprite:port, such as 5432:db:5432 or 127.0.0.1:8080:web:3000", s)
 	bind := ""
 	rest := s
