@@ -2,7 +2,8 @@ package config
 
 import "time"
 
-// Defaults, in one place. README.md's configuration table mirrors this list.
+// Defaults, in one place. settings.go gives each its key, and a test holds
+// README.md's settings table, and the packages that cannot import config, to them.
 const (
 	DefaultAPIURL           = "https://api.sprites.dev"
 	DefaultTokenFile        = "~/.config/spritefwd/token"
