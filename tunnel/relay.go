@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/mux"
 )
 
@@ -89,7 +90,7 @@ type RelayResult struct {
 // buffer on its first read and switches to the large one at once.
 const (
 	smallBuf = 2 << 10
-	largeBuf = 32 << 10 // one WebSocket message at the default max_message
+	largeBuf = config.DefaultMaxMessage // one WebSocket message at the default max_message
 )
 
 var (
