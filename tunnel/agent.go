@@ -70,6 +70,13 @@ const (
 	maxUname = 4 << 10
 	// maxAgentStdout bounds what the agent may print before its ready line.
 	maxAgentStdout = 64 << 10
+	// helloTimeout bounds the handshake once the link is up. An agent
+	// greets as it accepts, so what stays silent is not an agent.
+	helloTimeout = 15 * time.Second
+	// agentPorts is how many ports a pool tries, agent_port first, when
+	// each is held by something that is not this deployment's agent,
+	// before it serves the sprite in direct mode.
+	agentPorts = 4
 )
 
 // agentPool is one sprite's agent: how it is found or deployed, and the
@@ -82,8 +89,13 @@ type agentPool struct {
 	client *mux.Client
 	log    zerolog.Logger
 
-	mu           sync.Mutex
-	secret       string
+	mu     sync.Mutex
+	secret string
+	// port is where the agent listens: agent_port, unless something that
+	// is not this deployment's agent holds it; moved then says what was
+	// found there.
+	port         int
+	moved        string
 	binaryLogged bool
 	fallback     error
 	retryAt      time.Time
@@ -92,7 +104,7 @@ type agentPool struct {
 }
 
 func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, keepalive time.Duration) *agentPool {
-	p := &agentPool{d: d, sprite: sprite, set: set, waker: waker,
+	p := &agentPool{d: d, sprite: sprite, set: set, waker: waker, port: set.port,
 		log: d.log.With().Str("sprite", sprite).Str("agent", "mux").Logger()}
 	p.client = mux.NewClient(mux.ClientOptions{
 		Connect: p.connect, Buffer: set.buffer, ResumeWindow: set.window, IdleTimeout: set.idle,
@@ -123,8 +135,12 @@ func (p *agentPool) fail(err error) bool {
 
 // AgentStatus is the agent's part of a mux forward's status.
 type AgentStatus struct {
-	State       string        `json:"state"` // connected, idle, fallback
-	Fallback    string        `json:"fallback,omitempty"`
+	State    string `json:"state"` // connected, idle, fallback
+	Fallback string `json:"fallback,omitempty"`
+	// Port is where the agent listens; Moved says why it is not
+	// agent_port: what was found there.
+	Port        int           `json:"port"`
+	Moved       string        `json:"moved,omitempty"`
 	Sessions    int64         `json:"sessions"`
 	Deploys     int64         `json:"deploys"`
 	LastDeploy  time.Duration `json:"last_deploy_ns,omitempty"`
@@ -136,7 +152,10 @@ func (p *agentPool) status() AgentStatus {
 	cs := p.client.Stats()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := AgentStatus{State: "idle", Sessions: cs.Sessions, Deploys: p.deploys, LastDeploy: p.lastDeploy, Streams: cs.Streams, Resumptions: cs.Resumptions}
+	st := AgentStatus{State: "idle", Port: p.port, Sessions: cs.Sessions, Deploys: p.deploys, LastDeploy: p.lastDeploy, Streams: cs.Streams, Resumptions: cs.Resumptions}
+	if p.moved != "" {
+		st.Moved = fmt.Sprintf("%s; the agent moved to port %d", p.moved, p.port)
+	}
 	if cs.Connected {
 		st.State = "connected"
 	}
@@ -152,49 +171,70 @@ type agentAbsent struct{ err error }
 
 func (e *agentAbsent) Error() string { return "no agent listens: " + e.err.Error() }
 
+// portHeld is an agent that could not listen: another process holds its
+// port, and Replace stops only agents.
+type portHeld struct{ port int }
+
+func (e *portHeld) Error() string {
+	return fmt.Sprintf("another process holds port %d, and it is not this deployment's agent", e.port)
+}
+
+func (p *agentPool) agentPort() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.port
+}
+
 // connect reaches the agent, deploying it when it is not there or is not
-// ours. It is mux.ClientOptions.Connect.
+// ours, and moving to another port when something that is not our agent
+// holds its port. It is mux.ClientOptions.Connect. Nothing but the
+// handshake reaches a port until the agent there has proved the secret.
 func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, bool, error) {
 	env := p.d.env.Load()
-	deployed := false
+	deployedOn, given := 0, 0
 	for {
+		port := p.agentPort()
 		secret, err := p.currentSecret(ctx, env.client)
 		if err != nil {
 			return nil, false, err
 		}
 		if secret != "" {
-			link, err := Connect(ctx, p.waker, p.set.port, func(ctx context.Context) (*sprites.Link, error) {
-				l, err := env.client.Dial(ctx, p.sprite, "localhost", p.set.port)
-				if sprites.IsRefused(err) {
-					// Permanent for the retry loop: deploying is the remedy.
-					return nil, &sprites.Error{Op: "proxy", Sprite: p.sprite, Port: p.set.port, Class: sprites.Permanent, Err: &agentAbsent{err}}
-				}
-				return l, err
-			})
+			sess, resumed, err := p.handshake(ctx, env.client, port, secret, h)
 			var absent *agentAbsent
 			switch {
 			case err == nil:
-				hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				sess, resumed, err := mux.Dial(hctx, link, secret, h, p.log)
-				cancel()
-				if err == nil {
-					return sess, resumed, nil
-				}
-				if !errors.Is(err, mux.ErrBadSecret) && !errors.Is(err, mux.ErrVersion) && !errors.Is(err, mux.ErrNotAgent) {
-					return nil, false, fmt.Errorf("sprite %s: agent handshake: %w", p.sprite, err)
-				}
-				p.log.Info().Err(err).Msg("the agent in the sprite is not this deployment's; redeploying")
-				p.setSecret("")
+				return sess, resumed, nil
 			case errors.As(err, &absent):
+				if deployedOn == port {
+					return nil, false, &deployError{fmt.Errorf("sprite %s: agent started but cannot be reached on port %d", p.sprite, port)}
+				}
+			case errors.Is(err, mux.ErrAgentProof), errors.Is(err, mux.ErrNotAgent),
+				deployedOn == port && (errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion)):
+				// Not our agent, whatever it says: our deploy just reported
+				// this port as its own, or what answered cannot prove the
+				// secret. Another port is where an agent can be trusted.
+				if err := p.moveOn(port, "failed the agent's proof", err, &given); err != nil {
+					return nil, false, err
+				}
+				continue
+			case errors.Is(err, mux.ErrBadSecret), errors.Is(err, mux.ErrVersion):
+				// An agent of another deployment or version, perhaps ours:
+				// a deploy with --replace stops it, and says if it was not.
+				p.log.Info().Err(err).Int("port", port).Msg("the agent in the sprite is not this deployment's; redeploying")
+				p.setSecret("")
 			default:
-				return nil, false, err
+				return nil, false, fmt.Errorf("sprite %s: agent handshake on port %d: %w", p.sprite, port, err)
 			}
 		}
-		if deployed {
-			return nil, false, &deployError{fmt.Errorf("sprite %s: agent started but cannot be reached on port %d", p.sprite, p.set.port)}
-		}
 		start := p.d.clock.Now()
-		if err := p.deploy(ctx, env.client); err != nil {
+		err = p.deploy(ctx, env.client, port)
+		if held := (*portHeld)(nil); errors.As(err, &held) {
+			if err := p.moveOn(port, "holds it", err, &given); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		if err != nil {
 			return nil, false, err
 		}
 		took := p.d.clock.Now().Sub(start)
@@ -203,9 +243,58 @@ func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, boo
 		p.lastDeploy = took
 		p.fallback = nil
 		p.mu.Unlock()
-		p.log.Info().Stringer("took", took.Round(time.Millisecond)).Int("port", p.set.port).Msg("agent deployed")
-		deployed = true
+		p.log.Info().Stringer("took", took.Round(time.Millisecond)).Int("port", port).Msg("agent deployed")
+		deployedOn = port
 	}
+}
+
+// handshake dials the agent on port and proves the secret both ways.
+func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, secret string, h mux.Hello) (*mux.Session, bool, error) {
+	link, err := Connect(ctx, p.waker, port, func(ctx context.Context) (*sprites.Link, error) {
+		l, err := c.Dial(ctx, p.sprite, "localhost", port)
+		if sprites.IsRefused(err) {
+			// Permanent for the retry loop: deploying is the remedy.
+			return nil, &sprites.Error{Op: "proxy", Sprite: p.sprite, Port: port, Class: sprites.Permanent, Err: &agentAbsent{err}}
+		}
+		return l, err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	sess, resumed, err := mux.Dial(hctx, link, secret, h, p.log)
+	if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+		err = fmt.Errorf("%w: it did not greet within %s", mux.ErrNotAgent, helloTimeout)
+	}
+	return sess, resumed, err
+}
+
+// moveOn gives up on port, where what it found (why) is not this
+// deployment's agent, and makes the next port the pool's. Once agentPorts
+// ports are given up it returns a deployError, so that the sprite is
+// served in direct mode, and the next try starts from agent_port again.
+func (p *agentPool) moveOn(port int, what string, why error, given *int) error {
+	*given++
+	if *given >= agentPorts {
+		p.mu.Lock()
+		p.port, p.moved = p.set.port, ""
+		p.mu.Unlock()
+		return &deployError{fmt.Errorf("sprite %s: the agent ports %d to %d are all held by something that is not this deployment's agent; on port %d: %w", p.sprite, p.set.port, port, port, why)}
+	}
+	next := port + 1
+	if next > 65535 {
+		next = 1024
+	}
+	found := fmt.Sprintf("something on the agent port %d of sprite %s %s", port, p.sprite, what)
+	p.log.Warn().Err(why).Int("port", port).Int("next_port", next).Msgf("%s; redeploying on port %d", found, next)
+	p.mu.Lock()
+	p.port = next
+	if port == p.set.port {
+		p.moved = fmt.Sprintf("%s (%v)", found, why)
+	}
+	p.mu.Unlock()
+	return nil
 }
 
 func (p *agentPool) setSecret(s string) {
@@ -274,9 +363,10 @@ func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (strin
 	return s, nil
 }
 
-// deploy uploads the agent unless the sprite has it, and starts it,
-// replacing any agent on its port, and returns once it listens.
-func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
+// deploy uploads the agent unless the sprite has it, and starts it on
+// port, replacing the agent recorded in its directory, and returns once it
+// listens.
+func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) error {
 	wake := p.waker.timeoutValue()
 	var arch string
 	if err := p.step(ctx, "uname -m", wake, func(ctx context.Context) error {
@@ -344,7 +434,7 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 	if err := p.step(ctx, "start", wake, func(ctx context.Context) error {
 		var err error
 		sess, err = c.Exec(ctx, p.sprite, sprites.ExecOptions{
-			Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(p.set.port),
+			Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(port),
 				SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...),
 			Dir: p.set.dir, KeepRunning: true,
 		})
@@ -381,6 +471,9 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client) error {
 					if _, ok := agent.ParseReady(line); ok {
 						p.setSecret(secret)
 						return nil
+					}
+					if agent.ParsePortHeld(line) {
+						return &portHeld{port}
 					}
 					out = rest
 				}

@@ -402,6 +402,18 @@ func TestE2EMuxFallsBackToDirect(t *testing.T) {
 	}
 }
 
+// until waits for cond, checking every few milliseconds, for up to limit.
+func until(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // exchange sends msg through addr and reads it back, without a half-close,
 // which direct mode cannot carry.
 func exchange(addr string, msg []byte) error {
@@ -422,6 +434,138 @@ func exchange(addr string, msg []byte) error {
 		return fmt.Errorf("sent %q, got %q back", msg, got)
 	}
 	return nil
+}
+
+// impostor holds a port in the agent's place, as any process in the sprite
+// can once the agent is gone, and keeps everything it is sent.
+type impostor struct {
+	mu    sync.Mutex
+	got   bytes.Buffer
+	conns int
+}
+
+func (im *impostor) Write(p []byte) (int, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return im.got.Write(p)
+}
+
+// received is what the impostor was sent, and on how many connections.
+func (im *impostor) received() ([]byte, int) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return bytes.Clone(im.got.Bytes()), im.conns
+}
+
+// serve accepts on ln until it closes; answer plays each connection, with
+// in the connection as read (and kept).
+func (im *impostor) serve(t *testing.T, ln net.Listener, answer func(c net.Conn, in io.Reader)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			im.mu.Lock()
+			im.conns++
+			im.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				answer(c, io.TeeReader(c, im))
+				io.Copy(im, c) // whatever comes after the answer, kept too
+			}()
+		}
+	}()
+}
+
+// The agent is stopped and another process takes its port: one that
+// answers the old hello with a zero status, or one that echoes. Neither may
+// receive a client's byte; the daemon finds out in the handshake, moves
+// the agent to another port, and serves the connection there.
+func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		answer func(c net.Conn, in io.Reader)
+		found  string // what the daemon logs it found
+	}{
+		{name: "version 1 hello, zero status", found: "holds it",
+			answer: func(c net.Conn, in io.Reader) {
+				c.Write(append([]byte("SFWD\x01"), make([]byte, 32)...))
+				if _, err := io.ReadFull(in, make([]byte, 61)); err == nil {
+					c.Write([]byte{0, 0, 0, 0})
+				}
+			}},
+		{name: "echo", found: "failed the agent's proof",
+			answer: func(c net.Conn, in io.Reader) { io.Copy(c, in) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			echo := testsvc.Serve(t, testsvc.Echo)
+			_, port, _ := net.SplitHostPort(echo)
+			e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+			p, _ := strconv.Atoi(port)
+			e.sim.Map("box", p, echo) // so that direct mode would work too
+			addr := "127.0.0.1:" + e.port(t, "echo")
+			if err := exchange(addr, []byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			// Nothing may redial while the agent is swapped for the
+			// impostor: no stream left to resume, no session to repair.
+			until(t, 10*time.Second, "the first stream to end", func() bool { return e.status(t, "echo").Agent.Streams == 0 })
+			e.sim.DropLinks("box")
+			until(t, 10*time.Second, "the session to end", func() bool { return e.status(t, "echo").Agent.State != "connected" })
+			agentPort := e.d.Config().AgentPort
+			api := apiClient(t, e)
+			b, err := api.ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			var ln net.Listener
+			until(t, 10*time.Second, "the agent's port to be free", func() bool {
+				ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(agentPort))
+				return err == nil
+			})
+			im := &impostor{}
+			im.serve(t, ln, tt.answer)
+			e.sim.Map("box", agentPort, ln.Addr().String()) // the proxy reaches it as a process of the sprite's
+
+			secret := []byte("password=hunter2\n")
+			if err := exchange(addr, secret); err != nil {
+				t.Fatalf("with an impostor on the agent's port: %v\n%s", err, e.logs)
+			}
+			if got, conns := im.received(); bytes.Contains(got, []byte("password=")) {
+				t.Fatalf("the impostor received a client's bytes: %q", got)
+			} else if conns == 0 {
+				t.Fatalf("the impostor was never reached: the test did not test it\n%s", e.logs)
+			}
+			st := e.status(t, "echo").Agent
+			if st.State == "fallback" {
+				t.Logf("served in direct mode: %s", st.Fallback)
+			} else if st.Port == agentPort || st.Deploys != 2 || !strings.Contains(st.Moved, strconv.Itoa(agentPort)) {
+				t.Fatalf("status %+v, want a second deploy on another port than %d, saying why\n%s", st, agentPort, e.logs)
+			}
+			want := fmt.Sprintf("something on the agent port %d of sprite box %s; redeploying on port", agentPort, tt.found)
+			if !strings.Contains(e.logs.String(), want) {
+				t.Errorf("the log does not say %q:\n%s", want, e.logs)
+			}
+			// Said once per pool, not per deploy.
+			if n := strings.Count(e.logs.String(), "uploading the agent-only build"); n != 1 {
+				t.Errorf("the binary was named %d times, want once", n)
+			}
+		})
+	}
 }
 
 // A redeploy while the agent runs: another deployment's secret in the
