@@ -176,7 +176,7 @@ func (c *Client) remove(id uint64) {
 		c.onIdle = nil
 		return
 	}
-	if len(c.streams) == 0 && c.sess != nil && c.opts.IdleTimeout > 0 {
+	if len(c.streams) == 0 && c.sess != nil && c.opts.IdleTimeout > 0 && !c.closed {
 		sess := c.sess
 		if c.idle != nil {
 			c.idle.Stop()
@@ -442,6 +442,9 @@ func (c *Client) CloseWhenIdle(done func()) {
 func (c *Client) Close() {
 	c.mu.Lock()
 	c.closed = true
+	if c.idle != nil {
+		c.idle.Stop() // it would log after its owner is gone
+	}
 	all := make([]*Stream, 0, len(c.streams))
 	for _, st := range c.streams {
 		all = append(all, st)
