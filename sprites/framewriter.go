@@ -38,7 +38,7 @@ type frameWriter struct {
 
 // frameHold bounds what a frameWriter holds: a 32 KiB message (the default
 // max_message) and its header fit. A larger frame goes out in pieces.
-const frameHold = 32<<10 + 14
+const frameHold = DefaultMaxMessage + 14
 
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, frameHold); return &b }}
 
