@@ -243,7 +243,7 @@ func TestBadInputOnTheLocalPort(t *testing.T) {
 		}
 		wg.Wait()
 		took := time.Since(start).Round(time.Millisecond)
-		waitFor(t, "the storm to drain", func() bool { return r.status(t, "db:7").Open == 0 })
+		testsvc.Eventually(t, "the storm to drain", func() bool { return r.status(t, "db:7").Open == 0 })
 		accepted := r.status(t, "db:7").Total - before
 		// The kernel may discard a connection reset while still in the
 		// accept queue; the daemon can only count what accept returns.
@@ -278,7 +278,7 @@ func TestMaxConnections(t *testing.T) {
 		t.Errorf("no log line for the limit:\n%s", r.logs.String())
 	}
 	held[0].Close()
-	waitFor(t, "a slot to free", func() bool { return r.status(t, "db:7").Open < 3 })
+	testsvc.Eventually(t, "a slot to free", func() bool { return r.status(t, "db:7").Open < 3 })
 	echoCheck(t, r.dial(t, "db:7"), 16)
 	if st := r.status(t, "db:7"); st.Errors[ClassLimit] != 1 {
 		t.Errorf("errors %v", st.Errors)
@@ -313,7 +313,7 @@ func TestSilentLinkIsDeclaredDead(t *testing.T) {
 	if string(got) != "hello" || !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("client got %q then %v; want hello, then a reset", got, err)
 	}
-	waitFor(t, "the ping timeout to be counted", func() bool { return d.Status()[0].Errors[ClassPingTimeout] == 1 })
+	testsvc.Eventually(t, "the ping timeout to be counted", func() bool { return d.Status()[0].Errors[ClassPingTimeout] == 1 })
 	if !strings.Contains(logs.String(), "link dead") {
 		t.Errorf("no log line for the dead link:\n%s", logs.String())
 	}

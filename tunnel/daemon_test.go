@@ -125,6 +125,15 @@ func (r *rig) dial(t *testing.T, name string) *net.TCPConn {
 
 func echoCheck(t *testing.T, c net.Conn, n int) {
 	t.Helper()
+	if err := echo(c, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// echo sends n random bytes through c and checks they come back. It
+// returns what went wrong, so that clients on goroutines of their own can
+// report it with t.Error.
+func echo(c net.Conn, n int) error {
 	data := make([]byte, n)
 	rand.Read(data)
 	want := sha256.Sum256(data)
@@ -132,25 +141,15 @@ func echoCheck(t *testing.T, c net.Conn, n int) {
 	go func() { _, err := c.Write(data); errc <- err }()
 	h := sha256.New()
 	if _, err := io.CopyN(h, c, int64(n)); err != nil {
-		t.Fatalf("reading echo: %v", err)
+		return fmt.Errorf("reading echo: %w", err)
 	}
 	if err := <-errc; err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("writing echo: %w", err)
 	}
 	if !bytes.Equal(h.Sum(nil), want[:]) {
-		t.Fatal("echo corrupted")
+		return errors.New("echo corrupted")
 	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return nil
 }
 
 func TestForwardEchoAndStats(t *testing.T) {
@@ -158,7 +157,7 @@ func TestForwardEchoAndStats(t *testing.T) {
 	c := r.dial(t, "db:7")
 	echoCheck(t, c, 4<<20)
 	c.Close()
-	waitFor(t, "connection to close", func() bool { return r.status(t, "db:7").Open == 0 })
+	testsvc.Eventually(t, "connection to close", func() bool { return r.status(t, "db:7").Open == 0 })
 	st := r.status(t, "db:7")
 	if st.Total != 1 || st.BytesIn != 4<<20 || st.BytesOut != 4<<20 {
 		t.Errorf("status %+v, want 1 connection and 4 MiB each way", st.StatsSnapshot)
@@ -181,10 +180,15 @@ func TestForwardWakesSleepingSprite(t *testing.T) {
 			const clients = 5
 			var wg sync.WaitGroup
 			for range clients {
+				// Connecting is local and prompt; the echo is what waits
+				// for the wake, so only it runs on its own goroutine.
+				c := r.dial(t, "db:7")
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					echoCheck(t, r.dial(t, "db:7"), 1024)
+					if err := echo(c, 1024); err != nil {
+						t.Error(err)
+					}
 				}()
 			}
 			wg.Wait()
@@ -222,7 +226,7 @@ func TestForwardLinkDropResets(t *testing.T) {
 		t.Fatalf("after the drop the client read %v, want ECONNRESET", err)
 	}
 	echoCheck(t, r.dial(t, "db:7"), 1024)
-	waitFor(t, "link_broken counted", func() bool { return r.status(t, "db:19").Errors[ClassLinkBroken] == 1 })
+	testsvc.Eventually(t, "link_broken counted", func() bool { return r.status(t, "db:19").Errors[ClassLinkBroken] == 1 })
 }
 
 func TestForwardPermanentFailsFast(t *testing.T) {
@@ -249,7 +253,9 @@ func TestForwardPermanentFailsFast(t *testing.T) {
 			if el := time.Since(start); el > 5*time.Second {
 				t.Errorf("permanent failure took %v", el)
 			}
-			time.Sleep(500 * time.Millisecond)
+			// Once its handler has ended, the connection can make no more
+			// requests: any retry would have come before.
+			testsvc.Eventually(t, "the connection's handler to end", func() bool { return r.status(t, name).Open == 0 })
 			if n := r.sim.Requests(); n != 1 {
 				t.Errorf("emulator saw %d requests, want exactly 1", n)
 			}
@@ -300,13 +306,15 @@ func TestKeepaliveHoldsSpriteAwake(t *testing.T) {
 	r := newRig(t, spritestest.Options{IdleSleep: idle}, "keepalive: 150ms\n", "  - 0:db:7\n")
 	c := r.dial(t, "db:7")
 	echoCheck(t, c, 16)
+	// Not a wait for an event: the emulator's idle timer runs on real time,
+	// and three idle periods without traffic are the scenario itself.
 	time.Sleep(3 * idle)
 	if sim, _ := r.sim.SpriteStats("db"); sim.Sleeps != 0 {
 		t.Fatalf("sprite slept %d times under an open, pinged link", sim.Sleeps)
 	}
 	echoCheck(t, c, 16)
 	c.Close()
-	waitFor(t, "the sprite to sleep once idle", func() bool {
+	testsvc.Eventually(t, "the sprite to sleep once idle", func() bool {
 		sim, _ := r.sim.SpriteStats("db")
 		return sim.State == "cold"
 	})
@@ -347,10 +355,13 @@ func TestReloadWhileConnecting(t *testing.T) {
 	r.sim.Sleep("db")
 	var wg sync.WaitGroup
 	for range 4 {
+		c := r.dial(t, "a")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			echoCheck(t, r.dial(t, "a"), 16)
+			if err := echo(c, 16); err != nil {
+				t.Error(err)
+			}
 		}()
 	}
 	r.base = strings.Replace(r.base, "wake_timeout: 20s", "wake_timeout: 30s", 1)
@@ -371,7 +382,7 @@ func TestMessageTooBigIsNamed(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("client read ended with %v, want a reset", err)
 	}
-	waitFor(t, "the refusal in status", func() bool { return r.status(t, "db:7").Errors[ClassTooBig] == 1 })
+	testsvc.Eventually(t, "the refusal in status", func() bool { return r.status(t, "db:7").Errors[ClassTooBig] == 1 })
 	st := r.status(t, "db:7")
 	if st.MaxMessage.Bytes != sprites.SafeMessage/2 || st.MaxMessage.State != sprites.LimitRefused || st.MaxMessage.Refusals != 1 {
 		t.Errorf("max_message %+v, want %d after one refusal", st.MaxMessage, sprites.SafeMessage/2)
@@ -404,7 +415,7 @@ func TestReloadReleasesRetiredPoolsAndWakers(t *testing.T) {
 			t.Fatalf("reload %d kept the pool", i+1)
 		}
 	}
-	waitFor(t, "the retired pools to close", func() bool {
+	testsvc.Eventually(t, "the retired pools to close", func() bool {
 		r.d.mu.Lock()
 		defer r.d.mu.Unlock()
 		return len(r.d.retired) == 0

@@ -40,9 +40,9 @@ func TestStuckClientAfterHalfCloseIsReset(t *testing.T) {
 	c := r.dial(t, "burst")
 	// Half-close once the burst is flowing, so the relay is writing to a
 	// client that does not read.
-	waitFor(t, "the burst to flow", func() bool { return r.status(t, "burst").BytesOut > 64<<10 })
+	testsvc.Eventually(t, "the burst to flow", func() bool { return r.status(t, "burst").BytesOut > 64<<10 })
 	c.CloseWrite()
-	waitFor(t, "the stuck client's relay to end", func() bool {
+	testsvc.Eventually(t, "the stuck client's relay to end", func() bool {
 		st := r.status(t, "burst")
 		return st.Open == 0 && st.Lingering == 0
 	})
@@ -65,7 +65,7 @@ func TestLingeringCountsAndYields(t *testing.T) {
 		echoCheck(t, c, 64)
 		c.Close()
 		// An evicted lingerer leaves as its relay ends, an instant later.
-		waitFor(t, "the close to be seen, within max_connections", func() bool {
+		testsvc.Eventually(t, "the close to be seen, within max_connections", func() bool {
 			st := r.status(t, "db:7")
 			return st.Open == 0 && st.Lingering == int64(min(i+1, 5))
 		})
@@ -85,7 +85,7 @@ func TestLingeringCountsAndYields(t *testing.T) {
 		echoCheck(t, c, 64)
 		open = append(open, c)
 	}
-	waitFor(t, "the lingerers to make room", func() bool { return r.status(t, "db:7").Open == 5 })
+	testsvc.Eventually(t, "the lingerers to make room", func() bool { return r.status(t, "db:7").Open == 5 })
 	// The refusal's reset can land before connect returns.
 	if extra, err := net.Dial("tcp", r.status(t, "db:7").Addrs[0]); err == nil {
 		readsToReset(t, extra)
