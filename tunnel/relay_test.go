@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -125,16 +127,22 @@ func TestRelayCleanEndGivesFIN(t *testing.T) {
 // client still gets every byte the sprite sent, then ECONNRESET, not EOF.
 func TestRelayBrokenLinkDeliversThenResets(t *testing.T) {
 	rig := startRelay(t, RelayOptions{})
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, more than sockets usually hold
+	sent := make(chan int, 1)
 	go func() {
-		rig.sprite.Write(payload)
-		rig.remote.broken.Store(true)
-		rig.sprite.Close()
+		n, _ := rig.sprite.Write(payload)
+		sent <- n
 	}()
-	time.Sleep(100 * time.Millisecond) // let the client's socket fill up first
+	// Cut the link while the client is behind: bytes the relay has written
+	// but the client has not read sit in the sockets, where a hasty reset
+	// would destroy them.
+	testsvc.Eventually(t, "unread bytes queued for the client", func() bool { return rig.down.Load() >= 16<<10 })
+	rig.remote.broken.Store(true)
+	rig.sprite.Close()
+	n := <-sent // what the relay took before the cut; all of it if the sockets held it
 	got, err := io.ReadAll(rig.client)
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("client got %d bytes, want all %d", len(got), len(payload))
+	if !bytes.Equal(got, payload[:n]) {
+		t.Fatalf("client got %d bytes, want all %d the sprite sent", len(got), n)
 	}
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("after the data the client read %v, want ECONNRESET", err)
@@ -146,10 +154,15 @@ func TestRelayBrokenLinkDeliversThenResets(t *testing.T) {
 }
 
 func TestRelayHalfCloseKeepsReading(t *testing.T) {
-	rig := startRelay(t, RelayOptions{HalfCloseTimeout: 5 * time.Second})
+	clientDone := make(chan struct{})
+	rig := startRelay(t, RelayOptions{HalfCloseTimeout: 5 * time.Second, OnClientDone: func() { close(clientDone) }})
 	go func() {
 		req, _ := io.ReadAll(io.LimitReader(rig.sprite, 7))
-		time.Sleep(50 * time.Millisecond) // the reply comes after the client's FIN
+		select { // the reply comes after the relay has seen the client's FIN
+		case <-clientDone:
+		case <-t.Context().Done():
+			return
+		}
 		rig.sprite.Write(append([]byte("re: "), req...))
 		rig.sprite.Close()
 	}()
@@ -204,13 +217,7 @@ func TestRelayMarksBusyWhileClientIsSlow(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !rig.busy.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("relay never reported being blocked on the client")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testsvc.Eventually(t, "the relay to report being blocked on the client", rig.busy.Load)
 	close(stop)
 	rig.client.Close()
 }
