@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spritefwd/spritefwd/backoff"
@@ -105,79 +106,103 @@ func TestConnectPolicy(t *testing.T) {
 }
 
 // TestConnectSharesWake: while a sprite wakes, concurrent connections wait
-// for the leader instead of each retrying against the API.
+// for the leader instead of each retrying against the API. It runs in
+// virtual time, so the wake takes exactly wakeFor however loaded the
+// machine.
 func TestConnectSharesWake(t *testing.T) {
-	w := NewWaker("db", SystemClock{}, 10*time.Second)
-	w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
-	var awake atomic.Bool
-	var dials atomic.Int64
-	start := make(chan struct{})
-	dial := func(context.Context) (bool, error) {
-		if awake.Load() {
-			return true, nil
+	synctest.Test(t, func(t *testing.T) {
+		const wakeFor = 300 * time.Millisecond
+		w := NewWaker("db", SystemClock{}, 10*time.Second)
+		w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+		start := time.Now()
+		var dials atomic.Int64
+		dial := func(context.Context) (bool, error) {
+			if time.Since(start) >= wakeFor {
+				return true, nil
+			}
+			dials.Add(1)
+			return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
 		}
-		dials.Add(1)
-		return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
-	}
-	const conns = 20
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, err := Connect(context.Background(), w, 5432, dial)
-			errs <- err
-		}()
-	}
-	close(start)
-	time.Sleep(300 * time.Millisecond)
-	awake.Store(true)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		const conns = 20
+		errs := make(chan error, conns)
+		for range conns {
+			go func() {
+				_, err := Connect(context.Background(), w, 5432, dial)
+				errs <- err
+			}()
 		}
-	}
-	// Unshared, 20 connections × ~30 retries each would be ~600 dials.
-	if n := dials.Load(); n > conns+80 {
-		t.Errorf("%d failed dials while waking; the wake was not shared", n)
-	}
-	if st, _ := w.State(); st != StateRunning {
-		t.Errorf("state %v after wake", st)
-	}
+		for range conns {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if took := time.Since(start); took < wakeFor || took > wakeFor+w.Backoff.Max {
+			t.Errorf("connected after %v, want within a retry of the wake's %v", took, wakeFor)
+		}
+		// Each connection dials once before it finds the wake to follow;
+		// then the leader alone retries, every 5 to 10 ms. Unshared, 20
+		// connections × ~30 retries would be ~600 dials.
+		if n := dials.Load(); n > conns+int64(wakeFor/w.Backoff.Min) {
+			t.Errorf("%d failed dials while waking; the wake was not shared", n)
+		}
+		if st, _ := w.State(); st != StateRunning {
+			t.Errorf("state %v after wake", st)
+		}
+	})
 }
 
 // TestConnectFollowerTakesOver: when the leading connection gives up (its
-// client left), a waiting connection leads the wake instead.
+// client left), a connection that was waiting for it leads the wake
+// instead. synctest.Wait orders the steps, so the follower is known to be
+// waiting on the leader's wake, not merely late to start one of its own.
 func TestConnectFollowerTakesOver(t *testing.T) {
-	w := NewWaker("db", SystemClock{}, 10*time.Second)
-	w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
-	var awake atomic.Bool
-	dial := func(context.Context) (bool, error) {
-		if awake.Load() {
-			return true, nil
+	synctest.Test(t, func(t *testing.T) {
+		w := NewWaker("db", SystemClock{}, 10*time.Second)
+		w.Backoff = backoff.Policy{Min: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+		var awake atomic.Bool
+		var dials atomic.Int64
+		dial := func(context.Context) (bool, error) {
+			dials.Add(1)
+			if awake.Load() {
+				return true, nil
+			}
+			return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
 		}
-		return false, spriteErr(sprites.Retryable, sprites.ErrWaking)
-	}
-	leaderCtx, leaderGone := context.WithCancel(context.Background())
-	leaderDone := make(chan error, 1)
-	go func() { _, err := Connect(leaderCtx, w, 5432, dial); leaderDone <- err }()
-	for w.current() == nil {
-		time.Sleep(time.Millisecond)
-	}
-	followerDone := make(chan error, 1)
-	go func() { _, err := Connect(context.Background(), w, 5432, dial); followerDone <- err }()
-	time.Sleep(20 * time.Millisecond)
-	leaderGone()
-	if err := <-leaderDone; err == nil {
-		t.Fatal("cancelled leader succeeded")
-	}
-	time.Sleep(20 * time.Millisecond)
-	awake.Store(true)
-	if err := <-followerDone; err != nil {
-		t.Fatalf("follower: %v", err)
-	}
+		leaderCtx, leaderGone := context.WithCancel(context.Background())
+		leaderDone := make(chan error, 1)
+		go func() { _, err := Connect(leaderCtx, w, 5432, dial); leaderDone <- err }()
+		synctest.Wait() // the leader failed once and waits out its backoff
+		first := w.current()
+		if first == nil {
+			t.Fatal("no wake led after a failed dial")
+		}
+
+		followerDone := make(chan error, 1)
+		before := dials.Load()
+		go func() { _, err := Connect(context.Background(), w, 5432, dial); followerDone <- err }()
+		synctest.Wait()
+		if n := dials.Load(); n != before {
+			t.Fatalf("the follower dialled %d times instead of waiting for the wake", n-before)
+		}
+
+		leaderGone()
+		if err := <-leaderDone; err == nil {
+			t.Fatal("cancelled leader succeeded")
+		}
+		synctest.Wait() // the follower saw the wake fail, dialled, and leads
+		if op := w.current(); op == nil || op == first {
+			t.Fatalf("no new wake after the leader left (current %p, first %p)", op, first)
+		}
+		if n := dials.Load(); n != before+1 {
+			t.Errorf("the follower dialled %d times on taking over, want once", n-before)
+		}
+
+		awake.Store(true)
+		if err := <-followerDone; err != nil {
+			t.Fatalf("follower: %v", err)
+		}
+		if st, _ := w.State(); st != StateRunning {
+			t.Errorf("state %v after the follower's wake", st)
+		}
+	})
 }
