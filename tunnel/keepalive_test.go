@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// fakePinger answers pings (or not) on the fake clock.
+// fakePinger answers pings (or not) at once, on its clock.
 type fakePinger struct {
-	clock  *stepClock
+	clock  Clock
 	answer bool
 	pings  atomic.Int64
 	mu     sync.Mutex
