@@ -17,6 +17,22 @@ type WatchOptions struct {
 	Poll     time.Duration // also re-read this often, for file systems without events (default 5s)
 	// OnError reports a watcher failure; Watch then keeps polling.
 	OnError func(error)
+	// OnReady, if set, is called once Watch has taken the file's first
+	// hash and set up its watch: a change made after that is reported.
+	OnReady func()
+
+	// trace, if set, sees every event and every check, so that tests can
+	// tell "looked and found no change" from "has not looked yet".
+	trace func(watchStep)
+}
+
+// watchStep is one thing Watch did: it received event, or, if checked, it
+// hashed the file (to sum) and found it changed or not.
+type watchStep struct {
+	event   fsnotify.Event
+	checked bool
+	sum     [32]byte
+	changed bool
 }
 
 // Watch calls changed whenever the content of the file at path changes,
@@ -33,9 +49,14 @@ func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) 
 	}
 	last := hashFile(path)
 	check := func() {
-		if h := hashFile(path); h != last {
+		h := hashFile(path)
+		differs := h != last
+		if differs {
 			last = h
 			changed()
+		}
+		if opts.trace != nil {
+			opts.trace(watchStep{checked: true, sum: h, changed: differs})
 		}
 	}
 	var events <-chan fsnotify.Event
@@ -56,6 +77,9 @@ func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) 
 	}
 	poll := time.NewTicker(opts.Poll)
 	defer poll.Stop()
+	if opts.OnReady != nil {
+		opts.OnReady()
+	}
 	var debounce *time.Timer
 	var fire <-chan time.Time
 	for {
@@ -69,6 +93,9 @@ func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) 
 			if !ok {
 				events = nil
 				continue
+			}
+			if opts.trace != nil {
+				opts.trace(watchStep{event: ev})
 			}
 			if ev.Op == fsnotify.Chmod {
 				continue

@@ -2,78 +2,127 @@ package config
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
+
+// startWatch runs Watch on path until the test ends and returns once it is
+// ready. Each change is sent on changes, each of its steps on steps.
+func startWatch(t *testing.T, path string, opts WatchOptions) (changes chan struct{}, steps chan watchStep) {
+	t.Helper()
+	changes, steps = make(chan struct{}, 100), make(chan watchStep, 1000)
+	ready := make(chan struct{})
+	opts.OnReady = func() { close(ready) }
+	opts.trace = func(s watchStep) { steps <- s }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Watch(ctx, path, opts, func() { changes <- struct{}{} })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case <-done:
+		t.Fatal("Watch returned before it was ready")
+	}
+	return changes, steps
+}
+
+// next is the watcher's next step. The limit only turns a hang into a
+// failure: a step normally comes within the debounce.
+func next(t *testing.T, steps chan watchStep, what string) watchStep {
+	t.Helper()
+	select {
+	case s := <-steps:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: the watcher did nothing for 10 s", what)
+		return watchStep{}
+	}
+}
 
 func TestWatchSeesEditorSaves(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "spritefwd.yaml")
 	os.WriteFile(path, []byte("forwards: []\n"), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	changed := make(chan struct{}, 10)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Watch(ctx, path, WatchOptions{Debounce: 20 * time.Millisecond, Poll: time.Hour}, func() { changed <- struct{}{} })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	time.Sleep(50 * time.Millisecond) // let the watcher start
+	changes, steps := startWatch(t, path, WatchOptions{Debounce: 20 * time.Millisecond, Poll: time.Hour})
 
-	expect := func(what string, want bool) {
+	// changedTo waits for the check that sees content. A save may show a
+	// half-written file to an earlier check, which may report a change too.
+	changedTo := func(what, content string) {
 		t.Helper()
-		select {
-		case <-changed:
-			if !want {
-				t.Fatalf("%s: reported a change", what)
-			}
-		case <-time.After(500 * time.Millisecond):
-			if want {
-				t.Fatalf("%s: no change reported", what)
+		for {
+			if s := next(t, steps, what); s.checked && s.sum == sha256.Sum256([]byte(content)) {
+				if !s.changed {
+					t.Fatalf("%s: the new content was not reported", what)
+				}
+				break
 			}
 		}
+		for len(changes) > 0 {
+			<-changes
+		}
 	}
+	// unchanged waits for events that marks recognise, in order, as the
+	// action's, then for the check they lead to, which must find no change.
+	unchanged := func(what string, marks ...func(fsnotify.Event) bool) {
+		t.Helper()
+		s := next(t, steps, what)
+		for ; len(marks) > 0 || !s.checked; s = next(t, steps, what) {
+			if s.changed {
+				t.Fatalf("%s: reported a change", what)
+			}
+			if len(marks) > 0 && !s.checked && marks[0](s.event) {
+				marks = marks[1:]
+			}
+		}
+		if s.changed || len(changes) > 0 {
+			t.Fatalf("%s: reported a change", what)
+		}
+	}
+
 	// Save by rename, as vim and most editors do.
 	tmp := filepath.Join(dir, ".spritefwd.yaml.swp")
 	os.WriteFile(tmp, []byte("forwards:\n  - 1:a:1\n"), 0o600)
 	os.Rename(tmp, path)
-	expect("rename", true)
+	changedTo("rename", "forwards:\n  - 1:a:1\n")
 	// Write in place.
 	os.WriteFile(path, []byte("forwards:\n  - 2:a:2\n"), 0o600)
-	expect("write", true)
-	// Same content, new mtime and mode: not a change.
-	os.WriteFile(path, []byte("forwards:\n  - 2:a:2\n"), 0o600)
+	changedTo("write", "forwards:\n  - 2:a:2\n")
+	// A new mode, then the same content rewritten without truncating (so
+	// that no check can see it half-written): not a change. The mode's
+	// event marks where the write's events start.
 	os.Chmod(path, 0o644)
-	expect("touch", false)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("forwards:\n  - 2:a:2\n"))
+	f.Close()
+	unchanged("touch",
+		func(ev fsnotify.Event) bool { return ev.Name == path && ev.Has(fsnotify.Chmod) },
+		func(ev fsnotify.Event) bool { return ev.Name == path && ev.Has(fsnotify.Write) })
 	// Another file in the directory: not a change.
-	os.WriteFile(filepath.Join(dir, "other"), []byte("x"), 0o600)
-	expect("other file", false)
+	other := filepath.Join(dir, "other")
+	os.WriteFile(other, []byte("x"), 0o600)
+	unchanged("other file", func(ev fsnotify.Event) bool { return ev.Name == other })
 }
 
 func TestWatchPollsWithoutEvents(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.yaml")
 	os.WriteFile(path, []byte("a"), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	changed := make(chan struct{}, 1)
-	done := make(chan struct{})
 	// A debounce longer than the test leaves only the poll to notice.
-	go func() {
-		defer close(done)
-		Watch(ctx, path, WatchOptions{Debounce: time.Hour, Poll: 30 * time.Millisecond}, func() {
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		})
-	}()
-	defer func() { cancel(); <-done }()
-	time.Sleep(50 * time.Millisecond)
+	changes, _ := startWatch(t, path, WatchOptions{Debounce: time.Hour, Poll: 30 * time.Millisecond})
 	os.WriteFile(path, []byte("b"), 0o600)
 	select {
-	case <-changed:
+	case <-changes:
 	case <-time.After(5 * time.Second):
 		t.Fatal("poll never noticed the change")
 	}
