@@ -130,18 +130,6 @@ func (d *daemonRig) addr(name string) string {
 	return f.Addrs[0]
 }
 
-func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func echoOnce(t *testing.T, addr string, n int) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -220,7 +208,7 @@ func TestE2EHotReloadKeepsLiveSession(t *testing.T) {
 
 	// Add B by rename; it must serve promptly.
 	d.rewrite("  - {name: a, listen: 0, sprite: db, port: 5432}\n  - {name: c, listen: 0, sprite: db, port: 7}\n  - {name: b, listen: 0, sprite: db, port: 7}\n")
-	took := waitUntil(t, "forward b", 5*time.Second, func() bool { f, ok := d.forward("b"); return ok && len(f.Addrs) > 0 })
+	took := testsvc.Eventually(t, "forward b", func() bool { f, ok := d.forward("b"); return ok && len(f.Addrs) > 0 })
 	echoOnce(t, d.addr("b"), 100)
 	// Measured, not asserted: shared machines are noisy. (The watcher's
 	// debounce and the poll are both 200 ms here.)
@@ -229,7 +217,7 @@ func TestE2EHotReloadKeepsLiveSession(t *testing.T) {
 	// Change C in place: it is rebound with the new rule.
 	oldC := d.addr("c")
 	os.WriteFile(d.path, []byte(d.header+"forwards:\n  - {name: a, listen: 0, sprite: db, port: 5432}\n  - {name: c, listen: 0, sprite: db, port: 7, keep_awake: never}\n  - {name: b, listen: 0, sprite: db, port: 7}\n"), 0o600)
-	waitUntil(t, "forward c rebound", 5*time.Second, func() bool {
+	testsvc.Eventually(t, "forward c rebound", func() bool {
 		f, ok := d.forward("c")
 		return ok && len(f.Addrs) > 0 && f.Addrs[0] != oldC
 	})
@@ -262,7 +250,7 @@ func TestE2EBrokenEditKeepsServing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := d.status().RejectedAt
 			d.rewrite(tt.forwards)
-			waitUntil(t, "the edit to be rejected", 5*time.Second, func() bool { return d.status().RejectedAt.After(before) })
+			testsvc.Eventually(t, "the edit to be rejected", func() bool { return d.status().RejectedAt.After(before) })
 			st := d.status()
 			if len(st.Rejected) == 0 || !regexp.MustCompile(tt.want).MatchString(strings.Join(st.Rejected, "\n")) {
 				t.Fatalf("status rejected = %q, want %s", st.Rejected, tt.want)
@@ -291,7 +279,7 @@ func TestE2ERemovedForwardDrains(t *testing.T) {
 	defer c.Close()
 	echoOn(t, c, 10)
 	d.rewrite("  - {name: a, listen: 0, sprite: db, port: 7}\n")
-	waitUntil(t, "gone to drain", 5*time.Second, func() bool {
+	testsvc.Eventually(t, "gone to drain", func() bool {
 		for _, f := range d.status().Forwards {
 			if f.Name == "gone" && f.State == tunnel.StateDraining {
 				return true
@@ -304,7 +292,7 @@ func TestE2ERemovedForwardDrains(t *testing.T) {
 	}
 	echoOn(t, c, 1000) // the open connection is still carried
 	c.Close()
-	waitUntil(t, "gone to finish draining", 10*time.Second, func() bool {
+	testsvc.Eventually(t, "gone to finish draining", func() bool {
 		for _, f := range d.status().Forwards {
 			if f.Name == "gone" {
 				return false
@@ -338,7 +326,7 @@ func TestE2EStatusAndMetrics(t *testing.T) {
 	before := metrics()
 	const n = 12345
 	echoOnce(t, d.addr("echo"), n)
-	waitUntil(t, "the connection to close", 10*time.Second, func() bool { f, _ := d.forward("echo"); return f.Open == 0 })
+	testsvc.Eventually(t, "the connection to close", func() bool { f, _ := d.forward("echo"); return f.Open == 0 })
 
 	f, _ := d.forward("echo")
 	if f.Total != 1 || f.BytesIn != n || f.BytesOut != n || f.Open != 0 || f.State != tunnel.StateListening ||
