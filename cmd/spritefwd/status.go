@@ -135,6 +135,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 				}
 				fmt.Fprintf(w, " (latest took %s)", strings.Join(ts, " "))
 			}
+			if a.Moved != "" {
+				fmt.Fprintf(w, "\n  %s", p(a.Moved))
+			}
 			if a.Fallback != "" {
 				fmt.Fprintf(w, "\n  using direct mode: %s", p(a.Fallback))
 			}

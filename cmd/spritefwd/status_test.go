@@ -21,7 +21,8 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 			Agent:         &tunnel.AgentStatus{State: "connected", Sessions: 3, Deploys: 1, LastDeploy: 420 * time.Millisecond, Streams: 2},
 			StatsSnapshot: tunnel.StatsSnapshot{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
 		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: config.Mux, State: tunnel.StateListening,
-			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary"}},
+			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary",
+				Port: 7023, Moved: "something on port 7022 failed the agent's proof; the agent moved to port 7023"}},
 		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
 			MaxMessage:    sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)},
 			StatsSnapshot: tunnel.StatsSnapshot{Open: 1, Lingering: 3, Total: 4}},
@@ -46,6 +47,7 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 		"MODE", " mux→direct ",
 		"mux db: agent connected, 2 streams, 3 sessions, 1 deploys (last took 420ms), 2 resumptions (latest took 12ms 1.5s)",
 		"mux web: agent fallback", "using direct mode: no linux/arm64 agent: set agent_binary",
+		"\n  something on port 7022 failed the agent's proof; the agent moved to port 7023",
 		"sprite box reads at most 1024 bytes per WebSocket message (learned 3m",
 	} {
 		if !strings.Contains(out, want) {
