@@ -196,8 +196,12 @@ func TestE2EMuxSetupVersusDirect(t *testing.T) {
 	rtt := 100 * time.Millisecond
 	t.Logf("median setup at a 100 ms round trip: direct %v (%.1f RTT), mux %v (%.1f RTT), ratio %.2f",
 		dMed, float64(dMed)/float64(rtt), mMed, float64(mMed)/float64(rtt), float64(dMed)/float64(mMed))
-	if float64(dMed)/float64(mMed) < 1.5 {
-		t.Errorf("mux setup %v is not well under direct's %v (want direct ≥ 1.5× mux; expect about 2×)", mMed, dMed)
+	// The claim is a round trip saved, not a ratio: load on a shared
+	// runner adds about as much to both medians, which shrinks a ratio
+	// but not a difference. Half a round trip is a margin it cannot eat;
+	// how fast each mode is belongs to the bench.
+	if saved := dMed - mMed; saved < rtt/2 {
+		t.Errorf("mux setup %v saves %v on direct's %v, want at least half a round trip (expect one, %v)", mMed, saved, dMed, rtt)
 	}
 
 	// And pgbench -C, a real client opening a connection per transaction.
@@ -402,18 +406,6 @@ func TestE2EMuxFallsBackToDirect(t *testing.T) {
 	}
 }
 
-// until waits for cond, checking every few milliseconds, for up to limit.
-func until(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // exchange sends msg through addr and reads it back, without a half-close,
 // which direct mode cannot carry.
 func exchange(addr string, msg []byte) error {
@@ -516,9 +508,9 @@ func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
 			}
 			// Nothing may redial while the agent is swapped for the
 			// impostor: no stream left to resume, no session to repair.
-			until(t, 10*time.Second, "the first stream to end", func() bool { return e.status(t, "echo").Agent.Streams == 0 })
+			testsvc.Eventually(t, "the first stream to end", func() bool { return e.status(t, "echo").Agent.Streams == 0 })
 			e.sim.DropLinks("box")
-			until(t, 10*time.Second, "the session to end", func() bool { return e.status(t, "echo").Agent.State != "connected" })
+			testsvc.Eventually(t, "the session to end", func() bool { return e.status(t, "echo").Agent.State != "connected" })
 			agentPort := e.d.Config().AgentPort
 			api := apiClient(t, e)
 			b, err := api.ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
@@ -533,7 +525,7 @@ func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
 				t.Fatal(err)
 			}
 			var ln net.Listener
-			until(t, 10*time.Second, "the agent's port to be free", func() bool {
+			testsvc.Eventually(t, "the agent's port to be free", func() bool {
 				ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(agentPort))
 				return err == nil
 			})
