@@ -20,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/spritefwd/spritefwd/backoff"
 	"github.com/spritefwd/spritefwd/mux"
 )
 
@@ -60,16 +61,22 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		a.srv.Close()
 		wg.Wait()
 	}()
-	for {
+	for failures := 0; ; {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
+			// EMFILE and friends: back off rather than spin.
 			a.opts.Log.Warn().Err(err).Msg("accept failed")
-			time.Sleep(50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-time.After(acceptRetry.Delay(failures)):
+			}
+			failures++
 			continue
 		}
+		failures = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -135,12 +142,20 @@ func ReadSecret(path string, stdin io.Reader) (string, error) {
 // still held by an agent that is exiting.
 func ListenRetry(ctx context.Context, addr string, wait time.Duration) (net.Listener, error) {
 	deadline := time.Now().Add(wait)
-	for {
+	for attempt := 0; ; attempt++ {
 		var lc net.ListenConfig
 		ln, err := lc.Listen(ctx, "tcp", addr)
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
 			return ln, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(acceptRetry.Delay(attempt)):
+		}
 	}
 }
+
+// acceptRetry spaces failed accepts, and listens on a port that an exiting
+// agent still holds.
+var acceptRetry = backoff.Policy{Min: 20 * time.Millisecond, Max: time.Second, Jitter: 0.3}
