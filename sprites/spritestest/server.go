@@ -103,6 +103,8 @@ type Server struct {
 	nextID int
 
 	requests atomic.Int64
+	// TLS handshakes, when served by StartTLS.
+	tlsFull, tlsResumed atomic.Int64
 }
 
 type sprite struct {
@@ -175,6 +177,7 @@ func New(opts Options) *Server {
 	mux.HandleFunc("POST /_sim/sprites/{name}/sleep", s.auth(s.admin(s.Sleep)))
 	mux.HandleFunc("POST /_sim/sprites/{name}/drop-links", s.auth(s.admin(s.DropLinks)))
 	mux.HandleFunc("GET /_sim/sprites/{name}", s.auth(s.handleSimStats))
+	mux.HandleFunc("GET /_sim/tls", s.auth(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.TLSHandshakes()) }))
 	mux.HandleFunc("POST /_sim/faults", s.auth(s.handleFaults))
 	mux.HandleFunc("POST /_sim/offline", s.auth(s.handleOffline))
 	s.http = &http.Server{Handler: s.offlineGate(mux), ReadHeaderTimeout: 10 * time.Second}
