@@ -7,6 +7,7 @@ package sprites
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,10 @@ type Options struct {
 	// HTTPClient lets tests inject a transport. TLS is always verified: there
 	// is deliberately no option to skip verification.
 	HTTPClient *http.Client
+	// RootCAs, if set, replaces the system's roots for the API's certificate,
+	// for an emulator or a proxy with a private CA. It applies to HTTPClient's
+	// transport too, when that is an *http.Transport.
+	RootCAs *x509.CertPool
 }
 
 // Client talks to one Sprites API endpoint with one token. It is safe for
@@ -144,11 +149,34 @@ func New(opts Options) (*Client, error) {
 	if c.http == nil {
 		c.http = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
+	if opts.RootCAs != nil {
+		if err := c.trust(opts.RootCAs); err != nil {
+			return nil, err
+		}
+	}
 	// A copy, so that a caller's client keeps its own policy.
 	hc := *c.http
 	hc.CheckRedirect = sameOrigin(hc.CheckRedirect)
 	c.http = &hc
 	return c, nil
+}
+
+// trust puts pool in a copy of the client's transport's TLS config, where
+// both REST calls and the upgrader's own TLS dial (upgrade.go) read it.
+func (c *Client) trust(pool *x509.CertPool) error {
+	tr, ok := c.http.Transport.(*http.Transport)
+	if !ok {
+		return errors.New("RootCAs needs an HTTPClient whose Transport is an *http.Transport")
+	}
+	tr = tr.Clone()
+	if tr.TLSClientConfig == nil {
+		tr.TLSClientConfig = &tls.Config{}
+	}
+	tr.TLSClientConfig.RootCAs = pool
+	hc := *c.http
+	hc.Transport = tr
+	c.http = &hc
+	return nil
 }
 
 // ErrRedirect means the API redirected to another scheme or host, which
