@@ -52,6 +52,7 @@ type Config struct {
 	File             string // path it was read from, for messages
 	APIURL           string
 	TokenFile        string // as written; see Token
+	CAFile           string // "~/" expanded; empty: the system's roots
 	Keepalive        time.Duration
 	WakeTimeout      time.Duration
 	ShutdownGrace    time.Duration

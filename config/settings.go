@@ -64,6 +64,16 @@ var topSettings = []setting[*topState]{
 				s.cfg.TokenFile = f
 			}
 		}},
+	{"ca_file", "(system roots)", "PEM file of the CAs that sign api_url's certificate, instead of the system's; $SSL_CERT_FILE also works",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			if f, ok := p.str(v, k); ok {
+				path := ExpandHome(f)
+				if _, err := LoadCA(path); err != nil {
+					p.errf(at(v), "ca_file: %v", err)
+				}
+				s.cfg.CAFile = path
+			}
+		}},
 	{"keepalive", DefaultKeepalive.String(), "WebSocket ping interval on live links",
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			s.cfg.Keepalive = p.duration(v, k, 100*time.Millisecond, time.Hour, s.cfg.Keepalive)

@@ -7,6 +7,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -115,9 +116,18 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	}
 	d.tokenSource.Store(&tok.Source)
 	d.tokenWarning.Store(&tok.Warning)
+	// The config holds the path, and each apply reads it: a reload then
+	// picks up a renewed CA.
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		if roots, err = config.LoadCA(cfg.CAFile); err != nil {
+			return fmt.Errorf("%s: ca_file: %w", cfg.File, err)
+		}
+	}
 	client, err := sprites.New(sprites.Options{
 		APIURL: cfg.APIURL, Token: tok.Value(), UserAgent: d.ua, MaxMessage: cfg.MaxMessage,
 		HandshakeTimeout: cfg.WakeTimeout, OnMessageLimit: d.logMessageLimit, Now: d.clock.Now,
+		RootCAs: roots,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
