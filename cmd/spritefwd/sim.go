@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -35,6 +38,14 @@ Admin endpoints (same Bearer token; they never wake a sprite):
   GET  /_sim/sprites/NAME              counters: state, wakes, proxy_connects, ...
   POST /_sim/faults                    {"cold_proxy":"fail","latency":"50ms","drop_rate":0.1}
   POST /_sim/offline?on=true|false     drop every API request and link, as a dead network does
+  GET  /_sim/tls                       TLS handshakes served: {"full":N,"resumed":M}
+
+With --tls, sim serves https: it makes a CA and a certificate it signs for
+127.0.0.1, ::1 and localhost, and writes the CA certificate to --tls-ca-out
+(default: a new private file, removed when sim exits). Give that file to
+spritefwd as ca_file (or $SSL_CERT_FILE): the daemon then verifies the
+emulator as it does the real API, and resumes TLS sessions as there. With
+--tls-cert and --tls-key, sim serves that certificate instead.
 
 Exec runs any command it is sent as the user who started sim, on this
 machine: whoever has the token can act as that user. So the token is never
@@ -46,7 +57,9 @@ that is removed when sim exits. Tokens shorter than 16 characters are
 refused. Give the file to spritefwd as token_file or --token-file.
 
 When ready it prints two lines: "spritefwd sim: serving http://HOST:PORT",
-then "spritefwd sim: token in FILE" (or "token from $SPRITEFWD_SIM_TOKEN").`
+then "spritefwd sim: token in FILE" (or "token from $SPRITEFWD_SIM_TOKEN").
+With --tls, the first says https, and a third follows:
+"spritefwd sim: CA certificate in FILE".`
 
 // simTokenEnv holds the emulator's token. It is not $SPRITES_TOKEN on
 // purpose: that one often holds the user's real API token, which must not
@@ -107,10 +120,17 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Var(&maps, "map", "NAME:PORT=HOST:PORT (or NAME:PORT=unix:/path): route PORT in sprite NAME to a real server; repeatable")
 	var o spritestest.Options
 	coldProxy, targetEOF := simFlags(fs, &o)
+	genTLS := fs.Bool("tls", false, "serve https with a generated certificate; its CA goes to --tls-ca-out")
+	caOut := fs.String("tls-ca-out", "", "with --tls: write the CA certificate here (default: a new private file, removed on exit)")
+	certFile := fs.String("tls-cert", "", "serve https with this certificate (PEM; with --tls-key)")
+	keyFile := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
 	var lf logFlags
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := checkTLSFlags(*genTLS, *caOut, *certFile, *keyFile); err != nil {
+		return &exitError{code: 2, msg: "sim: " + err.Error()}
 	}
 	if tokenFlag {
 		return &exitError{code: 2, msg: "sim: --token is refused: ps shows the command line, and so the token, to every user on this machine, who could then run commands as you through exec. Put the token in a file only you can read and pass --token-file FILE, or set $" + simTokenEnv + ", or give neither and sim makes one"}
@@ -144,19 +164,80 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 		sim.Map(name, port, target)
 	}
+	cert, caPath, removeCA, err := simCertificate(*genTLS, *caOut, *certFile, *keyFile, getenv)
+	if err != nil {
+		return &exitError{code: 2, msg: "sim: " + err.Error()}
+	}
+	defer removeCA()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	sim.Start(ln)
+	if cert != nil {
+		sim.StartTLS(ln, *cert)
+	} else {
+		sim.Start(ln)
+	}
 	defer sim.Close()
 	fmt.Fprintf(stdout, "spritefwd sim: serving %s\n", sim.URL)
 	fmt.Fprintf(stdout, "spritefwd sim: %s\n", tokenSource)
+	if caPath != "" {
+		fmt.Fprintf(stdout, "spritefwd sim: CA certificate in %s\n", caPath)
+	}
 	if getenv(config.TokenEnv) != "" && getenv(simTokenEnv) == "" {
 		fmt.Fprintf(stderr, "spritefwd sim: $%s is not the emulator's token; give spritefwd the %s\n", config.TokenEnv, tokenSource)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+func checkTLSFlags(gen bool, caOut, certFile, keyFile string) error {
+	switch {
+	case gen && (certFile != "" || keyFile != ""):
+		return errors.New("--tls makes its own certificate; give either --tls or --tls-cert with --tls-key")
+	case (certFile == "") != (keyFile == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case caOut != "" && !gen:
+		return errors.New("--tls-ca-out needs --tls")
+	}
+	return nil
+}
+
+// simCertificate is the certificate sim serves, or nil for plain http.
+// With gen, it is made here and its CA written to caOut, or else to a new
+// private file that remove deletes; caPath says where.
+func simCertificate(gen bool, caOut, certFile, keyFile string, getenv func(string) string) (cert *tls.Certificate, caPath string, remove func(), err error) {
+	remove = func() {}
+	if certFile != "" {
+		c, err := tls.LoadX509KeyPair(config.ExpandHome(certFile), config.ExpandHome(keyFile))
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		return &c, "", remove, nil
+	}
+	if !gen {
+		return nil, "", remove, nil
+	}
+	caPEM, c, err := spritestest.NewCertificates()
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("--tls: %w", err)
+	}
+	if caOut != "" {
+		caPath = config.ExpandHome(caOut)
+	} else {
+		dir, err := os.MkdirTemp(spritestest.TokenDir(getenv), "spritefwd-sim-ca-")
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("--tls: a directory for the CA certificate: %w", err)
+		}
+		remove = func() { os.RemoveAll(dir) }
+		caPath = filepath.Join(dir, "ca.pem")
+	}
+	// A certificate is public, but 0600 like the token: nobody else needs it.
+	if err := os.WriteFile(caPath, caPEM, 0o600); err != nil {
+		remove()
+		return nil, "", nil, fmt.Errorf("--tls-ca-out: %w", err)
+	}
+	return &c, caPath, remove, nil
 }
 
 // simToken finds the emulator's token: in --token-file (made there if

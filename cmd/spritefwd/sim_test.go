@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,7 @@ func (l *lockedBuffer) String() string {
 // runningSim is `spritefwd sim` running in this process.
 type runningSim struct {
 	url, tokenLine string
+	caLine         string // with --tls: the third ready line
 	stdout, stderr *lockedBuffer
 	stop           func() error
 }
@@ -72,6 +74,13 @@ func startSim(t *testing.T, env map[string]string, args ...string) *runningSim {
 	tokenLine, err2 := br.ReadString('\n')
 	if err := errors.Join(err1, err2); err != nil {
 		t.Fatalf("sim %v: %v (stop: %v)\nstdout: %s\nstderr: %s", args, err, r.stop(), r.stdout, r.stderr)
+	}
+	if slices.Contains(args, "--tls") {
+		caLine, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("sim %v: no CA line: %v (stop: %v)\nstdout: %s\nstderr: %s", args, err, r.stop(), r.stdout, r.stderr)
+		}
+		r.caLine = strings.TrimSpace(strings.TrimPrefix(caLine, "spritefwd sim: "))
 	}
 	r.url = strings.TrimSpace(strings.TrimPrefix(serving, "spritefwd sim: serving "))
 	r.tokenLine = strings.TrimSpace(strings.TrimPrefix(tokenLine, "spritefwd sim: "))
