@@ -60,6 +60,23 @@ func (s *Server) openRoot(sp *sprite) (*os.Root, error) {
 	return os.OpenRoot(dir)
 }
 
+// fsStart begins a read-only fs call: it wakes the sprite, resolves its
+// path and opens the sprite's root, or answers the error itself.
+func (s *Server) fsStart(w http.ResponseWriter, r *http.Request, sp *sprite) (string, *os.Root, bool) {
+	s.touch(sp)
+	p, err := fsPath(r.URL.Query())
+	if err != nil {
+		fsError(w, http.StatusBadRequest, "", err.Error())
+		return "", nil, false
+	}
+	root, err := s.openRoot(sp)
+	if err != nil {
+		fsError(w, http.StatusInternalServerError, p, err.Error())
+		return "", nil, false
+	}
+	return p, root, true
+}
+
 // fsPath resolves ?path= against ?workingDir=, as the real API does, to an
 // absolute, clean path inside the sprite.
 func fsPath(q url.Values) (string, error) {
@@ -166,15 +183,8 @@ func (s *Server) handleFSWrite(w http.ResponseWriter, r *http.Request, sp *sprit
 
 // handleFSRead returns the file at ?path= (resolved against ?workingDir=).
 func (s *Server) handleFSRead(w http.ResponseWriter, r *http.Request, sp *sprite) {
-	s.touch(sp)
-	p, err := fsPath(r.URL.Query())
-	if err != nil {
-		fsError(w, http.StatusBadRequest, "", err.Error())
-		return
-	}
-	root, err := s.openRoot(sp)
-	if err != nil {
-		fsError(w, http.StatusInternalServerError, p, err.Error())
+	p, root, ok := s.fsStart(w, r, sp)
+	if !ok {
 		return
 	}
 	defer root.Close()
@@ -221,15 +231,8 @@ func newFSEntry(p string, fi fs.FileInfo) fsEntry {
 // ?workingDir=); a file lists as itself, which is how the SDK's Stat
 // reads it.
 func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request, sp *sprite) {
-	s.touch(sp)
-	p, err := fsPath(r.URL.Query())
-	if err != nil {
-		fsError(w, http.StatusBadRequest, "", err.Error())
-		return
-	}
-	root, err := s.openRoot(sp)
-	if err != nil {
-		fsError(w, http.StatusInternalServerError, p, err.Error())
+	p, root, ok := s.fsStart(w, r, sp)
+	if !ok {
 		return
 	}
 	defer root.Close()
