@@ -183,7 +183,8 @@ func TestE2EPostgres(t *testing.T) {
 				if el := time.Since(start); el > 10*time.Second {
 					t.Errorf("failure took %v", el)
 				}
-				time.Sleep(time.Second)
+				// Once the handlers have ended, nothing can retry.
+				testsvc.Eventually(t, "the connections' handlers to end", func() bool { return e.d.Status()[0].Open == 0 })
 				// psql retries once without SSL, so two connections, each one request.
 				if n := e.sim.Requests(); n > 2 {
 					t.Errorf("emulator saw %d requests; permanent errors must not be retried", n)
@@ -208,6 +209,8 @@ func TestE2EPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		io.WriteString(stdin, "select pg_backend_pid() > 0;\n")
+		// Not a wait for an event: the emulator's idle timer runs on real
+		// time, and three idle periods without traffic are the scenario.
 		time.Sleep(3 * idle)
 		io.WriteString(stdin, "select 'still here';\n")
 		stdin.Close()
@@ -218,13 +221,10 @@ func TestE2EPostgres(t *testing.T) {
 			t.Errorf("the sprite slept %d times under the session", st.Sleeps)
 		}
 		// With the session gone, while_connected stops pinging: the sprite sleeps.
-		deadline := time.Now().Add(15 * time.Second)
-		for st, _ := e.sim.SpriteStats("db"); st.State != "cold"; st, _ = e.sim.SpriteStats("db") {
-			if time.Now().After(deadline) {
-				t.Fatalf("idle forward kept the sprite awake: %+v", st)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		testsvc.Eventually(t, "the idle sprite to sleep", func() bool {
+			st, _ := e.sim.SpriteStats("db")
+			return st.State == "cold"
+		})
 	})
 }
 
