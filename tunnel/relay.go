@@ -239,6 +239,9 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 				abort(EndLinkBroken, err)
 			default:
 				clientClosed = true
+				// The sprite's silence counts from now, not from before it
+				// had anything to answer.
+				lastDown.Store(max(lastDown.Load(), time.Now().UnixNano()))
 				if opts.OnClientDone != nil {
 					opts.OnClientDone()
 				}

@@ -88,6 +88,18 @@ func TestRelayTimers(t *testing.T) {
 			wantEnd: EndRemoteSilent, wantData: "........",
 		},
 		{
+			// The timeout counts from the half-close, not from the last
+			// byte before it: a sprite quiet for a while before the FIN
+			// still gets the whole of it to answer.
+			name: "sprite quiet before the half-close",
+			play: func(c *memClient, _ net.Conn) {
+				time.Sleep(2 * halfClose) // virtual
+				c.CloseWrite()
+			},
+			after: halfClose, slack: halfClose / 4,
+			wantEnd: EndRemoteSilent,
+		},
+		{
 			name:    "client stops reading after the half-close",
 			stalled: true,
 			play:    func(c *memClient, sprite net.Conn) { c.CloseWrite(); sprite.Write([]byte("reply")) },
