@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,8 @@ const (
 
 // Config is a validated configuration file.
 type Config struct {
-	File             string // path it was read from, for messages
+	File             string   // path it was read from, for messages
+	Sum              [32]byte // sha256 of the file as Load read it; see WatchOptions.Loaded
 	APIURL           string
 	TokenFile        string // as written; see Token
 	CAFile           string // "~/" expanded; empty: the system's roots
@@ -134,7 +136,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	cfg, err := Parse(path, data)
+	if cfg != nil {
+		cfg.Sum = sha256.Sum256(data)
+	}
+	return cfg, err
 }
 
 // Default returns a config with every default and no forwards.

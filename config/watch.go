@@ -20,6 +20,10 @@ type WatchOptions struct {
 	// OnReady, if set, is called once Watch has taken the file's first
 	// hash and set up its watch: a change made after that is reported.
 	OnReady func()
+	// Loaded is the sha256 of the content the caller already applied
+	// (Config.Sum). If the file differs from it when Watch starts, that is
+	// a change: an edit made between Load and Watch is not lost.
+	Loaded [32]byte
 
 	// trace, if set, sees every event and every check, so that tests can
 	// tell "looked and found no change" from "has not looked yet".
@@ -79,6 +83,9 @@ func Watch(ctx context.Context, path string, opts WatchOptions, changed func()) 
 	defer poll.Stop()
 	if opts.OnReady != nil {
 		opts.OnReady()
+	}
+	if opts.Loaded != ([32]byte{}) && opts.Loaded != last {
+		changed()
 	}
 	var debounce *time.Timer
 	var fire <-chan time.Time

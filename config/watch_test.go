@@ -127,3 +127,22 @@ func TestWatchPollsWithoutEvents(t *testing.T) {
 		t.Fatal("poll never noticed the change")
 	}
 }
+
+// TestWatchSeesAnEditBeforeItStarted: an edit that lands between Load and
+// Watch's first look is a change, not the baseline, so it is applied.
+func TestWatchSeesAnEditBeforeItStarted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spritefwd.yaml")
+	os.WriteFile(path, []byte("forwards: []\n"), 0o600)
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("keepalive: 20s\nforwards: []\n"), 0o600)
+	changes, _ := startWatch(t, path, WatchOptions{Poll: time.Hour, Loaded: cfg.Sum})
+	select {
+	case <-changes:
+	case <-time.After(10 * time.Second): // a failure detector, not a timing
+		t.Fatal("the edit made before Watch started was never reported")
+	}
+
+}

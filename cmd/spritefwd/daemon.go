@@ -103,7 +103,7 @@ func (r *runner) Start() error {
 		go func() {
 			defer r.wg.Done()
 			config.Watch(r.ctx, r.o.configPath, config.WatchOptions{
-				Poll:    r.o.poll,
+				Poll: r.o.poll, Loaded: r.o.cfg.Sum,
 				OnError: func(err error) { r.o.log.Warn().Err(err).Msg("cannot watch the config file; polling it instead") },
 			}, func() { r.Reload() })
 		}()
