@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 )
 
 func TestMain(m *testing.M) {
@@ -152,10 +154,10 @@ func streamDropRun(t *testing.T, seed uint64, dup bool) {
 		carriers = append(carriers, next)
 		if early {
 			cur.a.SetDeadline(time.Unix(1, 0))
-			waitFor(t, "a detached", func() bool { return a.Detached() || isDone(a) })
+			testsvc.Eventually(t, "a detached", func() bool { return a.Detached() || isDone(a) })
 		} else {
 			cur.a.Close()
-			waitFor(t, "both detached", func() bool {
+			testsvc.Eventually(t, "both detached", func() bool {
 				return (a.Detached() || isDone(a)) && (b.Detached() || isDone(b))
 			})
 		}
@@ -216,17 +218,6 @@ loop:
 			len(gotUp), len(up), sha256.Sum256(gotUp), sha256.Sum256(up), len(gotDown), len(down))
 	}
 	t.Logf("seed %d: %d drops, up %d down %d bytes intact (dup=%v)", seed, drops, len(up), len(down), dup)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func isDone(s *Stream) bool {
@@ -292,7 +283,7 @@ func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
 	ca, cb := net.Pipe()
 	_ = a.Attach(ca, 0, false)
 	cb.Close()
-	waitFor(t, "detached", a.Detached)
+	testsvc.Eventually(t, "detached", a.Detached)
 	var werr error
 	written := 0
 	chunk := make([]byte, 16<<10)
@@ -336,7 +327,7 @@ func TestStreamNotDetachedBeforeFirstAttach(t *testing.T) {
 	defer ca.Close()
 	_ = st.Attach(ca, 0, false)
 	cb.Close()
-	waitFor(t, "detached after its carrier died", st.Detached)
+	testsvc.Eventually(t, "detached after its carrier died", st.Detached)
 	st.Reset(errors.New("done"))
 }
 
