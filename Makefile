@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 DURATION  ?= 10m
 PKGS      := ./...
 
-.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench clean
+.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench bench-wan clean
 
 all: build
 
@@ -71,6 +71,10 @@ lint:
 bench: test-deps
 	$(GO) test -run '^TestBench$$' -v -count=1 -timeout 0 ./bench/ -args -out=$(CURDIR)/bench/results.json
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./tunnel/
+
+## bench-wan: connection setup (in round trips) and throughput (as a fraction of the link) through an in-process WAN shaper at 50-200 ms and 20-1000 Mbit/s, to TLS; about 6 minutes
+bench-wan:
+	$(GO) test -run '^(TestShaper|TestBenchWAN)$$' -v -count=1 -timeout 30m ./bench/ -args -out=$(CURDIR)/bench/results-wan.json
 
 clean:
 	rm -rf bin

@@ -303,10 +303,10 @@ func raiseFileLimit() uint64 {
 	return lim.Cur
 }
 
-func setup(t *testing.T) *env {
-	testsvc.Need(t, "socat", "curl")
+// newEnv builds spritefwd and its agent into a fresh directory.
+func newEnv(t *testing.T) *env {
 	limit := raiseFileLimit()
-	e := &env{t: t, dir: t.TempDir(), fwd: map[string]string{}}
+	e := &env{t: t, dir: t.TempDir(), fwd: map[string]string{}, fileLimit: limit}
 	e.bin = filepath.Join(e.dir, "spritefwd")
 	// The daemon finds spritefwd-agent next to itself and uploads it.
 	for pkg, dst := range map[string]string{"../cmd/spritefwd": e.bin, "../cmd/spritefwd-agent": filepath.Join(e.dir, "spritefwd-agent")} {
@@ -314,6 +314,12 @@ func setup(t *testing.T) *env {
 			t.Fatalf("build: %v\n%s", err, out)
 		}
 	}
+	return e
+}
+
+func setup(t *testing.T) *env {
+	testsvc.Need(t, "socat", "curl")
+	e := newEnv(t)
 	e.sinkAddr = serveTCP(t, sink)
 	e.echoAddr = e.echoProcess() // its own process: 10k connections need their own fds
 	e.socat = e.socatChain(e.sinkAddr)
@@ -333,7 +339,6 @@ forwards:
   - {name: msink, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
   - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
 `, testsvc.FreePort(t), sinkPort, echoPort))
-	e.fileLimit = limit
 	return e
 }
 
@@ -827,7 +832,12 @@ func TestBench(t *testing.T) {
 		rows = append(rows, e.idle("mecho"), e.idle("echo")) // mux first, on a daemon that has not grown
 	}
 
-	fmt.Printf("\nspritefwd benchmarks (%s, %d cores), all references from this run\n", time.Now().Format(time.DateOnly), numCPU())
+	writeReport(t, "spritefwd benchmarks", rows)
+}
+
+// writeReport prints rows under title and writes them as JSON to -out.
+func writeReport(t *testing.T, title string, rows []result) {
+	fmt.Printf("\n%s (%s, %d cores), all references from this run\n", title, time.Now().Format(time.DateOnly), numCPU())
 	for _, r := range rows {
 		fmt.Printf("\n%s\n", r.Name)
 		keys := make([]string, 0, len(r.Value))
