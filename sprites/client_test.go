@@ -340,17 +340,10 @@ func TestIdleSleepAndPingActivity(t *testing.T) {
 		t.Fatalf("sprite slept under pings: %+v", st)
 	}
 	// Without pings it falls asleep, and the admin endpoint does not wake it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testsvc.Eventually(t, "the sprite to sleep without pings", func() bool {
 		st, _ := e.sim.SpriteStats("db")
-		if st.State == "cold" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sprite never slept: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st.State == "cold"
+	})
 }
 
 func TestLatencyRoundTrip(t *testing.T) {
@@ -431,11 +424,8 @@ func TestColdAfterGoesWarmThenCold(t *testing.T) {
 	if st, _ := e.sim.SpriteStats("db"); st.State != "warm" {
 		t.Fatalf("state %q right after sleep, want warm", st.State)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for st, _ := e.sim.SpriteStats("db"); st.State != "cold"; st, _ = e.sim.SpriteStats("db") {
-		if time.Now().After(deadline) {
-			t.Fatalf("never went cold: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsvc.Eventually(t, "the warm sprite to go cold", func() bool {
+		st, _ := e.sim.SpriteStats("db")
+		return st.State == "cold"
+	})
 }

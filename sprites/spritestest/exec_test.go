@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 )
 
 func dialExec(t *testing.T, s *Server, q url.Values) *websocket.Conn {
@@ -181,12 +183,10 @@ func TestExecList(t *testing.T) {
 	if code != http.StatusBadRequest {
 		t.Errorf("GET with cmd but no upgrade: HTTP %d, want 400", code)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if _, code := readFile(t, s, "/ran.txt"); code != http.StatusNotFound {
-		t.Error("a GET without an upgrade ran its command")
-	}
+	// A command is listed from its start, so the list says at once
+	// whether the GET started one.
 	if l := get(); l.Count != 1 {
-		t.Errorf("list %+v, want still the one command", l)
+		t.Errorf("list %+v, want still the one command: a GET without an upgrade started one", l)
 	}
 }
 
@@ -200,16 +200,10 @@ func TestExecOutlivesDisconnect(t *testing.T) {
 	limited.Read(context.Background())
 	forever.CloseNow()
 	limited.CloseNow()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if body, code := readFile(t, s, "forever.txt"); code == 200 && body == "done\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a command with max_run_after_disconnect=0 did not outlive its WebSocket")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testsvc.Eventually(t, "a command with max_run_after_disconnect=0 to finish after its WebSocket went", func() bool {
+		body, code := readFile(t, s, "forever.txt")
+		return code == 200 && body == "done\n"
+	})
 	if _, code := readFile(t, s, "limited.txt"); code != http.StatusNotFound {
 		t.Error("a command past its max_run_after_disconnect was not killed")
 	}

@@ -68,13 +68,8 @@ func TestExecPortsReachableThroughProxy(t *testing.T) {
 	if err := s.Sleep("box"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for procState(pid) != "T" && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // a signal is delivered, not applied at once
-	}
-	if st := procState(pid); st != "T" {
-		t.Errorf("asleep, the command's state is %q, want T (stopped)", st)
-	}
+	// A signal is delivered, not applied at once.
+	testsvc.Eventually(t, "the sleeping sprite's command to be stopped (state T)", func() bool { return procState(pid) == "T" })
 	echo() // wakes the sprite
 	if st := procState(pid); st == "T" {
 		t.Error("awake, the command is still stopped")

@@ -116,7 +116,12 @@ func TestPendingInitEnds(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newExecServer(t)
 			ws := dialProxy(t, s, nil)
-			time.Sleep(50 * time.Millisecond) // the handler now reads the init
+			// Counted under the same lock that registers it as waiting
+			// for its init, which a sleep or Close must cut.
+			testsvc.Eventually(t, "the link to wait for its init", func() bool {
+				st, _ := s.SpriteStats("box")
+				return st.ProxyConnects == 1
+			})
 			tt.end(s)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
