@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/mux"
 )
 
@@ -116,17 +117,13 @@ func TestReplaceLeavesStrangersAlone(t *testing.T) {
 // up last.
 func waitExec(t *testing.T, pid int) process {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cur, err := lookup(pid)
-		if err == nil {
-			return cur
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var cur process
+	testsvc.Eventually(t, "the process to show its executable and command line", func() bool {
+		var err error
+		cur, err = lookup(pid)
+		return err == nil
+	})
+	return cur
 }
 
 // writeRecord writes a pid file for pid, and rec beside it unless nil.
