@@ -69,7 +69,8 @@ type Client struct {
 	repairing bool
 	again     bool
 	closed    bool
-	onIdle    func() // set by CloseWhenIdle
+	retiring  bool   // CloseWhenIdle: serve the streams there are, take no new one
+	onIdle    func() // run when the last of them ends
 	wg        sync.WaitGroup
 }
 
@@ -112,7 +113,7 @@ func (c *Client) Open(ctx context.Context, local Conn, host string, port int, ke
 			}
 		}
 		c.mu.Lock()
-		if c.closed {
+		if c.closed || c.retiring {
 			c.mu.Unlock()
 			return nil, ErrClientClosed
 		}
@@ -145,10 +146,7 @@ func (c *Client) Open(ctx context.Context, local Conn, host string, port int, ke
 		c.mu.Unlock()
 		if err := sess.Open(st, host, port); err != nil {
 			c.opts.Log.Debug().Err(err).Msg("open on the agent session failed; reconnecting")
-			c.mu.Lock()
-			delete(c.streams, id)
-			delete(c.awake, id)
-			c.mu.Unlock()
+			c.remove(id)
 			c.dropSession(sess)
 			// The session died under us: a new one is dialled (with the wake
 			// and retry policy) on the next turn. Give up only if sessions
@@ -198,7 +196,7 @@ func (c *Client) remove(id uint64) {
 func (c *Client) session(ctx context.Context) (*Session, error) {
 	for {
 		c.mu.Lock()
-		if c.closed {
+		if c.closed || c.retiring {
 			c.mu.Unlock()
 			return nil, ErrClientClosed
 		}
@@ -217,8 +215,11 @@ func (c *Client) session(ctx context.Context) (*Session, error) {
 		select {
 		case <-ch:
 			c.mu.Lock()
-			s, err := c.sess, c.dialErr
+			s, err, closed := c.sess, c.dialErr, c.closed
 			c.mu.Unlock()
+			if closed {
+				return nil, ErrClientClosed // the caller should take the pool's successor
+			}
 			if s != nil {
 				return s, nil
 			}
@@ -429,6 +430,7 @@ func (c *Client) CloseWhenIdle(done func()) {
 		done()
 	}
 	c.mu.Lock()
+	c.retiring = true // from now on Open refuses: no stream can slip in before the close
 	if len(c.streams) > 0 {
 		c.onIdle = finish
 		c.mu.Unlock()

@@ -339,6 +339,14 @@ func (f *forward) handleMux(c net.Conn) bool {
 	select {
 	case <-st.Done():
 	default:
+		if f.ctx.Err() != nil {
+			// Opened after the forced drain took its snapshot: nothing
+			// else would reset it.
+			f.mu.Unlock()
+			mux.Reset(tc)
+			st.Reset(errors.New("forward stopped"))
+			return true
+		}
 		f.streams[st] = tc
 	}
 	f.mu.Unlock()
@@ -376,7 +384,7 @@ func (f *forward) handleDirect(c net.Conn) {
 	// link cannot say when the server inside closed): it no longer keeps
 	// the sprite awake, and it yields its place under max_connections to a
 	// new connection (see lingerer).
-	var lingering atomic.Bool
+	var lingering, evicted atomic.Bool
 	var linger *list.Element
 	closeOpen := func() {
 		if f.stats.Open.Add(-1) == 0 {
@@ -429,13 +437,14 @@ func (f *forward) handleDirect(c net.Conn) {
 			f.mu.Lock()
 			linger = f.lingerers.PushBack(&lingerer{evict: func() {
 				log.Debug().Msg("lingering connection reset to make room under max_connections")
+				evicted.Store(true)
 				link.CloseNow()
 				mux.Reset(c)
 			}})
 			f.mu.Unlock()
-			f.stats.Lingering.Add(1)
 			lingering.Store(true)
-			closeOpen()
+			closeOpen() // before Lingering counts it, so admit never sees it twice
+			f.stats.Lingering.Add(1)
 		},
 	}
 	if f.rule.KeepAwake != config.Never {
@@ -461,6 +470,8 @@ func (f *forward) handleDirect(c net.Conn) {
 	stopPings()
 	ka.Wait()
 	switch {
+	case evicted.Load():
+		// Made room for a new connection: counted as lingering_evicted.
 	case res.End == EndLinkBroken && errors.Is(res.Err, ErrLinkDead):
 		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
 		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())

@@ -77,6 +77,9 @@ func TestLingeringCountsAndYields(t *testing.T) {
 	if st.Lingering == 0 || st.Evicted < 40 {
 		t.Errorf("lingering %d, evicted %d: want the closed ones to linger and yield", st.Lingering, st.Evicted)
 	}
+	if len(st.Errors) != 0 || st.LastError != "" {
+		t.Errorf("evictions counted as errors: %v, last %q", st.Errors, st.LastError)
+	}
 	// A client that is still sending is never evicted: at the limit with
 	// no lingerer, a new connection is refused.
 	var open []*net.TCPConn
