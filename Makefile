@@ -53,14 +53,9 @@ e2e-small-messages: test-deps
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseInitResponse$$' -fuzztime $(FUZZTIME) ./sprites/
-	$(GO) test -run '^$$' -fuzz '^FuzzErrorBody$$' -fuzztime $(FUZZTIME) ./sprites/
-	$(GO) test -run '^$$' -fuzz '^FuzzFrameWriter$$' -fuzztime $(FUZZTIME) ./sprites/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMap$$' -fuzztime $(FUZZTIME) ./sprites/spritestest/
-	$(GO) test -run '^$$' -fuzz '^FuzzFrame$$' -fuzztime $(FUZZTIME) ./mux/
-	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./mux/
+	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
+		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
+		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:
