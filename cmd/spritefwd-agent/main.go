@@ -10,23 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	"github.com/spritefwd/spritefwd/agent"
+	buildversion "github.com/spritefwd/spritefwd/internal/version"
 )
 
 // version is set by the Makefile (-X main.version), as the daemon's is.
 var version string
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+func versionString() string { return buildversion.Of(version) }
 
 func main() {
 	args := os.Args[1:]

@@ -10,26 +10,19 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+
+	buildversion "github.com/spritefwd/spritefwd/internal/version"
 )
 
 // version is set by the Makefile with -ldflags "-X main.version=...".
 var version = ""
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+func versionString() string { return buildversion.Of(version) }
 
 // exitError carries a process exit code up to main.
 type exitError struct {
