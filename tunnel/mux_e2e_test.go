@@ -281,18 +281,7 @@ func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
 	if err := echoTransfer(addr, 1000, 0); err != nil {
 		t.Fatal(err)
 	}
-	api := apiClient(t, e)
-	b, err := api.ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killAgent(t, e)
 	time.Sleep(2500 * time.Millisecond) // quiet long enough to be probed before use
 	if err := echoTransfer(addr, 1<<20, 1); err != nil {
 		t.Fatalf("after the agent was killed: %v\n%s", err, e.logs)
@@ -303,6 +292,23 @@ func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
 	// Which binary is uploaded is said once per pool, not per deploy.
 	if n := strings.Count(e.logs.String(), "uploading the agent-only build"); n != 1 {
 		t.Errorf("the binary was named %d times in two deploys, want once", n)
+	}
+}
+
+// killAgent kills the agent in the sprite with SIGKILL, as an OOM kill or a
+// crash would, using the pid file it keeps.
+func killAgent(t *testing.T, e *e2e) {
+	t.Helper()
+	b, err := apiClient(t, e).ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -512,20 +518,10 @@ func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
 			e.sim.DropLinks("box")
 			testsvc.Eventually(t, "the session to end", func() bool { return e.status(t, "echo").Agent.State != "connected" })
 			agentPort := e.d.Config().AgentPort
-			api := apiClient(t, e)
-			b, err := api.ReadFile(context.Background(), "box", "/tmp/spritefwd/agent.pid")
-			if err != nil {
-				t.Fatal(err)
-			}
-			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
+			killAgent(t, e)
 			var ln net.Listener
 			testsvc.Eventually(t, "the agent's port to be free", func() bool {
+				var err error
 				ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(agentPort))
 				return err == nil
 			})
