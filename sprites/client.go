@@ -75,6 +75,7 @@ type Client struct {
 	// tlsSessions lets each proxy link's TLS handshake resume an earlier
 	// one: every direct-mode connection is a new TLS connection to the API.
 	tlsSessions tls.ClientSessionCache
+	upgradeTLS  *tls.Config // the transport's TLS config as New found it; nil for the defaults
 
 	recheck    time.Duration
 	onLimit    func(LimitEvent)
@@ -158,6 +159,12 @@ func New(opts Options) (*Client, error) {
 	hc := *c.http
 	hc.CheckRedirect = sameOrigin(hc.CheckRedirect)
 	c.http = &hc
+	// The upgrader's TLS dial takes its config from here, never from the
+	// transport later: http.Transport writes its TLSClientConfig (to add
+	// h2) on its first request, which may run beside an upgrade.
+	if tr, ok := c.http.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
+		c.upgradeTLS = tr.TLSClientConfig.Clone()
+	}
 	return c, nil
 }
 
@@ -361,7 +368,7 @@ func (c *Client) upgrade(ctx, hctx context.Context, sprite string, port int, que
 	if query != "" {
 		u += "?" + query
 	}
-	hc, up := upgradeClient(c.http, c.tlsSessions)
+	hc, up := upgradeClient(c.http, c.upgradeTLS, c.tlsSessions)
 	opts := &websocket.DialOptions{HTTPClient: hc, HTTPHeader: c.header()}
 	if onPong != nil {
 		opts.OnPongReceived = func(context.Context, []byte) { onPong() }

@@ -204,7 +204,7 @@ func TestFrameWriterJoinsMessages(t *testing.T) {
 				rec = &recorder{Conn: c}
 				return rec, nil
 			}
-			hc, up := upgradeClient(base, tls.NewLRUClientSessionCache(4))
+			hc, up := upgradeClient(base, bt.TLSClientConfig, tls.NewLRUClientSessionCache(4))
 			ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 			if err != nil {
 				t.Fatal(err)
@@ -285,7 +285,7 @@ func TestWebsocketWritesIn4KiB(t *testing.T) {
 		rec = &sizeRecorder{Conn: c}
 		return rec, nil
 	}
-	hc, up := upgradeClient(base, nil)
+	hc, up := upgradeClient(base, nil, nil)
 	ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestUpgradeResumesTLS(t *testing.T) {
 	defer srv.Close()
 	sessions := tls.NewLRUClientSessionCache(4)
 	for i, want := range []bool{false, true} {
-		hc, up := upgradeClient(srv.Client(), sessions)
+		hc, up := upgradeClient(srv.Client(), srv.Client().Transport.(*http.Transport).TLSClientConfig, sessions)
 		ws, _, err := websocket.Dial(context.Background(), srv.URL, &websocket.DialOptions{HTTPClient: hc})
 		if err != nil {
 			t.Fatal(err)

@@ -116,3 +116,34 @@ func TestSSLCertFile(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradesBesideRESTCalls: proxy upgrades and REST calls at once, as a
+// message-size probe beside a keep_awake Get does. http.Transport writes
+// its TLS config on its first request; the upgrader must not read it then
+// (under -race this failed when the upgrader cloned the transport's config).
+func TestUpgradesBesideRESTCalls(t *testing.T) {
+	sim, caPEM := tlsSim(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	c, err := sprites.New(sprites.Options{APIURL: sim.URL, Token: token, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errs := make(chan error, 8)
+	for range 4 {
+		go func() {
+			link, err := c.Dial(context.Background(), "db", "localhost", 5432)
+			if err == nil {
+				link.CloseNow()
+			}
+			errs <- err
+		}()
+		go func() { _, err := c.List(context.Background()); errs <- err }()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

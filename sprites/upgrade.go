@@ -20,9 +20,10 @@ import (
 // library. A request that goes through a proxy is left to the base
 // transport, which knows how to reach it; that link joins no frames.
 type upgrader struct {
-	base     *http.Transport
-	sessions tls.ClientSessionCache
-	fw       *frameWriter // the upgraded link's connection; nil through a proxy
+	base      *http.Transport
+	tlsConfig *tls.Config // verification and roots; read-only, never the transport's own
+	sessions  tls.ClientSessionCache
+	fw        *frameWriter // the upgraded link's connection; nil through a proxy
 }
 
 // upgradeClient returns the http.Client for one proxy upgrade, and the
@@ -30,12 +31,12 @@ type upgrader struct {
 // carried itself. A client whose transport is not an *http.Transport is
 // used as it is, with no upgrader. sessions, unless the transport's TLS config has its own
 // cache, lets the TLS handshake resume an earlier one.
-func upgradeClient(base *http.Client, sessions tls.ClientSessionCache) (*http.Client, *upgrader) {
+func upgradeClient(base *http.Client, tlsConfig *tls.Config, sessions tls.ClientSessionCache) (*http.Client, *upgrader) {
 	bt, ok := base.Transport.(*http.Transport)
 	if !ok {
 		return base, nil
 	}
-	u := &upgrader{base: bt, sessions: sessions}
+	u := &upgrader{base: bt, tlsConfig: tlsConfig, sessions: sessions}
 	return &http.Client{Transport: u, CheckRedirect: base.CheckRedirect, Jar: base.Jar}, u
 }
 
@@ -104,8 +105,8 @@ func (u *upgrader) dial(ctx context.Context, target *url.URL) (net.Conn, error) 
 		return raw, err
 	}
 	cfg := &tls.Config{}
-	if u.base.TLSClientConfig != nil {
-		cfg = u.base.TLSClientConfig.Clone()
+	if u.tlsConfig != nil {
+		cfg = u.tlsConfig.Clone()
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = target.Hostname()
