@@ -36,19 +36,26 @@ func tlsSim(t *testing.T) (*spritestest.Server, []byte) {
 	return sim, caPEM
 }
 
-// TestRootCAs: with the emulator's CA in Options.RootCAs, links verify and
-// echo, and the second link resumes the first's TLS session; without it,
-// the same dial fails on the certificate, as verification is never off.
-func TestRootCAs(t *testing.T) {
+// trustingClient serves the emulator over TLS and returns it with a client
+// that trusts its CA through Options.RootCAs.
+func trustingClient(t *testing.T) (*spritestest.Server, *sprites.Client) {
+	t.Helper()
 	sim, caPEM := tlsSim(t)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-
 	c, err := sprites.New(sprites.Options{APIURL: sim.URL, Token: token, RootCAs: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
+	return sim, c
+}
+
+// TestRootCAs: with the emulator's CA in Options.RootCAs, links verify and
+// echo, and the second link resumes the first's TLS session; without it,
+// the same dial fails on the certificate, as verification is never off.
+func TestRootCAs(t *testing.T) {
+	sim, c := trustingClient(t)
 	for i := range 2 {
 		link, err := c.Dial(context.Background(), "db", "localhost", 5432)
 		if err != nil {
@@ -122,14 +129,7 @@ func TestSSLCertFile(t *testing.T) {
 // its TLS config on its first request; the upgrader must not read it then
 // (under -race this failed when the upgrader cloned the transport's config).
 func TestUpgradesBesideRESTCalls(t *testing.T) {
-	sim, caPEM := tlsSim(t)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c, err := sprites.New(sprites.Options{APIURL: sim.URL, Token: token, RootCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := trustingClient(t)
 	errs := make(chan error, 8)
 	for range 4 {
 		go func() {
