@@ -1,7 +1,10 @@
 # spritefwd: make demo to try it, make test to check it.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The commit, +dirty with uncommitted changes: Go's own VCS stamp is missing
+# in a git worktree and wherever GOFLAGS has -buildvcs=false.
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell [ -z "$$(git status --porcelain 2>/dev/null)" ] || echo +dirty)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 30s
 DURATION  ?= 10m
 PKGS      := ./...

@@ -15,15 +15,16 @@ import (
 	buildversion "github.com/spritefwd/spritefwd/internal/version"
 )
 
-// version is set by the Makefile (-X main.version), as the daemon's is.
-var version string
+// version and commit are set by the Makefile and GoReleaser (-X
+// main.version, -X main.commit), as the daemon's are.
+var version, commit string
 
 func versionString() string { return buildversion.Of(version) }
 
 func main() {
 	args := os.Args[1:]
 	if len(args) == 1 && (args[0] == "version" || args[0] == "--version") {
-		fmt.Println("spritefwd-agent", versionString())
+		fmt.Println("spritefwd-agent", buildversion.Read(version, commit))
 		return
 	}
 	err := agent.Main(context.Background(), args, os.Stdin, os.Stdout, os.Stderr, versionString())

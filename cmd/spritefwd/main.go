@@ -19,8 +19,9 @@ import (
 	buildversion "github.com/spritefwd/spritefwd/internal/version"
 )
 
-// version is set by the Makefile with -ldflags "-X main.version=...".
-var version = ""
+// version and commit are set by release builds (the Makefile, GoReleaser)
+// with -ldflags "-X main.version=... -X main.commit=HASH[+dirty]".
+var version, commit string
 
 func versionString() string { return buildversion.Of(version) }
 
@@ -54,8 +55,8 @@ func commands() []command {
 		{"demo", "demo                           emulator + forwards to a demo sprite, to try it out", cmdDemo},
 		{"agent", "agent --listen ADDR --secret-file FILE\n" +
 			"                                           the in-sprite side of mode: mux (deployed by the daemon)", cmdAgent},
-		{"version", "version                        print the version", func(_ []string, o, _ io.Writer) error {
-			fmt.Fprintln(o, "spritefwd", versionString())
+		{"version", "version                        print the version, commit and Go version", func(_ []string, o, _ io.Writer) error {
+			fmt.Fprintln(o, "spritefwd", buildversion.Read(version, commit))
 			return nil
 		}},
 	}
