@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -117,6 +118,14 @@ func Serve(ctx context.Context, ln net.Listener, b Backend) error {
 		}
 		writeJSON(w, code, res)
 	})
+	// Profiles of the running daemon, for `go tool pprof` or curl
+	// --unix-socket; only the daemon's user can open the socket.
+	// heap?gc=1 collects garbage first, so the heap it shows is what lives.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -161,34 +170,50 @@ func NewClient(path string) *Client {
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	body, err := c.fetch(ctx, method, path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, out)
+}
+
+func (c *Client) fetch(ctx context.Context, method, path string) ([]byte, error) {
 	// The same check as the daemon's: a socket in a directory someone else
 	// controls may be theirs, serving made-up status.
 	if err := checkDir(filepath.Dir(c.path)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
+			return nil, fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
 		}
-		return err
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://spritefwd"+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
+			return nil, fmt.Errorf("%w (no daemon at %s)", ErrNotRunning, c.path)
 		}
-		return fmt.Errorf("control socket %s: %w", c.path, err)
+		return nil, fmt.Errorf("control socket %s: %w", c.path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnprocessableEntity {
-		return fmt.Errorf("control socket: HTTP %d: %s", resp.StatusCode, body)
+		return nil, fmt.Errorf("control socket: HTTP %d: %s", resp.StatusCode, body)
 	}
-	return json.Unmarshal(body, out)
+	return body, nil
+}
+
+// CollectGarbage makes the daemon run a garbage collection, so that the
+// heap the next Status reports is what is alive, not what the last burst
+// of traffic left for the collector.
+func (c *Client) CollectGarbage(ctx context.Context) error {
+	_, err := c.fetch(ctx, http.MethodGet, "/debug/pprof/heap?gc=1")
+	return err
 }
 
 // Status fetches the daemon's status.

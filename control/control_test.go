@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -57,6 +58,15 @@ func TestSocketIsPrivateAndAnswers(t *testing.T) {
 	}
 	if r, err := c.Reload(ctx); err != nil || !r.OK {
 		t.Errorf("reload: %+v, %v", r, err)
+	}
+	gcs := func() uint32 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.NumGC
+	}
+	before := gcs()
+	if err := c.CollectGarbage(ctx); err != nil || gcs() == before {
+		t.Errorf("CollectGarbage: %v; %d GCs before, %d after", err, before, gcs())
 	}
 	cancel()
 	if err := <-done; err != nil {

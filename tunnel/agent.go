@@ -108,7 +108,7 @@ func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, kee
 		log: d.log.With().Str("sprite", sprite).Str("agent", "mux").Logger()}
 	p.client = mux.NewClient(mux.ClientOptions{
 		Connect: p.connect, Buffer: set.buffer, ResumeWindow: set.window, IdleTimeout: set.idle,
-		PingInterval: keepalive, Log: p.log,
+		PingInterval: keepalive, ProbeAfter: d.hooks.MuxProbeAfter, Log: p.log,
 	})
 	return p
 }

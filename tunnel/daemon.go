@@ -38,6 +38,9 @@ type Options struct {
 	// when the config names none: a file next to the daemon, or the daemon
 	// itself when it is that binary.
 	AgentBinary func(arch string) (string, error)
+	// MuxProbeAfter is how long a mux session may stay quiet before it is
+	// pinged ahead of a new stream; zero means mux.ClientOptions' default.
+	MuxProbeAfter time.Duration
 }
 
 // linkEnv is what new links are made with. A reload swaps it atomically:

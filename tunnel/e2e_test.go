@@ -42,6 +42,12 @@ type e2e struct {
 // each rule; settings is extra top-level YAML.
 func startE2E(t *testing.T, opts spritestest.Options, maps map[string]string, settings string, rules ...string) *e2e {
 	t.Helper()
+	return startE2ETuned(t, nil, opts, maps, settings, rules...)
+}
+
+// startE2ETuned is startE2E with the daemon's options adjusted by tune.
+func startE2ETuned(t *testing.T, tune func(*tunnel.Options), opts spritestest.Options, maps map[string]string, settings string, rules ...string) *e2e {
+	t.Helper()
 	if opts.Token == "" {
 		opts.Token = e2eToken
 	}
@@ -71,7 +77,7 @@ func startE2E(t *testing.T, opts spritestest.Options, maps map[string]string, se
 		t.Fatal(err)
 	}
 	e := &e2e{sim: sim, logs: &testsvc.LogBuffer{}}
-	e.d = tunnel.New(tunnel.Options{
+	topts := tunnel.Options{
 		Log: zerolog.New(e.logs).Level(zerolog.DebugLevel),
 		Getenv: func(k string) string {
 			if k == config.TokenEnv {
@@ -79,7 +85,11 @@ func startE2E(t *testing.T, opts spritestest.Options, maps map[string]string, se
 			}
 			return ""
 		},
-	})
+	}
+	if tune != nil {
+		tune(&topts)
+	}
+	e.d = tunnel.New(topts)
 	t.Cleanup(func() { e.d.Shutdown(time.Second) })
 	if err := e.d.Apply(cfg); err != nil {
 		t.Fatal(err)

@@ -69,8 +69,13 @@ func agentBinary(t *testing.T) string {
 // emulated sprite shares this machine's network).
 func startMux(t *testing.T, opts spritestest.Options, settings string, rules ...string) *e2e {
 	t.Helper()
+	return startMuxTuned(t, nil, opts, settings, rules...)
+}
+
+func startMuxTuned(t *testing.T, tune func(*tunnel.Options), opts spritestest.Options, settings string, rules ...string) *e2e {
+	t.Helper()
 	settings = fmt.Sprintf("agent_binary: %s\nagent_port: %d\n%s", agentBinary(t), testsvc.FreePort(t), settings)
-	e := startE2E(t, opts, nil, settings, rules...)
+	e := startE2ETuned(t, tune, opts, nil, settings, rules...)
 	e.sim.CreateSprite("box")
 	return e
 }
@@ -276,13 +281,14 @@ func TestE2EMux200StreamsOneReset(t *testing.T) {
 func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
-	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	// Every new stream finds the session quiet, so it is probed first.
+	probeAlways := func(o *tunnel.Options) { o.MuxProbeAfter = time.Nanosecond }
+	e := startMuxTuned(t, probeAlways, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
 	addr := "127.0.0.1:" + e.port(t, "echo")
 	if err := echoTransfer(addr, 1000, 0); err != nil {
 		t.Fatal(err)
 	}
 	killAgent(t, e)
-	time.Sleep(2500 * time.Millisecond) // quiet long enough to be probed before use
 	if err := echoTransfer(addr, 1<<20, 1); err != nil {
 		t.Fatalf("after the agent was killed: %v\n%s", err, e.logs)
 	}
