@@ -329,18 +329,12 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 		return nil, c.closeErr(fail, hctx, err)
 	}
 	typ, msg, err := ws.Read(hctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, c.closeErr(fail, hctx, err)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
-	if typ != websocket.MessageText {
-		return nil, fail(Permanent, fmt.Errorf("%w: binary message before connected", ErrProtocol), 0, 0, "")
-	}
-	r, err := ParseInitResponse(msg)
+	r, err := c.initReply(fail, hctx, typ, msg, err)
 	if err != nil {
-		return nil, fail(Permanent, err, 0, 0, "")
+		return nil, err
 	}
 	ok = true
 	var fw *frameWriter
@@ -355,9 +349,26 @@ func (c *Client) Dial(ctx context.Context, sprite, host string, port int) (*Link
 	// Probe once a link is up: the sprite is awake and the token good, so
 	// the probe is answered at once, and a failed dial costs no second call.
 	c.maybeProbe(sprite, limit)
-	l := newLink(ws, r.Target, c, sprite, limit, fw)
+	l := newLink(ws, c, sprite, limit, fw)
+	l.target.Store(&r.Target)
 	pongs.Store(l)
 	return l, nil
+}
+
+// initReply judges the first message after the init: "connected", or the
+// close that says why not. fail makes the *Error; hctx bounded the wait.
+func (c *Client) initReply(fail func(Class, error, int, int, string) error, hctx context.Context, typ websocket.MessageType, msg []byte, err error) (InitResponse, error) {
+	if err != nil {
+		return InitResponse{}, c.closeErr(fail, hctx, err)
+	}
+	if typ != websocket.MessageText {
+		return InitResponse{}, fail(Permanent, fmt.Errorf("%w: binary message before connected", ErrProtocol), 0, 0, "")
+	}
+	r, err := ParseInitResponse(msg)
+	if err != nil {
+		return InitResponse{}, fail(Permanent, err, 0, 0, "")
+	}
+	return r, nil
 }
 
 // upgrade opens a proxy WebSocket to sprite with the given query. ctx is

@@ -23,8 +23,12 @@ import (
 // messages itself.
 type Link struct {
 	ws     *websocket.Conn
-	target string
-	seen   atomic.Int64 // unix nanos of the last data or pong received
+	target atomic.Pointer[string] // as the server reported it, once connected
+	seen   atomic.Int64           // unix nanos of the last data or pong received
+
+	// start is set on a Link begun on a Spare: its init went out without
+	// waiting, and "connected" is still to come.
+	start *spareStart
 
 	// The sprite's message limit, shared by its links and read per write,
 	// so that what one link or probe learns applies to all at once.
@@ -47,17 +51,37 @@ type Link struct {
 // bytes are allowed.
 var ErrTextFrame = errors.New("text frame in the data phase")
 
-func newLink(ws *websocket.Conn, target string, c *Client, sprite string, limit *msgLimit, fw *frameWriter) *Link {
-	l := &Link{ws: ws, target: target, client: c, sprite: sprite, limit: limit, fw: fw}
+func newLink(ws *websocket.Conn, c *Client, sprite string, limit *msgLimit, fw *frameWriter) *Link {
+	l := &Link{ws: ws, client: c, sprite: sprite, limit: limit, fw: fw}
 	l.touch()
 	return l
 }
 
-// Target is the address the server connected to, as it reported it.
-func (l *Link) Target() string { return l.target }
+// Target is the address the server connected to, as it reported it; empty
+// until then.
+func (l *Link) Target() string {
+	if t := l.target.Load(); t != nil {
+		return *t
+	}
+	return ""
+}
+
+// Connected waits for the server's "connected" on a Link begun with
+// Spare.Start, and returns why not if it did not come: an *Error, as Dial
+// would have. A Link from Dial is connected already. Reads wait for it
+// themselves; writes need not, since the server reads them after it dials.
+func (l *Link) Connected(ctx context.Context) error {
+	if l.start == nil {
+		return nil
+	}
+	return l.start.wait(ctx, l)
+}
 
 // Read reads raw bytes from the sprite, across message boundaries.
 func (l *Link) Read(p []byte) (int, error) {
+	if err := l.Connected(context.Background()); err != nil {
+		return 0, err
+	}
 	l.readMu.Lock()
 	defer l.readMu.Unlock()
 	for {
