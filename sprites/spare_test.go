@@ -114,3 +114,31 @@ func TestSpareDiesWithItsSprite(t *testing.T) {
 		t.Errorf("%d wakes: noticing a dead spare must not wake its sprite", st.Wakes)
 	}
 }
+
+// A server that counts open WebSockets as activity keeps a sprite awake
+// while a Spare waits, pings or not, and lets it sleep once the Spare
+// closes; the default server counts only traffic and pings.
+func TestSpareKeepsSpriteAwakeWhereLinksCount(t *testing.T) {
+	for _, counts := range []bool{true, false} {
+		e := newEnv(t, spritestest.Options{IdleSleep: 200 * time.Millisecond, LinksKeepAwake: counts}, sprites.Options{})
+		sp, err := e.client.DialSpare(context.Background(), "db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counts {
+			time.Sleep(600 * time.Millisecond) // three idle periods
+			if st, _ := e.sim.SpriteStats("db"); st.Sleeps != 0 || st.WaitingLinks != 1 {
+				t.Fatalf("with a waiting link open: %+v", st)
+			}
+			sp.CloseNow()
+		}
+		testsvc.Eventually(t, "the sprite to sleep", func() bool {
+			st, _ := e.sim.SpriteStats("db")
+			return st.Sleeps == 1 && st.WaitingLinks == 0
+		})
+		if !counts {
+			testsvc.Eventually(t, "the sleep to cut the spare", sp.Dead)
+		}
+		sp.CloseNow()
+	}
+}

@@ -73,7 +73,7 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 		return
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		OnPingReceived: func(context.Context, []byte) bool { s.touch(sp); return true },
+		OnPingReceived: func(context.Context, []byte) bool { sp.pinged.Store(time.Now().UnixNano()); return true },
 	})
 	if err != nil {
 		return
@@ -105,6 +105,15 @@ func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, sp *sprite)
 	}
 	if err != nil {
 		_ = ws.CloseNow() // as the real server does after a failed read: no close frame
+		return
+	}
+	s.mu.Lock()
+	stall := s.stallInits && !fromQuery
+	s.mu.Unlock()
+	if stall {
+		for err == nil { // until the client or a sleep ends it
+			_, _, err = ws.Read(ctx)
+		}
 		return
 	}
 	target, err := s.dialTarget(sp, host, port)

@@ -67,6 +67,11 @@ type Options struct {
 	// NoQueryInit plays a server that ignores ?host=&port= and waits for
 	// the init message, as the API reference describes it.
 	NoQueryInit bool
+	// LinksKeepAwake plays a server that counts every open proxy
+	// WebSocket as activity, waiting links included, as the protocol notes
+	// say the real one does; the sprite's idle timer runs only while none
+	// is open. Without it, only traffic and pings count.
+	LinksKeepAwake bool
 	Faults
 	Logger *zerolog.Logger
 }
@@ -91,10 +96,11 @@ type Server struct {
 
 	offline atomic.Bool
 
-	mu      sync.Mutex
-	faults  Faults
-	sprites map[string]*sprite
-	closed  bool
+	mu         sync.Mutex
+	faults     Faults
+	stallInits bool // see StallInits
+	sprites    map[string]*sprite
+	closed     bool
 
 	ln     net.Listener
 	http   *http.Server
@@ -108,14 +114,18 @@ type Server struct {
 }
 
 type sprite struct {
-	name     string
-	id       string
-	created  time.Time
-	state    string        // running, warm, cold
-	slept    time.Time     // when it went to sleep
-	waking   chan struct{} // non-nil while waking; closed when it runs
-	wakeT    *time.Timer
-	active   time.Time
+	name    string
+	id      string
+	created time.Time
+	state   string        // running, warm, cold
+	slept   time.Time     // when it went to sleep
+	waking  chan struct{} // non-nil while waking; closed when it runs
+	wakeT   *time.Timer
+	active  time.Time
+	// pinged is when a link last got a ping, in unix nanos: activity that
+	// the janitor folds into active. A ping cannot take the server's lock,
+	// because a cut closes links under it and waits for their readers.
+	pinged   atomic.Int64
 	ports    map[int]string // port inside the sprite → real address (host:port or unix:/path)
 	links    map[*link]struct{}
 	inits    map[*websocket.Conn]struct{} // proxy WebSockets still waiting for their init
@@ -133,8 +143,9 @@ type Stats struct {
 	ProxyConnects int64  `json:"proxy_connects"`
 	QueryInits    int64  `json:"query_inits"` // links whose target came from ?host=&port=
 	ActiveLinks   int    `json:"active_links"`
-	BytesIn       int64  `json:"bytes_in"`  // client → sprite
-	BytesOut      int64  `json:"bytes_out"` // sprite → client
+	WaitingLinks  int    `json:"waiting_links"` // upgraded, waiting for their init
+	BytesIn       int64  `json:"bytes_in"`      // client → sprite
+	BytesOut      int64  `json:"bytes_out"`     // sprite → client
 }
 
 // New returns an unstarted server; call Serve or Start.
@@ -331,6 +342,16 @@ func (s *Server) SetFaults(f Faults) {
 	}
 }
 
+// StallInits makes the server read each init message and then do nothing:
+// no dial, no answer, no close, as a server end that is gone behind an
+// edge that still answers pings. Links with their target in the query
+// are not affected.
+func (s *Server) StallInits(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stallInits = on
+}
+
 func (s *Server) currentFaults() Faults {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -372,6 +393,7 @@ func (s *Server) SpriteStats(name string) (Stats, bool) {
 	st := sp.stats
 	st.State = sp.state
 	st.ActiveLinks = len(sp.links)
+	st.WaitingLinks = len(sp.inits)
 	return st, true
 }
 
@@ -452,6 +474,12 @@ func (s *Server) janitor() {
 		case now := <-t.C:
 			s.mu.Lock()
 			for _, sp := range s.sprites {
+				if p := time.Unix(0, sp.pinged.Load()); sp.state == "running" && p.After(sp.active) {
+					sp.active = p
+				}
+				if s.opts.LinksKeepAwake && sp.state == "running" && len(sp.links)+len(sp.inits) > 0 {
+					sp.active = now
+				}
 				switch {
 				case sp.state == "running" && s.opts.IdleSleep > 0 && sp.execs == 0 && now.Sub(sp.active) >= s.opts.IdleSleep:
 					s.sleepLocked(sp, now)
