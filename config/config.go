@@ -60,8 +60,12 @@ type Config struct {
 	ShutdownGrace    time.Duration
 	HalfCloseTimeout time.Duration
 	MaxMessage       int
-	MetricsListen    string
-	AllowPublic      bool
+	// WarmLinks is how many spare proxy links a sprite in use keeps
+	// upgraded for its next direct-mode connections; 0 turns them off.
+	WarmLinks     int
+	WarmLinger    time.Duration
+	MetricsListen string
+	AllowPublic   bool
 	// AllowInsecureHTTP lets api_url be http:// to a host that is not
 	// loopback, which sends the token in clear.
 	AllowInsecureHTTP bool
@@ -149,6 +153,7 @@ func Default() *Config {
 		APIURL: DefaultAPIURL, TokenFile: DefaultTokenFile,
 		Keepalive: DefaultKeepalive, WakeTimeout: DefaultWakeTimeout, ShutdownGrace: DefaultShutdownGrace,
 		HalfCloseTimeout: DefaultHalfCloseTimeout, MaxMessage: DefaultMaxMessage,
+		WarmLinks: DefaultWarmLinks, WarmLinger: DefaultWarmLinger,
 		AgentPort: DefaultAgentPort, AgentDir: DefaultAgentDir, MuxIdleTimeout: DefaultMuxIdleTimeout,
 		ResumeWindow: DefaultResumeWindow, ResumeBuffer: DefaultResumeBuffer,
 	}

@@ -17,6 +17,8 @@ const (
 	DefaultBind             = "127.0.0.1"      // listen host when a rule gives only a port
 	DefaultKeepAwake        = WhileConnected
 	DefaultMode             = Direct
+	DefaultWarmLinks        = 2                // spare links per sprite in use, in direct mode
+	DefaultWarmLinger       = 10 * time.Second // spares are kept this long after the last connection
 
 	// Mux mode (see the agent).
 	DefaultAgentPort      = 7022             // where the agent listens inside the sprite

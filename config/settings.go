@@ -94,6 +94,14 @@ var topSettings = []setting[*topState]{
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			s.cfg.MaxMessage = p.intIn(v, k, 512, 16<<20, s.cfg.MaxMessage)
 		}},
+	{"warm_links", strconv.Itoa(DefaultWarmLinks), "direct: spare links kept upgraded per sprite while it is in use; 0 turns them off",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			s.cfg.WarmLinks = p.intIn(v, k, 0, 16, s.cfg.WarmLinks)
+		}},
+	{"warm_linger", DefaultWarmLinger.String(), "direct: how long spare links outlive a sprite's last connection",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			s.cfg.WarmLinger = p.duration(v, k, 0, 10*time.Minute, s.cfg.WarmLinger)
+		}},
 	{"metrics_listen", "(off)", "serve Prometheus metrics on this host:port",
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			if addr, ok := p.str(v, k); ok {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/tunnel"
 )
 
@@ -65,6 +66,8 @@ var (
 	descWakes  = prometheus.NewDesc("spritefwd_wakes_total", "Wakes of the forward's sprite that spritefwd waited for.", []string{"forward"}, nil)
 	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening.", []string{"forward", "listen", "target"}, nil)
 	descResume = prometheus.NewDesc("spritefwd_resumptions_total", "Mux streams moved to a new link after a drop.", []string{"forward"}, nil)
+	descWarm   = prometheus.NewDesc("spritefwd_warm_links", "Spare proxy links the forward's sprite holds now, upgraded for the next direct-mode connections.", []string{"forward"}, nil)
+	descWarmC  = prometheus.NewDesc("spritefwd_warm_connections_total", "Direct-mode connections by how they got their link: hit (a spare), miss (none at hand, a fresh dial), fallback (the spare failed or was late; a fresh dial took over).", []string{"forward", "result"}, nil)
 	descMaxMsg = prometheus.NewDesc("spritefwd_max_message_bytes", "Largest WebSocket message sent to the forward's sprite now; state says whether the sprite's limit is unknown, accepted, refused or configured.", []string{"forward", "state"}, nil)
 )
 
@@ -72,7 +75,7 @@ var (
 type collector struct{ status func() []tunnel.Status }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume, descMaxMsg} {
+	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume, descWarm, descWarmC, descMaxMsg} {
 		ch <- d
 	}
 }
@@ -91,6 +94,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descWakes, prometheus.CounterValue, float64(s.Wakes), s.Name)
 		ch <- prometheus.MustNewConstMetric(descResume, prometheus.CounterValue, float64(s.Resumptions), s.Name)
+		if s.Mode == config.Direct {
+			ch <- prometheus.MustNewConstMetric(descWarm, prometheus.GaugeValue, float64(s.WarmLinks), s.Name)
+			ch <- prometheus.MustNewConstMetric(descWarmC, prometheus.CounterValue, float64(s.WarmHits), s.Name, "hit")
+			ch <- prometheus.MustNewConstMetric(descWarmC, prometheus.CounterValue, float64(s.WarmMisses), s.Name, "miss")
+			ch <- prometheus.MustNewConstMetric(descWarmC, prometheus.CounterValue, float64(s.WarmFallbacks), s.Name, "fallback")
+		}
 		ch <- prometheus.MustNewConstMetric(descMaxMsg, prometheus.GaugeValue, float64(s.MaxMessage.Bytes), s.Name, string(s.MaxMessage.State))
 		up := 0.0
 		if s.State == tunnel.StateListening {

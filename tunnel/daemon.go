@@ -47,6 +47,7 @@ type Options struct {
 // links already open keep theirs.
 type linkEnv struct {
 	client    *sprites.Client
+	warm      *warmPools // the sprites' spare links, made with client
 	keepalive time.Duration
 	halfClose time.Duration
 }
@@ -142,7 +143,8 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		client.Close()
 		return errors.New("daemon is shut down")
 	}
-	old := d.env.Swap(&linkEnv{client: client, keepalive: cfg.Keepalive, halfClose: cfg.HalfCloseTimeout})
+	warm := newWarmPools(client, warmSettings{size: cfg.WarmLinks, linger: cfg.WarmLinger, ping: min(cfg.Keepalive, warmPing)}, d.log)
+	old := d.env.Swap(&linkEnv{client: client, warm: warm, keepalive: cfg.Keepalive, halfClose: cfg.HalfCloseTimeout})
 	want := map[string]config.Forward{}
 	for _, r := range cfg.Forwards {
 		want[r.Name] = r
@@ -218,6 +220,7 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		d.log.Warn().Str("config", cfg.File).Msg("config has no forwards; add some under forwards:")
 	}
 	if old != nil {
+		old.warm.close()
 		old.client.Close()
 	}
 	return nil
@@ -411,6 +414,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	d.stopOnce.Do(func() { close(d.stopWatch) })
 	d.watchDone.Wait()
 	if env := d.env.Load(); env != nil {
+		env.warm.close()
 		env.client.Close()
 	}
 }

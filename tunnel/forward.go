@@ -404,23 +404,55 @@ func (f *forward) handleDirect(c net.Conn) {
 	env := f.d.env.Load()
 	log := f.log.With().Str("client", c.RemoteAddr().String()).Logger()
 	start := f.d.clock.Now()
-	link, err := Connect(f.ctx, f.waker, f.rule.Port, func(ctx context.Context) (*sprites.Link, error) {
-		return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
-	})
-	if err != nil {
-		// Log before the reset, so that whoever sees the reset can find
-		// the reason already written.
-		if f.ctx.Err() == nil {
-			f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
-			f.warn(err, advice(f.rule, err))
+	linkUp := func(link directLink) {
+		setup := f.d.clock.Now().Sub(start)
+		log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
+		if f.d.hooks.OnLinkSetup != nil {
+			f.d.hooks.OnLinkSetup(f.rule.Name, setup)
 		}
-		mux.Reset(c)
-		return
 	}
-	setup := f.d.clock.Now().Sub(start)
-	log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
-	if f.d.hooks.OnLinkSetup != nil {
-		f.d.hooks.OnLinkSetup(f.rule.Name, setup)
+	connect := func(ctx context.Context) (directLink, error) {
+		l, err := Connect(ctx, f.waker, f.rule.Port, func(ctx context.Context) (*sprites.Link, error) {
+			return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
+	var pool *warmPool
+	if f.rule.KeepAwake != config.Never {
+		// Pinged spares keep a sprite awake, which keep_awake: never forbids.
+		pool = env.warm.get(f.rule.Sprite)
+	}
+	if pool != nil {
+		pool.acquire()
+		defer pool.release()
+	}
+	link := f.startOnSpare(pool, connect, func(how warmOutcome, l directLink) {
+		if how == warmHit {
+			f.waker.connected()
+		}
+		pool.connected()
+		linkUp(l)
+	})
+	if link == nil {
+		l, err := connect(f.ctx)
+		if err != nil {
+			// Log before the reset, so that whoever sees the reset can find
+			// the reason already written.
+			if f.ctx.Err() == nil {
+				f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
+				f.warn(err, advice(f.rule, err))
+			}
+			mux.Reset(c)
+			return
+		}
+		if pool != nil {
+			pool.connected()
+		}
+		linkUp(l)
+		link = l
 	}
 
 	local, ok := c.(Local)
@@ -469,9 +501,17 @@ func (f *forward) handleDirect(c net.Conn) {
 	stopAbort()
 	stopPings()
 	ka.Wait()
+	var setupErr *SetupError
 	switch {
 	case evicted.Load():
 		// Made room for a new connection: counted as lingering_evicted.
+	case errors.As(res.Err, &setupErr):
+		// Begun on a spare, the connection relayed before its link was up;
+		// it failed as a connect does, and is reported as one.
+		if f.ctx.Err() == nil {
+			f.stats.recordError(ErrorClass(setupErr.Err), setupErr.Err, f.d.clock.Now())
+			f.warn(setupErr.Err, advice(f.rule, setupErr.Err))
+		}
 	case res.End == EndLinkBroken && errors.Is(res.Err, ErrLinkDead):
 		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
 		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())
@@ -492,6 +532,41 @@ func (f *forward) handleDirect(c net.Conn) {
 	default:
 		log.Debug().Str("end", res.End.String()).Msg("connection closed")
 	}
+}
+
+// startOnSpare begins the connection on one of the sprite's spare links,
+// if the pool has one that answered lately: the init goes out now and the
+// client's bytes follow it, and connect races it if "connected" is late.
+// up is called once a link is up, with how. It returns nil on a miss.
+func (f *forward) startOnSpare(pool *warmPool, connect func(context.Context) (directLink, error), up func(warmOutcome, directLink)) directLink {
+	if pool == nil {
+		return nil
+	}
+	sp := pool.take()
+	if sp == nil {
+		f.stats.WarmMisses.Add(1)
+		return nil
+	}
+	first, err := sp.Start(f.rule.Host, f.rule.Port)
+	if err != nil {
+		f.stats.WarmMisses.Add(1) // it died as it was taken
+		return nil
+	}
+	return startWarm(f.ctx, first, pool.fallbackAfter(), connect, func(how warmOutcome, l directLink, err error) {
+		switch how {
+		case warmHit:
+			f.stats.WarmHits.Add(1)
+		case warmFallback:
+			f.stats.WarmFallbacks.Add(1)
+			f.log.Debug().Msg("a spare link did not answer in time; a fresh link took the connection")
+		default:
+			f.stats.WarmFallbacks.Add(1)
+			return
+		}
+		if err == nil {
+			up(how, l)
+		}
+	})
 }
 
 // noHalfClose adapts a net.Conn that cannot half-close.
@@ -592,6 +667,8 @@ type Status struct {
 	Agent       *AgentStatus `json:"agent,omitempty"` // mux mode
 	// MaxMessage is what is known of the sprite's message limit.
 	MaxMessage sprites.MessageLimit `json:"max_message"`
+	// WarmLinks is how many spare links the sprite holds now (direct mode).
+	WarmLinks int `json:"warm_links"`
 	StatsSnapshot
 }
 
@@ -608,7 +685,11 @@ func (f *forward) status() Status {
 	st.SpriteState, st.LastWake = f.waker.State()
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()
-	st.MaxMessage = f.d.env.Load().client.MessageLimit(f.rule.Sprite)
+	env := f.d.env.Load()
+	st.MaxMessage = env.client.MessageLimit(f.rule.Sprite)
+	if f.rule.Mode == config.Direct {
+		st.WarmLinks = env.warm.count(f.rule.Sprite)
+	}
 	if f.rule.Mode == config.Mux {
 		as := AgentStatus{State: "idle"}
 		if p := f.pool.Load(); p != nil {

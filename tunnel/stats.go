@@ -18,6 +18,11 @@ type Stats struct {
 
 	Resumptions atomic.Int64 // mux streams moved to a new link
 
+	// Direct-mode connections begun on a spare link that answered in time
+	// (hits), on a fresh link because none was at hand (misses), or on a
+	// fresh link after the spare failed or was late (fallbacks).
+	WarmHits, WarmMisses, WarmFallbacks atomic.Int64
+
 	mu        sync.Mutex
 	errors    map[string]int64
 	lastErr   string
@@ -91,18 +96,21 @@ func (s *Stats) recordError(class string, err error, now time.Time) {
 
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
-	Open        int64            `json:"open"`
-	Lingering   int64            `json:"lingering"`
-	Evicted     int64            `json:"lingering_evicted,omitempty"`
-	Total       int64            `json:"total"`
-	BytesIn     int64            `json:"bytes_in"`
-	BytesOut    int64            `json:"bytes_out"`
-	Wakes       int64            `json:"wakes"`        // of the forward's sprite
-	WakeWait    time.Duration    `json:"wake_wait_ns"` // summed over those wakes
-	Errors      map[string]int64 `json:"errors,omitempty"`
-	LastError   string           `json:"last_error,omitempty"`
-	LastErrorAt time.Time        `json:"last_error_at,omitzero"`
-	Resumptions int64            `json:"resumptions,omitempty"`
+	Open          int64            `json:"open"`
+	Lingering     int64            `json:"lingering"`
+	Evicted       int64            `json:"lingering_evicted,omitempty"`
+	Total         int64            `json:"total"`
+	BytesIn       int64            `json:"bytes_in"`
+	BytesOut      int64            `json:"bytes_out"`
+	Wakes         int64            `json:"wakes"`        // of the forward's sprite
+	WakeWait      time.Duration    `json:"wake_wait_ns"` // summed over those wakes
+	Errors        map[string]int64 `json:"errors,omitempty"`
+	LastError     string           `json:"last_error,omitempty"`
+	LastErrorAt   time.Time        `json:"last_error_at,omitzero"`
+	Resumptions   int64            `json:"resumptions,omitempty"`
+	WarmHits      int64            `json:"warm_hits,omitempty"`
+	WarmMisses    int64            `json:"warm_misses,omitempty"`
+	WarmFallbacks int64            `json:"warm_fallbacks,omitempty"`
 	// ResumeTimes are the latest resumptions' durations, oldest first.
 	ResumeTimes []time.Duration `json:"resume_times_ns,omitempty"`
 }
@@ -120,5 +128,6 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	snap.Evicted = s.Evicted.Load()
 	snap.BytesIn, snap.BytesOut = s.BytesIn.Load(), s.BytesOut.Load()
 	snap.Resumptions = s.Resumptions.Load()
+	snap.WarmHits, snap.WarmMisses, snap.WarmFallbacks = s.WarmHits.Load(), s.WarmMisses.Load(), s.WarmFallbacks.Load()
 	return snap
 }

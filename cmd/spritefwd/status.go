@@ -144,6 +144,12 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			fmt.Fprintln(w)
 		}
 	}
+	for _, f := range st.Forwards {
+		if n := f.WarmHits + f.WarmMisses + f.WarmFallbacks; n > 0 || f.WarmLinks > 0 {
+			fmt.Fprintf(w, "\nwarm %s: %d spare links; of %d connections, %d on a spare, %d dialled fresh, %d fell back from a spare\n",
+				p(f.Name), f.WarmLinks, n, f.WarmHits, f.WarmMisses, f.WarmFallbacks)
+		}
+	}
 	// A small limit costs throughput, so it is worth a line; one per sprite.
 	small := map[string]bool{}
 	for _, f := range st.Forwards {
