@@ -553,6 +553,9 @@ func (f *forward) startOnSpare(pool *warmPool, connect func(context.Context) (di
 		return nil
 	}
 	return startWarm(f.ctx, first, pool.fallbackAfter(), connect, func(how warmOutcome, l directLink, err error) {
+		if f.ctx.Err() != nil {
+			return // shut down or drained: not the spare's doing
+		}
 		switch how {
 		case warmHit:
 			f.stats.WarmHits.Add(1)
