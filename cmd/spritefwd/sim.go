@@ -78,6 +78,7 @@ func simFlags(fs *flag.FlagSet, o *spritestest.Options) (coldProxy, targetEOF *s
 	fs.DurationVar(&o.ColdAfter, "cold-after", 0, "a sleeping sprite is warm this long before it turns cold (0: straight to cold)")
 	fs.DurationVar(&o.WakeDelay, "wake-delay", spritestest.DefaultWakeDelay, "how long a wake takes (the real service: 1-12s cold)")
 	fs.DurationVar(&o.MaxWait, "max-wait", spritestest.DefaultMaxWait, "with --cold-proxy block: how long a connect is held before 503")
+	fs.BoolVar(&o.LinksKeepAwake, "links-keep-awake", false, "count every open proxy WebSocket as activity, as the protocol notes say the real server does (default: only traffic and pings)")
 	fs.Int64Var(&o.MaxMessage, "max-message", spritestest.DefaultMaxMessage, "largest client message accepted; larger ones close the link with 1009")
 	fs.DurationVar(&o.Latency, "latency", 0, "one-way delay added to every message (100ms gives a 200ms round trip)")
 	fs.Float64Var(&o.DropRate, "drop-rate", 0, "chance per second that each link is cut")
