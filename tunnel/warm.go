@@ -216,21 +216,12 @@ func (p *warmPool) fillLocked() {
 	}
 }
 
-// dialOne adds a spare, pinged once so that it is known to answer and the
-// round trip is measured before a connection relies on either.
+// dialOne adds a spare. A spare just upgraded has answered, so it is
+// usable at once; its first ping, beside it, measures the round trip.
 func (p *warmPool) dialOne() {
 	defer p.wg.Done()
 	s, err := p.dial(p.ctx)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(p.ctx, max(p.set.ping, time.Second))
-		err = s.Ping(ctx)
-		cancel()
-		if err != nil {
-			s.CloseNow()
-		}
-	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.dialing--
 	if err != nil {
 		// Perhaps asleep: no more spares until a real link gets through.
@@ -238,14 +229,39 @@ func (p *warmPool) dialOne() {
 		if p.ctx.Err() == nil {
 			p.log.Debug().Err(err).Msg("spare link failed; none until a connection reaches the sprite")
 		}
+		p.mu.Unlock()
 		return
 	}
 	if p.closed || !p.holding {
+		p.mu.Unlock()
 		s.CloseNow()
 		return
 	}
-	p.noteRTTLocked(s.RTT())
 	p.spares = append(p.spares, s)
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(p.ctx, max(p.set.ping, time.Second))
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		p.drop(s)
+		return
+	}
+	p.mu.Lock()
+	p.noteRTTLocked(s.RTT())
+	p.mu.Unlock()
+}
+
+// drop removes s, which failed a ping, if the pool still holds it: the
+// sprite may be asleep, so no more spares until a link gets through.
+func (p *warmPool) drop(s spareLink) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, held := range p.spares {
+		if held == s {
+			p.dropLocked(i)
+			p.running = false
+			return
+		}
+	}
 }
 
 func (p *warmPool) noteRTTLocked(rtt time.Duration) {
@@ -289,19 +305,15 @@ func (p *warmPool) pingLoop() {
 			})
 		}
 		wg.Wait()
+		for i, s := range spares {
+			if failed[i] {
+				p.drop(s)
+			}
+		}
 		p.mu.Lock()
 		for i, s := range spares {
-			for j, held := range p.spares {
-				if held != s {
-					continue
-				}
-				if failed[i] {
-					p.dropLocked(j)
-					p.running = false
-				} else {
-					p.noteRTTLocked(s.RTT())
-				}
-				break
+			if !failed[i] {
+				p.noteRTTLocked(s.RTT())
 			}
 		}
 		p.mu.Unlock()
