@@ -1,20 +1,34 @@
 package bench
 
 import (
+	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/control"
 	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
+	"github.com/spritefwd/spritefwd/tunnel"
+)
+
+var (
+	wanSeconds = flag.Float64("wan-seconds", 1.5, "bench-wan: seconds of the link's rate per throughput transfer")
+	wanRates   = flag.String("wan-rates", "20,100,1000", "bench-wan: link rates for the throughput rows, in Mbit/s")
 )
 
 // wanRig is one emulator over TLS, a shaper in front of it and a daemon
@@ -23,28 +37,137 @@ type wanRig struct {
 	e      *env
 	simURL string // straight to the emulator, for its counters
 	caFile string
+	socket string // the daemon's control socket
 	shaper *shaper
 	fwd    map[string]string
 }
 
 // wanRig starts a rig whose resources end with e.t; name must be unique.
+// Sprite s has the echo server on port 7 and the sink on 9.
 func (e *env) wanRig(name string, rtt time.Duration, bitsPerSec int64) *wanRig {
-	r := &wanRig{e: e, caFile: filepath.Join(e.dir, name+"-ca.pem")}
-	r.simURL = e.startSim("--tls", "--tls-ca-out", r.caFile, "--map", "s:7="+e.echoAddr, "--map", "s:9="+e.sinkAddr)
-	r.shaper = newShaper(e.t, strings.TrimPrefix(r.simURL, "https://"))
-	r.shaper.set(rtt, 0, bitsPerSec)
 	_, echoPort, _ := net.SplitHostPort(e.echoAddr)
 	_, sinkPort, _ := net.SplitHostPort(e.sinkAddr)
-	_, r.fwd = e.startDaemon(name, "https://"+r.shaper.addr, fmt.Sprintf(`ca_file: %s
-agent_port: %d
-agent_dir: %s
-forwards:
+	return e.wanRigWith(name, rtt, bitsPerSec, []string{"s:7=" + e.echoAddr, "s:9=" + e.sinkAddr}, fmt.Sprintf(`
   - {name: echo, listen: 0, sprite: s, port: 7}
   - {name: sink, listen: 0, sprite: s, port: 9}
   - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux}
   - {name: msink, listen: 0, sprite: s, port: %s, mode: mux}
-`, r.caFile, testsvc.FreePort(e.t), filepath.Join(e.dir, "agent-"+name), echoPort, sinkPort))
+`, echoPort, sinkPort))
+}
+
+// wanRigWith starts a rig whose emulator has maps (sprite:port=address)
+// and whose daemon has forwards (YAML list items).
+func (e *env) wanRigWith(name string, rtt time.Duration, bitsPerSec int64, maps []string, forwards string) *wanRig {
+	r := &wanRig{e: e, caFile: filepath.Join(e.dir, name+"-ca.pem"), socket: filepath.Join(e.dir, name+".sock")}
+	args := []string{"--tls", "--tls-ca-out", r.caFile}
+	for _, m := range maps {
+		args = append(args, "--map", m)
+	}
+	r.simURL = e.startSim(args...)
+	r.shaper = newShaper(e.t, strings.TrimPrefix(r.simURL, "https://"))
+	r.shaper.set(rtt, 0, bitsPerSec)
+	_, r.fwd = e.startDaemon(name, "https://"+r.shaper.addr, fmt.Sprintf("ca_file: %s\nagent_port: %d\nagent_dir: %s\nforwards:%s",
+		r.caFile, testsvc.FreePort(e.t), filepath.Join(e.dir, "agent-"+name), forwards))
 	return r
+}
+
+// wanApps runs real programs across the shaper: scp of 256 MiB into the
+// sprite, and pgbench with 4 clients (select-only; once on 4 connections,
+// once with a connection per transaction), each through a direct and a
+// mux forward and through the shaped path alone, to the same server.
+func (e *env) wanApps(rtt time.Duration, bitsPerSec int64) []result {
+	t := e.t
+	pg := testsvc.StartPostgres(t)
+	if out, err := testsvc.Command(context.Background(), t, "pgbench", "-i", "-q", "-h", pg.Dir, "-p", strconv.Itoa(pg.Port), "-U", "postgres", "postgres").CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v %s", err, out)
+	}
+	sshd := testsvc.StartSSHD(t)
+	_, sshPort, _ := net.SplitHostPort(sshd.Addr)
+	pgAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(pg.Port))
+	r := e.wanRigWith("apps", rtt, bitsPerSec, []string{"s:22=" + sshd.Addr, "s:5432=" + pgAddr}, fmt.Sprintf(`
+  - {name: ssh, listen: 0, sprite: s, port: 22}
+  - {name: pg, listen: 0, sprite: s, port: 5432}
+  - {name: mssh, listen: 0, sprite: s, port: %s, mode: mux}
+  - {name: mpg, listen: 0, sprite: s, port: %d, mode: mux}
+`, sshPort, pg.Port))
+	plainSSH, plainPG := newShaper(t, sshd.Addr), newShaper(t, pgAddr)
+	plainSSH.set(rtt, 0, bitsPerSec)
+	plainPG.set(rtt, 0, bitsPerSec)
+	// Deploy the agent first: the first mux connection is measured elsewhere.
+	if c, err := net.Dial("tcp", r.fwd["mssh"]); err != nil {
+		t.Fatal(err)
+	} else {
+		c.SetReadDeadline(time.Now().Add(time.Minute))
+		_, err = io.ReadFull(c, make([]byte, 4)) // "SSH-"
+		c.Close()
+		if err != nil {
+			t.Fatalf("the agent's first connection: %v", err)
+		}
+	}
+
+	const size = 256 << 20
+	src := filepath.Join(t.TempDir(), "payload")
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	data = nil
+	dstDir := t.TempDir()
+	scp := func(addr, name string) float64 {
+		_, port, _ := net.SplitHostPort(addr)
+		dst := filepath.Join(dstDir, name)
+		start := time.Now()
+		args := append(sshd.SSHArgs("-P", "127.0.0.1", port), "-q", src, sshd.User+"@127.0.0.1:"+dst)
+		if out, err := testsvc.Command(context.Background(), t, "scp", args...).CombinedOutput(); err != nil {
+			t.Fatalf("scp through %s: %v\n%s", name, err, out)
+		}
+		took := time.Since(start)
+		got, err := os.ReadFile(dst)
+		if err != nil || sha256.Sum256(got) != want {
+			t.Fatalf("scp through %s: the copy differs (%v)", name, err)
+		}
+		os.Remove(dst)
+		return float64(size) * 8 / took.Seconds() / float64(bitsPerSec)
+	}
+	v := map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "rate_mbit": float64(bitsPerSec) / 1e6}
+	v["scp_shaped_alone_of_rate"] = scp(plainSSH.addr, "alone")
+	v["scp_direct_of_rate"] = scp(r.fwd["ssh"], "direct")
+	v["scp_mux_of_rate"] = scp(r.fwd["mssh"], "mux")
+	rows := []result{{
+		Name:  fmt.Sprintf("scp of 256 MiB into the sprite at %v round trip and %d Mbit/s, as a fraction of the link's rate", rtt, bitsPerSec/1_000_000),
+		Value: v,
+		Note:  "one run per path, checksummed; shaped_alone is scp to the same sshd through the shaper without spritefwd; the time includes ssh's own handshake round trips",
+	}}
+
+	pgbench := func(addr string, extra ...string) float64 {
+		_, port, _ := net.SplitHostPort(addr)
+		args := append([]string{"-c", "4", "-j", "2", "-T", "10", "-S", "-n", "-h", "127.0.0.1", "-p", port, "-U", "postgres"}, extra...)
+		out, err := testsvc.Command(context.Background(), t, "pgbench", append(args, "postgres")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("pgbench: %v\n%s", err, out)
+		}
+		m := tps.FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("pgbench printed no tps:\n%s", out)
+		}
+		tps, _ := strconv.ParseFloat(string(m[1]), 64)
+		return tps
+	}
+	for _, mode := range []struct {
+		name  string
+		extra []string
+	}{{"pgbench -c 4 -S", nil}, {"pgbench -c 4 -S -C (a connection per transaction)", []string{"-C"}}} {
+		alone, direct, muxed := pgbench(plainPG.addr, mode.extra...), pgbench(r.fwd["pg"], mode.extra...), pgbench(r.fwd["mpg"], mode.extra...)
+		rows = append(rows, result{
+			Name: fmt.Sprintf("%s at %v round trip and %d Mbit/s", mode.name, rtt, bitsPerSec/1_000_000),
+			Value: map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "shaped_alone_tps": alone, "direct_tps": direct, "mux_tps": muxed,
+				"direct_vs_alone": direct / alone, "mux_vs_alone": muxed / alone},
+			Note: "one 10-second run per path; shaped_alone connects to PostgreSQL through the shaper without spritefwd (each new connection then costs its TCP handshake, which the shaper cannot delay, and PostgreSQL's start-up exchange)",
+		})
+	}
+	return rows
 }
 
 // handshakes reads the emulator's TLS counters, straight (not shaped).
@@ -69,6 +192,55 @@ func (r *wanRig) handshakes() spritestest.TLSStats {
 	return st
 }
 
+// forward reads the daemon's status of one forward.
+func (r *wanRig) forward(name string) tunnel.Status {
+	c := control.NewClient(r.socket)
+	defer c.Close()
+	st, err := c.Status(context.Background())
+	if err != nil {
+		r.e.t.Fatal(err)
+	}
+	for _, f := range st.Forwards {
+		if f.Name == name {
+			return f
+		}
+	}
+	r.e.t.Fatalf("no forward %s", name)
+	return tunnel.Status{}
+}
+
+// warmTimed measures n connections to the direct forward fwd while another
+// connection holds it in use, each once the sprite's spare links are back
+// (a user opening connections seconds apart, not a burst).
+func (r *wanRig) warmTimed(fwd string, n int) ([]time.Duration, tunnel.Status) {
+	held, err := net.Dial("tcp", r.fwd[fwd])
+	if err != nil {
+		r.e.t.Fatal(err)
+	}
+	defer held.Close()
+	held.Write([]byte{1})
+	if _, err := io.ReadFull(held, make([]byte, 1)); err != nil {
+		r.e.t.Fatal(err)
+	}
+	before := r.forward(fwd)
+	var ds []time.Duration
+	for range n {
+		for start := time.Now(); r.forward(fwd).WarmLinks < config.DefaultWarmLinks; time.Sleep(20 * time.Millisecond) {
+			if time.Since(start) > 30*time.Second {
+				r.e.t.Fatalf("%s: no spare links after 30 s", fwd)
+			}
+		}
+		if ds, err = setupTimes(ds, r.fwd[fwd], 1); err != nil {
+			r.e.t.Fatal(err)
+		}
+	}
+	after := r.forward(fwd)
+	after.WarmHits -= before.WarmHits
+	after.WarmMisses -= before.WarmMisses
+	after.WarmFallbacks -= before.WarmFallbacks
+	return ds, after
+}
+
 // timed measures connect → first echoed byte n times on addr, and counts
 // the TLS handshakes (so TCP connections to the API) the emulator saw
 // meanwhile, less the one of the count itself.
@@ -89,6 +261,8 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 	const deployRate = 20_000_000 // the agent's upload pays it: about 4 s of a 10 MB binary
 	first := map[string][]time.Duration{}
 	next := map[string][]time.Duration{}
+	var warm []time.Duration
+	var hits, tries int64
 	conns := map[string]float64{}
 	resumed := map[string]float64{}
 	for i := range samples {
@@ -109,6 +283,10 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 				conns[p.name+"_later"] += float64(hs.Full+hs.Resumed) / float64(samples*later)
 				resumed[p.name+"_later"] += float64(hs.Resumed) / float64(samples*later)
 			}
+			ds, st := r.warmTimed("echo", later)
+			warm = append(warm, ds...)
+			hits += st.WarmHits
+			tries += st.WarmHits + st.WarmMisses + st.WarmFallbacks
 		})
 	}
 	v := map[string]float64{"rtt_ms": float64(rtt.Milliseconds())}
@@ -122,12 +300,16 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 			v[k+"_rt_p50_with_syn"] = v[k+"_rt_p50"] + conns[k]
 		}
 	}
+	v["direct_warm_rt_p50"] = float64(percentile(warm, 0.5)) / float64(rtt)
+	v["direct_warm_rt_p90"] = float64(percentile(warm, 0.9)) / float64(rtt)
+	v["direct_warm_hit_fraction"] = float64(hits) / float64(max(tries, 1))
 	return result{
 		Name:  fmt.Sprintf("connect to first echoed byte through the shaper, %v round trip, in round trips", rtt),
 		Value: v,
 		Note: fmt.Sprintf("%d fresh daemons (first: no TLS session yet; mux first includes the agent's deployment at 20 Mbit/s), %d later connections each; "+
 			"measured times exclude TCP handshakes to the API (a user-space shaper cannot delay a SYN): *_tcp_conns is how many new TCP connections the emulator saw per client connection, "+
-			"and *_with_syn adds one round trip for each (an upper bound where they overlapped, as the message-size probe does)", samples, later),
+			"and *_with_syn adds one round trip for each (an upper bound where they overlapped, as the message-size probe does); "+
+			"direct_warm: %d connections per daemon while another holds the forward in use, each once its sprite's spare links were back; they open no TCP connection on their path", samples, later, later),
 	}
 }
 
@@ -138,9 +320,10 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 func (e *env) wanThroughput(r *wanRig, plain *shaper, rtt time.Duration, bitsPerSec int64) result {
 	r.shaper.set(rtt, 0, bitsPerSec)
 	plain.set(rtt, 0, bitsPerSec)
-	// 1.5 s of the link per transfer: long enough to dwarf a round trip
-	// or two, short enough that the whole bench stays in minutes.
-	size := max(bitsPerSec/8*3/2, 1<<20)
+	// 1.5 s of the link per transfer by default: long enough to dwarf a
+	// round trip or two, short enough that the whole bench stays in
+	// minutes, though TCP's slow start still shows in one stream.
+	size := max(int64(float64(bitsPerSec)/8**wanSeconds), 1<<20)
 	addrs := map[string]string{"tcp": plain.addr, "direct": r.fwd["sink"], "mux": r.fwd["msink"]}
 	fracs := map[string][]float64{}
 	var paths []string
@@ -187,7 +370,7 @@ func (e *env) wanThroughput(r *wanRig, plain *shaper, rtt time.Duration, bitsPer
 	return result{
 		Name:  fmt.Sprintf("upload at %v round trip and %d Mbit/s, as a fraction of the link's rate", rtt, bitsPerSec/1_000_000),
 		Value: v,
-		Note: fmt.Sprintf("median of %d alternating runs of %d MiB; tcp is the shaper alone to the sink (its own ceiling); mux's window is resume_buffer (4 MiB) per round trip; "+
+		Note: fmt.Sprintf("median of %d alternating runs of %d MiB (-wan-seconds of the link); tcp is the shaper alone to the sink (its own ceiling); mux's window is resume_buffer (4 MiB) per round trip; "+
 			"an empty push's time (setup and the last acknowledgement) is taken off", rounds, size>>20),
 	}
 }
@@ -205,17 +388,28 @@ func TestBenchWAN(t *testing.T) {
 	// The first emulator makes the token the others share.
 	e.startSim()
 	var rows []result
-	for _, rtt := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond} {
-		rows = append(rows, e.wanSetup(rtt, 5, 6))
+	if want("wan-setup") {
+		for _, rtt := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond} {
+			rows = append(rows, e.wanSetup(rtt, 5, 6))
+		}
 	}
 	const rtt = 100 * time.Millisecond
-	r := e.wanRig("throughput", rtt, 0)
-	plain := newShaper(t, e.sinkAddr)
-	if _, err := setupTimes(nil, r.fwd["mecho"], 1); err != nil { // the agent, deployed once
-		t.Fatal(err)
+	if want("wan-throughput") {
+		r := e.wanRig("throughput", rtt, 0)
+		plain := newShaper(t, e.sinkAddr)
+		if _, err := setupTimes(nil, r.fwd["mecho"], 1); err != nil { // the agent, deployed once
+			t.Fatal(err)
+		}
+		for _, mbit := range strings.Split(*wanRates, ",") {
+			n, err := strconv.ParseInt(mbit, 10, 64)
+			if err != nil {
+				t.Fatalf("-wan-rates: %v", err)
+			}
+			rows = append(rows, e.wanThroughput(r, plain, rtt, n*1_000_000))
+		}
 	}
-	for _, mbit := range []int64{20, 100, 1000} {
-		rows = append(rows, e.wanThroughput(r, plain, rtt, mbit*1_000_000))
+	if want("wan-apps") {
+		rows = append(rows, e.wanApps(rtt, 100_000_000)...)
 	}
 	writeReport(t, "spritefwd WAN benchmarks", rows)
 	fmt.Print(wanMarkdown(rows))
@@ -224,7 +418,7 @@ func TestBenchWAN(t *testing.T) {
 // wanMarkdown renders the rows as the README's tables.
 func wanMarkdown(rows []result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| round trip | direct, first | direct, later (resumed TLS) | mux, first (agent deployed at 20 Mbit/s) | mux, later |\n| --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&b, "\n| round trip | direct, first | direct, later (back to back) | direct, warm (forward in use) | mux, first (deploys the agent at 20 Mbit/s) | mux, later |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		v := r.Value
 		if _, ok := v["direct_first_rt_p50"]; !ok {
@@ -233,7 +427,8 @@ func wanMarkdown(rows []result) string {
 		cell := func(k string) string {
 			return fmt.Sprintf("%.1f / %.1f (+%.1f TCP)", v[k+"_rt_p50"], v[k+"_rt_p90"], v[k+"_tcp_conns"])
 		}
-		fmt.Fprintf(&b, "| %.0f ms | %s | %s | %s | %s |\n", v["rtt_ms"], cell("direct_first"), cell("direct_later"), cell("mux_first"), cell("mux_later"))
+		warm := fmt.Sprintf("%.1f / %.1f (%.0f%% on a spare)", v["direct_warm_rt_p50"], v["direct_warm_rt_p90"], 100*v["direct_warm_hit_fraction"])
+		fmt.Fprintf(&b, "| %.0f ms | %s | %s | %s | %s | %s |\n", v["rtt_ms"], cell("direct_first"), cell("direct_later"), warm, cell("mux_first"), cell("mux_later"))
 	}
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
@@ -244,6 +439,19 @@ func wanMarkdown(rows []result) string {
 		fmt.Fprintf(&b, "| %.0f Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", v["rate_mbit"],
 			v["tcp_1_streams_of_rate"], v["direct_1_streams_of_rate"], v["mux_1_streams_of_rate"],
 			v["tcp_8_streams_of_rate"], v["direct_8_streams_of_rate"], v["mux_8_streams_of_rate"])
+	}
+	fmt.Fprintf(&b, "\n| | alone | direct | mux |\n| --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		v := r.Value
+		if _, ok := v["scp_direct_of_rate"]; ok {
+			alone := v["scp_shaped_alone_of_rate"]
+			fmt.Fprintf(&b, "| `scp` of 256 MiB into the sprite, fraction of the link | %.2f | %.2f (%.2f×) | %.2f (%.2f×) |\n",
+				alone, v["scp_direct_of_rate"], v["scp_direct_of_rate"]/alone, v["scp_mux_of_rate"], v["scp_mux_of_rate"]/alone)
+		}
+		if _, ok := v["shaped_alone_tps"]; ok {
+			fmt.Fprintf(&b, "| %s, transactions/s | %.1f | %.1f (%.2f×) | %.1f (%.2f×) |\n", r.Name,
+				v["shaped_alone_tps"], v["direct_tps"], v["direct_vs_alone"], v["mux_tps"], v["mux_vs_alone"])
+		}
 	}
 	return b.String()
 }
