@@ -52,6 +52,24 @@ func (r *recordingEcho) received() [][]byte {
 	return out
 }
 
+// holdOpen opens a connection through addr and keeps it open until the
+// test ends, once a byte has made the round trip: the forward is in use,
+// and its sprite known to run.
+func holdOpen(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // While a forward is in use, its sprite holds spare links and new
 // connections take them; once idle past warm_linger, it holds none, and a
 // sprite that counts open WebSockets as activity sleeps on its own timer.
@@ -64,13 +82,7 @@ func TestE2EWarmLinksWhileInUseOnly(t *testing.T) {
 
 	// The first connection finds no spare; holding it open makes the
 	// forward in use, and spares follow.
-	held, err := net.Dial("tcp", local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	held.Write([]byte("x"))
-	io.ReadFull(held, make([]byte, 1))
+	held := holdOpen(t, local)
 	testsvc.Eventually(t, "two spare links", func() bool {
 		st, _ := e.sim.SpriteStats("box")
 		return e.status(t, "echo").WarmLinks == 2 && st.WaitingLinks == 2
@@ -127,13 +139,7 @@ func TestE2EWarmStalledSpareFallsBack(t *testing.T) {
 	e := startE2E(t, spritestest.Options{IdleSleep: -1},
 		map[string]string{"box:6000": addr}, "warm_links: 1\n", "{name: echo, listen: 0, sprite: box, port: 6000}")
 	local := "127.0.0.1:" + e.port(t, "echo")
-	held, err := net.Dial("tcp", local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	held.Write([]byte("x"))
-	io.ReadFull(held, make([]byte, 1))
+	holdOpen(t, local)
 	testsvc.Eventually(t, "a spare link", func() bool { return e.status(t, "echo").WarmLinks == 1 })
 
 	e.sim.StallInits(true)
@@ -170,13 +176,7 @@ func TestE2EWarmSpareToClosedPort(t *testing.T) {
 	addr := echo.serve(t)
 	e := startE2E(t, spritestest.Options{IdleSleep: -1}, map[string]string{"box:6000": addr}, "warm_links: 1\n",
 		"{name: echo, listen: 0, sprite: box, port: 6000}", "{name: closed, listen: 0, sprite: box, port: 6001}")
-	held, err := net.Dial("tcp", "127.0.0.1:"+e.port(t, "echo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	held.Write([]byte("x"))
-	io.ReadFull(held, make([]byte, 1))
+	holdOpen(t, "127.0.0.1:"+e.port(t, "echo"))
 	testsvc.Eventually(t, "a spare link", func() bool { return e.status(t, "closed").WarmLinks == 1 })
 
 	c, err := net.Dial("tcp", "127.0.0.1:"+e.port(t, "closed"))
