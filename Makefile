@@ -9,7 +9,7 @@ FUZZTIME  ?= 30s
 DURATION  ?= 10m
 PKGS      := ./...
 
-.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench bench-wan clean
+.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench bench-wan goinstall-test clean
 
 all: build
 
@@ -73,6 +73,10 @@ bench: test-deps
 ## bench-wan: connection setup (in round trips), throughput (as a fraction of the link), scp and pgbench through an in-process WAN shaper at 50-200 ms and 20-1000 Mbit/s, to TLS; about 10 minutes
 bench-wan: test-deps
 	$(GO) test -run '^(TestShaper|TestBenchWAN)$$' -v -count=1 -timeout 30m ./bench/ -args -out=$(CURDIR)/bench/results-wan.json
+
+## goinstall-test: go install …/cmd/spritefwd@latest from a file:// module proxy serving the committed tree, with empty caches; spritefwd version must name it (about 3 minutes, network for dependencies)
+goinstall-test:
+	GO=$(GO) ./scripts/goinstall-test.sh
 
 clean:
 	rm -rf bin

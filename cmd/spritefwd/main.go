@@ -55,6 +55,7 @@ func commands() []command {
 		{"demo", "demo                           emulator + forwards to a demo sprite, to try it out", cmdDemo},
 		{"agent", "agent --listen ADDR --secret-file FILE\n" +
 			"                                           the in-sprite side of mode: mux (deployed by the daemon)", cmdAgent},
+		{"completion", "completion bash|zsh|fish       print a shell completion script", cmdCompletion},
 		{"version", "version                        print the version, commit and Go version", func(_ []string, o, _ io.Writer) error {
 			fmt.Fprintln(o, "spritefwd", buildversion.Read(version, commit))
 			return nil
