@@ -8,8 +8,13 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 30s
 DURATION  ?= 10m
 PKGS      := ./...
+TOOLS     := $(CURDIR)/bin/tools
+NFPM_VERSION       := v2.45.2
+GORELEASER_VERSION := v2.15.1
+NFPM       := $(TOOLS)/nfpm-$(NFPM_VERSION)/nfpm
+GORELEASER := $(TOOLS)/goreleaser-$(GORELEASER_VERSION)/goreleaser
 
-.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench bench-wan goinstall-test clean
+.PHONY: all build demo test test-deps cross unit e2e e2e-small-messages fuzz soak lint bench bench-wan goinstall-test package-test release-check release-snapshot clean
 
 all: build
 
@@ -78,5 +83,24 @@ bench-wan: test-deps
 goinstall-test:
 	GO=$(GO) ./scripts/goinstall-test.sh
 
+## package-test: build the .deb with nfpm and install, upgrade, remove and purge it on this machine (root; refuses to replace a spritefwd it did not install)
+package-test: $(NFPM)
+	GO=$(GO) NFPM=$(NFPM) ./scripts/package-test.sh
+
+## release-check: goreleaser check on .goreleaser.yaml
+release-check: $(GORELEASER)
+	$(GORELEASER) check
+
+## release-snapshot: every release artefact in dist/ (archives, checksums, .deb, .rpm, Homebrew formula), published nowhere
+release-snapshot: $(GORELEASER)
+	SPRITEFWD_COMMIT=$(COMMIT) $(GORELEASER) release --snapshot --clean
+
+# The packaging tools, pinned; built once into bin/tools (goreleaser takes a
+# long time to build from scratch: see the README's Releases).
+$(NFPM):
+	GOBIN=$(dir $@) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+$(GORELEASER):
+	GOBIN=$(dir $@) $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+
 clean:
-	rm -rf bin
+	rm -rf bin dist completions
