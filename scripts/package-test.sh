@@ -155,7 +155,15 @@ echo "fish: ser → service; forward → pg; status --j → --json"
 zsh -n /usr/share/zsh/vendor-completions/_spritefwd || fail "zsh: syntax"
 got=$(zsh -f -c 'autoload -U compinit && compinit -u -d '"$fake"'/zcompdump && print -r -- ${_comps[spritefwd]}')
 [ "$got" = _spritefwd ] || fail "zsh's compinit does not find _spritefwd in its fpath: $got"
-echo "zsh: the script parses and compinit registers it from its default fpath"
+# The function itself, autoloaded as compinit would, with compadd and
+# _files (zsh's, usable only inside a completion widget) recording instead.
+got=$(zsh -f -c 'compadd() { [[ $1 == -- ]] && shift; print -r -- "$*"; }; _files() { print -r -- "(files)"; }
+	fpath=(/usr/share/zsh/vendor-completions $fpath); autoload -U _spritefwd
+	words=(spritefwd service st); CURRENT=3; _spritefwd
+	words=(spritefwd forward ""); CURRENT=3; _spritefwd
+	words=(spritefwd run --config ""); CURRENT=4; _spritefwd')
+[ "$got" = $'start stop status\npg\n(files)' ] || fail "zsh completes: $got"
+echo "zsh: compinit registers it from its default fpath; service st → start stop status; forward → pg; run --config → files"
 unset XDG_CONFIG_HOME
 
 step_name="upgrade with systemd running"
