@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/service"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -126,4 +128,48 @@ func TestSourcesExist(t *testing.T) {
 			t.Errorf("sh -n %s: %v\n%s", s, err, out)
 		}
 	}
+}
+
+// The packaged units run the daemon as the unit `spritefwd service
+// install` writes does (package service renders that one): the same
+// [Unit], [Service] and [Install] settings, but for the command line,
+// whose paths the package fixes.
+func TestUnitsMatchServiceInstall(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(cfg, []byte("forwards: []\n"), 0o600)
+	for file, user := range map[string]bool{"spritefwd.service": false, "spritefwd-user.service": true} {
+		c, err := service.Config(service.Options{ConfigPath: cfg, User: user, Executable: "/usr/bin/spritefwd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl, _ := c.Option["SystemdScript"].(string)
+		packaged, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl = strings.ReplaceAll(tmpl, "{{Description}}", c.Description)
+		want, got := settings(tmpl), settings(string(packaged))
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s has settings\n%q\nservice install writes\n%q", file, got, want)
+		}
+		unit := strings.NewReplacer("/etc/spritefwd/config.yaml", "CONFIG", "%E/spritefwd/config.yaml", "CONFIG").Replace(string(packaged))
+		execStart := "ExecStart=/usr/bin/spritefwd " + strings.Join(service.Args("CONFIG", user), " ")
+		if !strings.Contains(unit, "\n"+execStart+"\n") {
+			t.Errorf("%s does not say %s", file, execStart)
+		}
+	}
+}
+
+// settings are a unit's lines but comments, ExecStart and the lines
+// kardianos fills in (User, environment).
+func settings(unit string) []string {
+	var out []string
+	for _, l := range strings.Split(unit, "\n") {
+		l = strings.TrimPrefix(strings.TrimSpace(l), "{{end}}")
+		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "ExecStart=") || strings.Contains(l, "{{") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }
