@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"debug/buildinfo"
@@ -97,6 +98,8 @@ type agentPool struct {
 	port         int
 	moved        string
 	binaryLogged bool
+	packName     string // the binary whose gzip is pack
+	pack         []byte
 	fallback     error
 	retryAt      time.Time
 	deploys      int64
@@ -397,32 +400,46 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 	// name of its own per content means a redeploy never writes over a
 	// running agent, and the same content is never sent twice.
 	exe := path.Join(p.set.dir, name)
-	var have int64
+	var found uploaded
 	if err := p.step(ctx, "look for an uploaded agent", wake, func(ctx context.Context) error {
 		var err error
-		if have, err = p.fileSize(ctx, c, name); err != nil && ctx.Err() == nil {
+		if found, err = p.lookFor(ctx, c, name); err != nil && ctx.Err() == nil {
 			// Whatever kept us from looking (a directory that is not
 			// there yet, on a server that refuses it), the upload says
 			// more.
-			have = -1
+			found = uploaded{size: -1}
 			return nil
 		}
 		return err
 	}); err != nil {
 		return err
 	}
-	if have == size {
+	unpack := false
+	if found.size == size {
 		p.log.Debug().Str("exe", exe).Msg("the sprite has this agent already; not uploading it")
 	} else {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return fail("%s: %w", bin, err)
 		}
-		limit := wake + time.Duration(size/slowUpload)*time.Second
+		// Compressed, the agent is about 42% of its size, which is most of
+		// a first deploy's time on a slow uplink; the sprite unpacks it as
+		// the agent starts, in the same call.
+		var body io.Reader = f
+		dst, n := exe, size
+		if found.gzip {
+			packed, err := p.packed(name, f)
+			if err != nil {
+				return fail("%s: %w", bin, err)
+			}
+			body, dst, n, unpack = bytes.NewReader(packed), exe+".gz", int64(len(packed)), true
+		}
+		limit := wake + time.Duration(n/slowUpload)*time.Second
 		if err := p.step(ctx, "upload "+bin, limit, func(ctx context.Context) error {
-			return c.WriteFile(ctx, p.sprite, exe, 0o755, f)
+			return c.WriteFile(ctx, p.sprite, dst, 0o755, body)
 		}); err != nil {
 			return err
 		}
+		p.log.Debug().Int64("bytes", n).Bool("gzip", unpack).Msg("agent uploaded")
 	}
 	secret := mux.NewSecret()
 	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
@@ -433,11 +450,16 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 	var sess *sprites.ExecSession
 	if err := p.step(ctx, "start", wake, func(ctx context.Context) error {
 		var err error
-		sess, err = c.Exec(ctx, p.sprite, sprites.ExecOptions{
-			Cmd: append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(port),
-				SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...),
-			Dir: p.set.dir, KeepRunning: true,
-		})
+		cmd := append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(port),
+			SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...)
+		if unpack {
+			// The arguments pass as the shell's own, unquoted and unparsed;
+			// exec leaves the agent alone in the process. The name is
+			// relative to the agent's directory, where the command runs.
+			cmd[0] = name
+			cmd = append([]string{"sh", "-c", `gzip -df -- "$0.gz" && exec "./$0" "$@"`}, cmd...)
+		}
+		sess, err = c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: cmd, Dir: p.set.dir, KeepRunning: true})
 		return err
 	}); err != nil {
 		return err
@@ -492,23 +514,69 @@ func contentName(f *os.File) (string, int64, error) {
 	return "spritefwd-agent-" + hex.EncodeToString(h.Sum(nil)[:8]), n, nil
 }
 
-// fileSize is the size of the file name in the agent's directory, or -1
-// if there is none. sprites.Client has no fs/list, so it asks stat.
-func (p *agentPool) fileSize(ctx context.Context, c *sprites.Client, name string) (int64, error) {
-	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"stat", "-c", "%s", "--", name}, Dir: p.set.dir})
+// uploaded is what lookFor found in the sprite: the size of an agent
+// binary of the name asked for (-1 if none), and whether gzip is there to
+// unpack a compressed upload.
+type uploaded struct {
+	size int64
+	gzip bool
+}
+
+// lookForScript prints "gzip" if the sprite has it, then the size of the
+// file named by $0, or "none".
+const lookForScript = `command -v gzip >/dev/null 2>&1 && echo gzip; stat -c %s -- "$0" 2>/dev/null || echo none`
+
+// lookFor asks the sprite, in one call, whether the agent's directory has
+// the file name and whether it has gzip. sprites.Client has no fs/list.
+func (p *agentPool) lookFor(ctx context.Context, c *sprites.Client, name string) (uploaded, error) {
+	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"sh", "-c", lookForScript, name}, Dir: p.set.dir})
 	if err != nil {
-		return -1, err
+		return uploaded{size: -1}, err
 	}
 	defer sess.Close()
-	out, code, err := collect(ctx, sess, 64)
+	out, _, err := collect(ctx, sess, 64)
 	if err != nil {
-		return -1, err
+		return uploaded{size: -1}, err
 	}
-	n, perr := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	if code != 0 || perr != nil {
-		return -1, nil // none, or no stat to tell: upload
+	return parseLookFor(out), nil
+}
+
+// parseLookFor reads lookForScript's output. Anything else means no
+// agent there and no gzip: upload it whole.
+func parseLookFor(out []byte) uploaded {
+	u := uploaded{size: -1}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "gzip" {
+			u.gzip = true
+		} else if n, err := strconv.ParseInt(line, 10, 64); err == nil && n >= 0 {
+			u.size = n
+		}
 	}
-	return n, nil
+	return u
+}
+
+// packed is the agent binary f, named name, compressed with gzip; made
+// once per pool and binary, since deploys repeat.
+func (p *agentPool) packed(name string, f io.Reader) ([]byte, error) {
+	p.mu.Lock()
+	if p.packName == name {
+		defer p.mu.Unlock()
+		return p.pack, nil
+	}
+	p.mu.Unlock()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := io.Copy(zw, f); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.packName, p.pack = name, b.Bytes()
+	p.mu.Unlock()
+	return b.Bytes(), nil
 }
 
 // collect reads a short command's stdout, at most limit bytes, and its

@@ -141,6 +141,40 @@ func TestE2EMuxEcho(t *testing.T) {
 		t.Fatalf("status %+v, want one deploy and one session", st.Agent)
 	}
 	t.Logf("agent: %+v", *st.Agent)
+	// The sprite has gzip, so the agent went up compressed, and was
+	// unpacked where it runs.
+	if !strings.Contains(e.logs.String(), `"gzip":true,"message":"agent uploaded"`) {
+		t.Errorf("the agent was not uploaded compressed:\n%s", e.logs)
+	}
+	files := sprixec(t, e, "/tmp/spritefwd", "ls")
+	if !strings.Contains(files, "spritefwd-agent-") || strings.Contains(files, ".gz") {
+		t.Errorf("the agent's directory holds:\n%s", files)
+	}
+}
+
+// sprixec runs cmd in dir inside sprite box and returns its stdout.
+func sprixec(t *testing.T, e *e2e, dir string, cmd ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sess, err := apiClient(t, e).Exec(ctx, "box", sprites.ExecOptions{Cmd: cmd, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var out bytes.Buffer
+	for {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+		if ev.Stream == sprites.StreamStdout {
+			out.Write(ev.Data)
+		}
+		if ev.Exited {
+			return out.String()
+		}
+	}
 }
 
 // pgProbe measures one connection setup the way a client sees it: connect,
@@ -634,7 +668,11 @@ func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
 			}
 			rp := httputil.NewSingleHostReverseProxy(target)
 			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if q := r.URL.Query(); strings.HasSuffix(r.URL.Path, "/exec") && len(q["cmd"]) > 0 && q["cmd"][0] == tt.cmd {
+				// tt.cmd is the program, or a command in the script of sh -c.
+				runs := func(cmd []string) bool {
+					return len(cmd) > 0 && cmd[0] == tt.cmd || len(cmd) > 2 && cmd[0] == "sh" && strings.Contains(cmd[2], tt.cmd+" ")
+				}
+				if q := r.URL.Query(); strings.HasSuffix(r.URL.Path, "/exec") && runs(q["cmd"]) {
 					q["cmd"] = tt.with
 					r.URL.RawQuery = q.Encode()
 				}
