@@ -22,6 +22,7 @@ import (
 
 	"github.com/spritefwd/spritefwd/backoff"
 	"github.com/spritefwd/spritefwd/mux"
+	"github.com/spritefwd/spritefwd/sock"
 )
 
 // Options configure an agent.
@@ -33,7 +34,7 @@ type Options struct {
 }
 
 // ErrTargetRefused is a stream's target that policy does not allow.
-var ErrTargetRefused = errors.New("target not allowed: the agent reaches loopback only")
+var ErrTargetRefused = fmt.Errorf("%w: the agent reaches loopback only", mux.ErrNotAllowed)
 
 // Agent serves mux sessions on a listener.
 type Agent struct {
@@ -100,7 +101,7 @@ func (a *Agent) Allowed(host string) error {
 
 // dial connects to a target. The address actually dialled is checked again
 // at connect time, so a name that resolves somewhere else is refused too.
-func (a *Agent) dial(ctx context.Context, host string, port int) (mux.Conn, error) {
+func (a *Agent) dial(ctx context.Context, host string, port int) (sock.Conn, error) {
 	if err := a.Allowed(host); err != nil {
 		return nil, err
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/spritefwd/spritefwd/control"
 	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
-	"github.com/spritefwd/spritefwd/tunnel"
 )
 
 var (
@@ -193,7 +192,7 @@ func (r *wanRig) handshakes() spritestest.TLSStats {
 }
 
 // forward reads the daemon's status of one forward.
-func (r *wanRig) forward(name string) tunnel.Status {
+func (r *wanRig) forward(name string) control.Forward {
 	c := control.NewClient(r.socket)
 	defer c.Close()
 	st, err := c.Status(context.Background())
@@ -206,13 +205,13 @@ func (r *wanRig) forward(name string) tunnel.Status {
 		}
 	}
 	r.e.t.Fatalf("no forward %s", name)
-	return tunnel.Status{}
+	return control.Forward{}
 }
 
 // warmTimed measures n connections to the direct forward fwd while another
 // connection holds it in use, each once the sprite's spare links are back
 // (a user opening connections seconds apart, not a burst).
-func (r *wanRig) warmTimed(fwd string, n int) ([]time.Duration, tunnel.Status) {
+func (r *wanRig) warmTimed(fwd string, n int) ([]time.Duration, control.Forward) {
 	held, err := net.Dial("tcp", r.fwd[fwd])
 	if err != nil {
 		r.e.t.Fatal(err)

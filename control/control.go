@@ -19,29 +19,27 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"github.com/spritefwd/spritefwd/tunnel"
 )
 
 // Status is what `spritefwd status` shows.
 type Status struct {
-	Version      string          `json:"version"`
-	PID          int             `json:"pid"`
-	Started      time.Time       `json:"started"`
-	Config       string          `json:"config"`
-	APIURL       string          `json:"api_url"`
-	TokenSource  string          `json:"token_source"`
-	Warnings     []string        `json:"warnings,omitempty"`
-	LastReload   time.Time       `json:"last_reload,omitzero"`
-	Rejected     []string        `json:"rejected,omitempty"` // errors of the last edit, if it was rejected
-	RejectedAt   time.Time       `json:"rejected_at,omitzero"`
-	Forwards     []tunnel.Status `json:"forwards"`
-	SocketPath   string          `json:"socket"`
-	MetricsAddr  string          `json:"metrics,omitempty"`
-	ServiceState string          `json:"service,omitempty"`
-	Goroutines   int             `json:"goroutines"`
-	RSSBytes     int64           `json:"rss_bytes,omitempty"` // resident memory, where the OS reports it
-	HeapBytes    uint64          `json:"heap_bytes"`          // live heap after the last GC
+	Version      string    `json:"version"`
+	PID          int       `json:"pid"`
+	Started      time.Time `json:"started"`
+	Config       string    `json:"config"`
+	APIURL       string    `json:"api_url"`
+	TokenSource  string    `json:"token_source"`
+	Warnings     []string  `json:"warnings,omitempty"`
+	LastReload   time.Time `json:"last_reload,omitzero"`
+	Rejected     []string  `json:"rejected,omitempty"` // errors of the last edit, if it was rejected
+	RejectedAt   time.Time `json:"rejected_at,omitzero"`
+	Forwards     []Forward `json:"forwards"`
+	SocketPath   string    `json:"socket"`
+	MetricsAddr  string    `json:"metrics,omitempty"`
+	ServiceState string    `json:"service,omitempty"`
+	Goroutines   int       `json:"goroutines"`
+	RSSBytes     int64     `json:"rss_bytes,omitempty"` // resident memory, where the OS reports it
+	HeapBytes    uint64    `json:"heap_bytes"`          // live heap after the last GC
 	// GCCycles counts completed GCs, so that a reader of HeapBytes can tell
 	// whether a GC has run since the moment it cares about.
 	GCCycles uint64 `json:"gc_cycles"`

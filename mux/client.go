@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/backoff"
+	"github.com/spritefwd/spritefwd/sock"
 )
 
 // ClientOptions configure a Client.
@@ -99,7 +100,7 @@ const probeTimeout = 5 * time.Second
 // Open carries local to host:port inside the sprite on a new stream. The
 // stream's own options are extended with the client's buffer, window and
 // hooks; keepAwake streams are pinged for.
-func (c *Client) Open(ctx context.Context, local Conn, host string, port int, keepAwake bool, so StreamOptions) (*Stream, error) {
+func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port int, keepAwake bool, so StreamOptions) (*Stream, error) {
 	for attempt := 0; ; attempt++ {
 		sess, err := c.session(ctx)
 		if err != nil {

@@ -31,8 +31,11 @@ import (
 // agent's version before the rest of its greeting: an agent of another
 // version is told apart at once, never waited on.
 const (
-	magic    = "SFWD"
-	Version  = 2
+	magic = "SFWD"
+	// Version 3 added reset codes (see ResetCode): a version 2 agent says
+	// why it reset a stream in text only, so a daemon redeploys it rather
+	// than guess from its words.
+	Version  = 3
 	nonceLen = 32
 	// greetingLen is magic, version, role and nonce.
 	greetingLen = len(magic) + 1 + 1 + nonceLen

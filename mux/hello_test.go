@@ -98,8 +98,15 @@ func TestClientHelloRefusesImpostors(t *testing.T) {
 					c.Write([]byte{0, 0, 0, 0})
 				}
 			}},
+		{name: "version 2 agent, which sends reset reasons as text only", want: ErrVersion,
+			agent: func(c net.Conn) {
+				g := greeting(roleAgent)
+				g[4] = 2
+				c.Write(g)
+				io.Copy(io.Discard, c)
+			}},
 		{name: "echo", want: ErrNotAgent, agent: func(c net.Conn) { io.Copy(c, c) }},
-		{name: "version 2 greeting, zero status, no proof", want: ErrAgentProof,
+		{name: "current greeting, zero status, no proof", want: ErrAgentProof,
 			agent: func(c net.Conn) {
 				c.Write(greeting(roleAgent))
 				io.ReadFull(c, make([]byte, greetingLen+proofLen))

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/sock"
 )
 
 // Server is the agent's end: it accepts sessions and serves their streams.
@@ -17,7 +19,7 @@ type Server struct {
 	Secret string
 	// Dial connects to a target inside the sprite. It is where the agent's
 	// policy (loopback only) lives.
-	Dial func(ctx context.Context, host string, port int) (Conn, error)
+	Dial func(ctx context.Context, host string, port int) (sock.Conn, error)
 	Log  zerolog.Logger
 
 	mu       sync.Mutex
@@ -94,12 +96,6 @@ type serverStream struct {
 	st    *Stream       // nil until ready
 	ready chan struct{} // closed once the dial is done
 }
-
-// Reset codes (the a field of a reset frame).
-const (
-	resetError   = 0
-	resetNotSeen = 1 // no open frame ever arrived for this stream
-)
 
 // ServeConn runs one link: the handshake, then its streams, until the link
 // ends. Streams that were attached to it wait for a resume, and the
@@ -236,8 +232,8 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 		t.Stop()
 	}
 	s.mu.Unlock()
-	refuse := func(code uint64, msg string) {
-		_ = writeFrame(c, frame{typ: frameReset, a: code}, []byte(msg))
+	refuse := func(code ResetCode, msg string) {
+		_ = writeFrame(c, frame{typ: frameReset, a: uint64(code)}, []byte(msg))
 		c.Close()
 	}
 	s.mu.Lock()
@@ -259,7 +255,7 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 		case entry != nil:
 			<-entry.ready
 			if entry.st == nil {
-				refuse(resetError, "the target could not be reached")
+				refuse(ResetUnreachable, "the target could not be reached")
 				return
 			}
 			if err := entry.st.Attach(c, recvd, true); err != nil {
@@ -269,14 +265,14 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 			_ = writeFrame(c, frame{typ: frameResumed, b: final}, nil)
 			c.Close()
 		case seen:
-			refuse(resetError, ErrUnknownStream.Error())
+			refuse(ResetError, ErrUnknownStream.Error())
 		default:
-			refuse(resetNotSeen, "no open frame arrived for this stream")
+			refuse(ResetNotSeen, "no open frame arrived for this stream")
 		}
 		return
 	}
 	if entry == nil {
-		refuse(resetError, "stream id already used")
+		refuse(ResetError, "stream id already used")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -291,7 +287,7 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 	if err != nil {
 		close(entry.ready)
 		done()
-		refuse(resetError, err.Error())
+		refuse(DialResetCode(err), err.Error())
 		return
 	}
 	st := NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow})

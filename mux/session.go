@@ -82,7 +82,7 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 		reason := make([]byte, f.n)
 		_, _ = io.ReadFull(c, reason)
 		abortCarrier(c)
-		if f.a == resetNotSeen {
+		if ResetCode(f.a) == ResetNotSeen {
 			// The open frame was lost with the old link: the agent never
 			// saw this stream, so opening it again duplicates nothing.
 			return s.Open(st, st.host, st.port)

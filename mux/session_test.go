@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/internal/testsvc"
+	"github.com/spritefwd/spritefwd/sock"
 )
 
 // echoServer stands for the server inside the sprite.
@@ -58,7 +59,7 @@ func (r *agentRig) start() {
 	r.mu.Lock()
 	r.ln, r.addr = ln, ln.Addr().String()
 	r.mu.Unlock()
-	srv := &Server{Secret: r.secret, Log: zerolog.Nop(), Dial: func(ctx context.Context, host string, port int) (Conn, error) {
+	srv := &Server{Secret: r.secret, Log: zerolog.Nop(), Dial: func(ctx context.Context, host string, port int) (sock.Conn, error) {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {

@@ -4,18 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Conn is a stream's local end: the client's connection in the daemon, the
-// target's in the agent. CloseWrite carries a half-close.
-type Conn interface {
-	net.Conn
-	CloseWrite() error
-}
+	"github.com/spritefwd/spritefwd/sock"
+)
 
 // Carrier is one yamux stream. It carries a Stream until it fails; a
 // Stream outlives its carriers.
@@ -74,7 +68,7 @@ type StreamOptions struct {
 // in TCP.
 type Stream struct {
 	id    uint64
-	local Conn
+	local sock.Conn
 	opts  StreamOptions
 	host  string // the target, for an open sent again (see Session.Resume)
 	port  int
@@ -240,7 +234,7 @@ func held(m *sync.Mutex) {
 }
 
 // NewStream returns a stream for local; Attach starts it.
-func NewStream(id uint64, local Conn, opts StreamOptions) *Stream {
+func NewStream(id uint64, local sock.Conn, opts StreamOptions) *Stream {
 	if opts.Buffer <= 0 {
 		opts.Buffer = DefaultBuffer
 	}
@@ -599,7 +593,7 @@ func (s *Stream) pumpIn(cs *carrierState) {
 		case frameReset:
 			reason := make([]byte, f.n)
 			_, _ = io.ReadFull(cs.c, reason)
-			s.fail(fmt.Errorf("%w: %s", ErrPeerReset, reason), false)
+			s.fail(&PeerResetError{Code: ResetCode(f.a), Reason: string(reason)}, false)
 			return
 		default:
 			s.fail(fmt.Errorf("%w: unexpected %s frame", ErrProtocol, f.typ), true)
@@ -852,7 +846,7 @@ func (s *Stream) finishAndUnlock(err error, notifyPeer bool) {
 		if cs != nil {
 			s.resetCarrier(cs, err, notifyPeer)
 		}
-		Abort(s.local, s.opts.DrainTimeout)
+		sock.Abort(s.local, s.opts.DrainTimeout)
 		s.signalEnd()
 	case from == stateLinger:
 		// Our side of the carrier closed on the way into stateLinger, and
@@ -916,21 +910,5 @@ func (s *Stream) signalEnd() {
 // Close alone is a half-close in yamux, which would leave Read blocked.
 func abortCarrier(c Carrier) {
 	_ = c.SetDeadline(time.Now())
-	_ = c.Close()
-}
-
-// Abort ends a connection after a failure: it waits, up to drain, for the
-// kernel to send what was already written, then resets, so the peer reads
-// every delivered byte and then ECONNRESET, never a clean EOF.
-func Abort(c net.Conn, drain time.Duration) {
-	drainSendQueue(c, drain)
-	Reset(c)
-}
-
-// Reset aborts a connection with RST where the type allows.
-func Reset(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
-	}
 	_ = c.Close()
 }

@@ -41,6 +41,10 @@ type Options struct {
 	// MuxProbeAfter is how long a mux session may stay quiet before it is
 	// pinged ahead of a new stream; zero means mux.ClientOptions' default.
 	MuxProbeAfter time.Duration
+	// NoListeners: Apply takes the config's settings, forwards' included,
+	// but starts no listener. For a daemon in process that serves one
+	// front's connection (spritefwd stdio without a running daemon).
+	NoListeners bool
 }
 
 // linkEnv is what new links are made with. A reload swaps it atomically:
@@ -65,9 +69,14 @@ type Daemon struct {
 
 	env atomic.Pointer[linkEnv]
 
+	// How every front reaches a sprite (see Transport).
+	directT *directTransport
+	muxT    *muxTransport
+
 	mu       sync.Mutex
 	cfg      *config.Config
 	forwards map[string]*forward
+	fronts   map[string]*forward   // rows of fronts without listeners, by name (see Carry)
 	drainers map[*forward]struct{} // removed or replaced, still finishing
 	wakers   map[string]*Waker
 	agents   map[string]*agentPool   // by sprite, for mux forwards
@@ -86,7 +95,7 @@ type Daemon struct {
 func New(opts Options) *Daemon {
 	d := &Daemon{
 		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
-		forwards: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
+		forwards: map[string]*forward{}, fronts: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
 		agents: map[string]*agentPool{}, retired: map[*agentPool]struct{}{}, stopWatch: make(chan struct{}),
 	}
 	if d.clock == nil {
@@ -102,6 +111,8 @@ func New(opts Options) *Daemon {
 	if d.ua == "" {
 		d.ua = "spritefwd"
 	}
+	d.directT = &directTransport{d: d, dial: d.dialLink}
+	d.muxT = &muxTransport{d: d}
 	return d
 }
 
@@ -160,6 +171,9 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	for _, r := range cfg.Forwards {
 		used[r.Sprite] = true
 	}
+	for _, f := range d.fronts {
+		used[f.rule.Sprite] = true
+	}
 	for sprite, w := range d.wakers {
 		if !used[sprite] {
 			delete(d.wakers, sprite) // its draining forwards keep their pointer
@@ -208,7 +222,7 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	}
 	d.mu.Lock()
 	for _, r := range cfg.Forwards {
-		if _, ok := d.forwards[r.Name]; ok {
+		if _, ok := d.forwards[r.Name]; ok || d.hooks.NoListeners {
 			continue
 		}
 		f := newForward(d, r, d.wakerLocked(r.Sprite, cfg.WakeTimeout))
@@ -216,7 +230,7 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		f.start()
 	}
 	d.mu.Unlock()
-	if len(cfg.Forwards) == 0 {
+	if len(cfg.Forwards) == 0 && !d.hooks.NoListeners {
 		d.log.Warn().Str("config", cfg.File).Msg("config has no forwards; add some under forwards:")
 	}
 	if old != nil {
@@ -316,6 +330,29 @@ func ClockJump(mono, wall time.Duration) time.Duration {
 	return 0
 }
 
+// waker returns the sprite's waker, making it on first use.
+func (d *Daemon) waker(sprite string) *Waker {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wake := config.DefaultWakeTimeout
+	if d.cfg != nil {
+		wake = d.cfg.WakeTimeout
+	}
+	return d.wakerLocked(sprite, wake)
+}
+
+// agentStatus is the status of the sprite's agent pool, idle if it has
+// none.
+func (d *Daemon) agentStatus(sprite string) AgentStatus {
+	d.mu.Lock()
+	p := d.agents[sprite]
+	d.mu.Unlock()
+	if p == nil {
+		return AgentStatus{State: "idle"}
+	}
+	return p.status()
+}
+
 func (d *Daemon) wakerLocked(sprite string, wakeTimeout time.Duration) *Waker {
 	w, ok := d.wakers[sprite]
 	if !ok {
@@ -353,6 +390,9 @@ func (d *Daemon) Status() []Status {
 	for _, f := range d.forwards {
 		fs = append(fs, f)
 	}
+	for _, f := range d.fronts {
+		fs = append(fs, f)
+	}
 	for f := range d.drainers {
 		fs = append(fs, f)
 	}
@@ -386,7 +426,10 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	for _, f := range d.forwards {
 		fs = append(fs, f)
 	}
-	d.forwards = map[string]*forward{}
+	for _, f := range d.fronts {
+		fs = append(fs, f)
+	}
+	d.forwards, d.fronts = map[string]*forward{}, map[string]*forward{}
 	d.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, f := range fs {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
-	"github.com/spritefwd/spritefwd/mux"
+	"github.com/spritefwd/spritefwd/sock"
 	"github.com/spritefwd/spritefwd/sprites"
 )
 
@@ -49,10 +48,9 @@ type forward struct {
 	bindErr   error
 	lastWarn  map[string]time.Time // per failure message, to log each once per interval
 	muted     map[string]int
-	streams   map[*mux.Stream]net.Conn // mux mode: open streams and their clients, reset on forced drain
-	lingerers *list.List               // of *lingerer, oldest first
+	lingerers *list.List // of *lingerer, oldest first
 
-	pool atomic.Pointer[agentPool] // mux mode: the sprite's agent, once used
+	transport Transport
 }
 
 func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
@@ -61,6 +59,7 @@ func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
 		rule: rule, d: d, waker: waker, stats: &Stats{}, ctx: ctx, cancel: cancel,
 		log:      d.log.With().Str("forward", rule.Name).Str("sprite", rule.Sprite).Int("port", rule.Port).Logger(),
 		lastWarn: map[string]time.Time{}, muted: map[string]int{}, lingerers: list.New(),
+		transport: d.transportFor(rule.Mode),
 	}
 }
 
@@ -157,7 +156,7 @@ func (f *forward) bind() error {
 func (f *forward) start() {
 	err := f.bind()
 	if err == nil {
-		f.log.Info().Strs("addrs", f.status().Addrs).Str("target", f.rule.Target()).Msg("forward listening")
+		f.log.Info().Strs("addrs", f.addrs()).Str("target", f.rule.Target()).Msg("forward listening")
 	} else {
 		f.mu.Lock()
 		f.state, f.bindErr = StateFailed, err
@@ -239,7 +238,7 @@ func (f *forward) accept(ln net.Listener) {
 			err := fmt.Errorf("forward %s: %w (%d); new connections are refused until some close", f.rule.Name, errTooManyConnections, f.rule.MaxConnections)
 			f.stats.recordError(ClassLimit, err, f.d.clock.Now())
 			f.warn(err, "connection refused")
-			mux.Reset(c)
+			sock.Reset(c)
 			continue
 		}
 		f.stats.Open.Add(1)
@@ -249,149 +248,33 @@ func (f *forward) accept(ln net.Listener) {
 	}
 }
 
-// handle carries one client connection: on a stream to the sprite's agent
-// in mux mode, or else on its own proxy link.
-func (f *forward) handle(c net.Conn) {
-	if f.rule.Mode == config.Mux && f.handleMux(c) {
-		return
-	}
-	f.handleDirect(c)
+// target is where the forward's connections go.
+func (f *forward) target() Target {
+	return Target{Front: f.rule.Name, Sprite: f.rule.Sprite, Host: f.rule.Host, Port: f.rule.Port, Mode: f.rule.Mode, KeepAwake: f.rule.KeepAwake}
 }
 
-// handleMux opens a stream for c. It returns false when the agent is
-// unavailable and c should go direct; otherwise c is taken care of, and the
-// stream's end does the accounting that handleDirect does on return.
-func (f *forward) handleMux(c net.Conn) bool {
-	p := f.d.agent(f.rule.Sprite, f.waker)
-	f.pool.Store(p)
-	if p.usable() != nil {
-		return false
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	start := f.d.clock.Now()
-	so := mux.StreamOptions{
-		DrainTimeout: 5 * time.Second, Up: &f.stats.BytesIn, Down: &f.stats.BytesOut,
-		OnResume: func(took time.Duration) { f.stats.recordResume(took) },
-		OnEnd: func(s *mux.Stream) {
-			f.streamEnded(s)
-			f.mu.Lock()
-			delete(f.streams, s)
-			f.mu.Unlock()
-			if f.stats.Open.Add(-1) == 0 {
-				f.waker.MarkIdle()
-			}
-			f.conns.Done()
-		},
-	}
-	st, err := p.client.Open(f.ctx, tc, f.rule.Host, f.rule.Port, f.rule.KeepAwake != config.Never, so)
-	if errors.Is(err, mux.ErrClientClosed) && f.ctx.Err() == nil {
-		// A reload retired the pool between the lookup and the open; its
-		// successor takes the stream.
-		p = f.d.agent(f.rule.Sprite, f.waker)
-		f.pool.Store(p)
-		st, err = p.client.Open(f.ctx, tc, f.rule.Host, f.rule.Port, f.rule.KeepAwake != config.Never, so)
-	}
-	var de *deployError
-	if errors.As(err, &de) {
-		if p.fail(err) {
-			f.stats.recordError(ClassOther, err, f.d.clock.Now())
-			f.log.Warn().Err(err).Stringer("retry_in", fallbackRetry).Msg("agent unavailable; this sprite's mux forwards use direct mode for now")
-		}
-		return false
-	}
-	if err != nil {
-		if f.ctx.Err() == nil {
-			err = fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, err)
-			f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
-			f.warn(err, advice(f.rule, err))
-		}
-		mux.Reset(c)
-		if f.stats.Open.Add(-1) == 0 {
-			f.waker.MarkIdle()
-		}
-		f.conns.Done()
-		return true
-	}
-	setup := f.d.clock.Now().Sub(start)
-	if f.d.hooks.OnLinkSetup != nil {
-		f.d.hooks.OnLinkSetup(f.rule.Name, setup)
-	}
-	f.mu.Lock()
-	if f.streams == nil {
-		f.streams = map[*mux.Stream]net.Conn{}
-		// Forced down after the grace: reset what is still open, the
-		// clients at once, since a client that does not read would hold
-		// its stream's drain.
-		context.AfterFunc(f.ctx, func() {
-			f.mu.Lock()
-			all := make([]*mux.Stream, 0, len(f.streams))
-			for s, c := range f.streams {
-				mux.Reset(c)
-				all = append(all, s)
-			}
-			f.mu.Unlock()
-			mux.ResetAll(all, errors.New("forward stopped"))
-		})
-	}
-	select {
-	case <-st.Done():
-	default:
-		if f.ctx.Err() != nil {
-			// Opened after the forced drain took its snapshot: nothing
-			// else would reset it.
-			f.mu.Unlock()
-			mux.Reset(tc)
-			st.Reset(errors.New("forward stopped"))
-			return true
-		}
-		f.streams[st] = tc
-	}
-	f.mu.Unlock()
-	return true
-}
+// handle carries one accepted client connection.
+func (f *forward) handle(c net.Conn) { f.serve(c, nil, nil) }
 
-// streamEnded logs and counts how a mux stream ended.
-func (f *forward) streamEnded(s *mux.Stream) {
-	err := s.Err()
-	if err == nil || f.ctx.Err() != nil {
-		return
-	}
-	now := f.d.clock.Now()
-	switch {
-	case errors.Is(err, mux.ErrPeerReset) && strings.Contains(err.Error(), "connection refused"):
-		err = fmt.Errorf("forward %s: %w: %w", f.rule.Name, ErrNothingListening, err)
-		f.stats.recordError(ClassRefused, err, now)
-		f.warn(err, advice(f.rule, err))
-	case errors.Is(err, mux.ErrPeerReset), errors.Is(err, mux.ErrLocalAborted):
-		f.log.Debug().Err(err).Msg("stream reset")
-	default: // resume window expired, agent restarted
-		err = fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, err)
-		f.stats.recordError(ClassLinkBroken, err, now)
-		f.log.Info().Err(err).Msg("stream could not be resumed; client reset after the data that arrived")
-	}
-}
-
-// handleDirect carries one client connection on its own proxy link. It
-// does not read from the client until the link is up, so the client's
-// first bytes wait in its socket.
-func (f *forward) handleDirect(c net.Conn) {
-	defer f.conns.Done()
-	// A connection counts as open until its client closes its side. After
-	// that it only lingers, waiting out the sprite's last bytes (a proxy
-	// link cannot say when the server inside closed): it no longer keeps
-	// the sprite awake, and it yields its place under max_connections to a
-	// new connection (see lingerer).
-	var lingering, evicted atomic.Bool
-	var linger *list.Element
+// serve carries one client connection through the forward's transport.
+// It is the one place that accounts for a connection: its caller counted
+// it open; it stays open until its client closes its side, then only
+// lingers (see lingerer), and its end is logged and counted here. opened,
+// if set, is called with nil once the connection is open, or with why it
+// could not be (what to fix); done, if set, once it has ended, with nil
+// for a clean end.
+func (f *forward) serve(c net.Conn, opened, done func(error)) {
+	log := f.log.With().Str("client", c.RemoteAddr().String()).Logger()
+	var (
+		lingering, evicted atomic.Bool
+		linger             *list.Element
+	)
 	closeOpen := func() {
 		if f.stats.Open.Add(-1) == 0 {
 			f.waker.MarkIdle()
 		}
 	}
-	defer func() {
+	finish := func() {
 		if lingering.Load() {
 			f.mu.Lock()
 			f.lingerers.Remove(linger) // a no-op once evicted
@@ -400,185 +283,137 @@ func (f *forward) handleDirect(c net.Conn) {
 		} else {
 			closeOpen()
 		}
-	}()
-	env := f.d.env.Load()
-	log := f.log.With().Str("client", c.RemoteAddr().String()).Logger()
+		f.conns.Done()
+	}
 	start := f.d.clock.Now()
-	linkUp := func(link directLink) {
-		setup := f.d.clock.Now().Sub(start)
-		log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", link.Target()).Msg("link up")
-		if f.d.hooks.OnLinkSetup != nil {
-			f.d.hooks.OnLinkSetup(f.rule.Name, setup)
-		}
-	}
-	connect := func(ctx context.Context) (directLink, error) {
-		l, err := Connect(ctx, f.waker, f.rule.Port, func(ctx context.Context) (*sprites.Link, error) {
-			return env.client.Dial(ctx, f.rule.Sprite, f.rule.Host, f.rule.Port)
-		})
-		if err != nil {
-			return nil, err
-		}
-		return l, nil
-	}
-	var pool *warmPool
-	if f.rule.KeepAwake != config.Never {
-		// Pinged spares keep a sprite awake, which keep_awake: never forbids.
-		pool = env.warm.get(f.rule.Sprite)
-	}
-	if pool != nil {
-		pool.acquire()
-		defer pool.release()
-	}
-	link := f.startOnSpare(pool, connect, func(how warmOutcome, l directLink) {
-		if how == warmHit {
-			f.waker.connected()
-		}
-		pool.connected()
-		linkUp(l)
-	})
-	if link == nil {
-		l, err := connect(f.ctx)
-		if err != nil {
-			// Log before the reset, so that whoever sees the reset can find
-			// the reason already written.
-			if f.ctx.Err() == nil {
-				f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
-				f.warn(err, advice(f.rule, err))
+	h := Hooks{
+		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut,
+		WarmHits: &f.stats.WarmHits, WarmMisses: &f.stats.WarmMisses, WarmFallbacks: &f.stats.WarmFallbacks,
+		OnUp: func(target string) {
+			setup := f.d.clock.Now().Sub(start)
+			log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", target).Msg("link up")
+			if f.d.hooks.OnLinkSetup != nil {
+				f.d.hooks.OnLinkSetup(f.rule.Name, setup)
 			}
-			mux.Reset(c)
-			return
-		}
-		if pool != nil {
-			pool.connected()
-		}
-		linkUp(l)
-		link = l
-	}
-
-	local, ok := c.(Local)
-	if !ok {
-		local = noHalfClose{c}
-	}
-	var busy atomic.Bool
-	kctx, stopPings := context.WithCancel(f.ctx)
-	ka := &Keepalive{Pinger: link, Interval: env.keepalive, Clock: f.d.clock, Busy: &busy}
-	opts := RelayOptions{
-		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
-		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut, Busy: &busy,
-		OnClientDone: func() {
+		},
+		OnResume: f.stats.recordResume,
+		// The client said it was done: the connection no longer keeps the
+		// sprite awake, and yields its place under max_connections to a
+		// new one.
+		OnClientDone: func(evict func()) {
 			f.mu.Lock()
 			linger = f.lingerers.PushBack(&lingerer{evict: func() {
 				log.Debug().Msg("lingering connection reset to make room under max_connections")
 				evicted.Store(true)
-				link.CloseNow()
-				mux.Reset(c)
+				evict()
 			}})
 			f.mu.Unlock()
 			lingering.Store(true)
 			closeOpen() // before Lingering counts it, so admit never sees it twice
 			f.stats.Lingering.Add(1)
 		},
-	}
-	if f.rule.KeepAwake != config.Never {
-		ticker := time.NewTicker(env.keepalive)
-		defer ticker.Stop()
-		opts.Tick = ticker.C
-		opts.OnTick = func() error {
-			if lingering.Load() {
-				return nil // the client is gone: let the sprite sleep
+		OnFallback: func(err error) {
+			f.stats.recordError(ClassOther, err, f.d.clock.Now())
+			f.log.Warn().Err(err).Stringer("retry_in", fallbackRetry).Msg("agent unavailable; this sprite's mux forwards use direct mode for now")
+		},
+		OnEnd: func(res Result) {
+			if !evicted.Load() { // made room for a new connection: counted as lingering_evicted
+				f.ended(res, log)
 			}
-			return ka.Tick(kctx)
-		}
+			finish()
+			if done != nil {
+				done(f.endError(res))
+			}
+		},
 	}
-	// Forced down after its grace, the forward resets the client at once:
-	// closing the link alone would not end a write to a client that has
-	// stopped reading.
-	stopAbort := context.AfterFunc(f.ctx, func() {
-		link.CloseNow()
-		mux.Reset(c)
-	})
-	res := Relay(local, link, opts)
-	stopAbort()
-	stopPings()
-	ka.Wait()
+	if err := f.transport.Open(f.ctx, f.target(), sock.WithoutHalfClose(c), h); err != nil {
+		// Log before the reset, so that whoever sees the reset can find
+		// the reason already written.
+		if f.ctx.Err() == nil {
+			f.stats.recordError(ErrorClass(err), err, f.d.clock.Now())
+			f.warn(err, advice(f.rule, err))
+		}
+		sock.Reset(c)
+		finish()
+		if opened != nil {
+			opened(fmt.Errorf("%w: %s", err, advice(f.rule, err)))
+		}
+		return
+	}
+	if opened != nil {
+		opened(nil)
+	}
+}
+
+// endError is how a connection's end looks to a front that reports it
+// (stdio exits non-zero on it): nil only for a clean end.
+func (f *forward) endError(res Result) error {
+	if res.End == EndClean {
+		return nil
+	}
+	err := res.Err
+	if err == nil {
+		err = errors.New(res.End.String())
+	}
+	var setupErr *SetupError
+	if errors.Is(err, ErrNothingListening) || errors.As(err, &setupErr) {
+		return fmt.Errorf("%w: %s", err, advice(f.rule, err))
+	}
+	return fmt.Errorf("sprite %s port %d: %s: %w", f.rule.Sprite, f.rule.Port, res.End, err)
+}
+
+// ended logs and counts how a connection ended.
+func (f *forward) ended(res Result, log zerolog.Logger) {
+	now := f.d.clock.Now()
 	var setupErr *SetupError
 	switch {
-	case evicted.Load():
-		// Made room for a new connection: counted as lingering_evicted.
 	case errors.As(res.Err, &setupErr):
 		// Begun on a spare, the connection relayed before its link was up;
 		// it failed as a connect does, and is reported as one.
 		if f.ctx.Err() == nil {
-			f.stats.recordError(ErrorClass(setupErr.Err), setupErr.Err, f.d.clock.Now())
+			f.stats.recordError(ErrorClass(setupErr.Err), setupErr.Err, now)
 			f.warn(setupErr.Err, advice(f.rule, setupErr.Err))
 		}
 	case res.End == EndLinkBroken && errors.Is(res.Err, ErrLinkDead):
 		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, ErrLinkDead)
-		f.stats.recordError(ClassPingTimeout, err, f.d.clock.Now())
+		f.stats.recordError(ClassPingTimeout, err, now)
 		log.Warn().Err(err).Msg("link dead; client reset after the data that arrived")
 	case res.End == EndLinkBroken && errors.Is(res.Err, sprites.ErrMessageTooBig):
 		// The client already logged the new size; this says who paid.
 		err := fmt.Errorf("forward %s: %w", f.rule.Name, res.Err)
-		f.stats.recordError(ClassTooBig, err, f.d.clock.Now())
+		f.stats.recordError(ClassTooBig, err, now)
 		log.Warn().Err(err).Msg("link closed by the service over a message's size; client reset after the data that arrived")
-	case res.End == EndLinkBroken && f.ctx.Err() == nil:
-		err := fmt.Errorf("forward %s: sprite %s: link broken: %w", f.rule.Name, f.rule.Sprite, res.Err)
-		f.stats.recordError(ClassLinkBroken, err, f.d.clock.Now())
+	case f.ctx.Err() != nil:
+		log.Debug().Str("end", res.End.String()).Msg("connection closed as the forward stopped")
+	case errors.Is(res.Err, ErrNothingListening):
+		err := fmt.Errorf("forward %s: %w", f.rule.Name, res.Err)
+		f.stats.recordError(ClassRefused, err, now)
+		f.warn(err, advice(f.rule, err))
+	case res.End == EndLinkBroken:
+		err := fmt.Errorf("forward %s: sprite %s: %w", f.rule.Name, f.rule.Sprite, res.Err)
+		f.stats.recordError(ClassLinkBroken, err, now)
 		ev := log.Info()
 		if res.ClientClosed {
 			ev = log.Debug() // the client was done sending; usually it had its reply
 		}
-		ev.Err(res.Err).Msg("link broken (sprite slept or network dropped); client reset after the data that arrived")
+		ev.Err(res.Err).Msg("link broken (sprite slept, network dropped, or a stream could not be resumed); client reset after the data that arrived")
 	default:
-		log.Debug().Str("end", res.End.String()).Msg("connection closed")
+		log.Debug().Err(res.Err).Str("end", res.End.String()).Msg("connection closed")
 	}
 }
-
-// startOnSpare begins the connection on one of the sprite's spare links,
-// if the pool has one that answered lately: the init goes out now and the
-// client's bytes follow it, and connect races it if "connected" is late.
-// up is called once a link is up, with how. It returns nil on a miss.
-func (f *forward) startOnSpare(pool *warmPool, connect func(context.Context) (directLink, error), up func(warmOutcome, directLink)) directLink {
-	if pool == nil {
-		return nil
-	}
-	sp := pool.take()
-	if sp == nil {
-		f.stats.WarmMisses.Add(1)
-		return nil
-	}
-	first, err := sp.Start(f.rule.Host, f.rule.Port)
-	if err != nil {
-		f.stats.WarmMisses.Add(1) // it died as it was taken
-		return nil
-	}
-	return startWarm(f.ctx, first, pool.fallbackAfter(), connect, func(how warmOutcome, l directLink, err error) {
-		if f.ctx.Err() != nil {
-			return // shut down or drained: not the spare's doing
-		}
-		switch how {
-		case warmHit:
-			f.stats.WarmHits.Add(1)
-		case warmFallback:
-			f.stats.WarmFallbacks.Add(1)
-			f.log.Debug().Msg("a spare link did not answer in time; a fresh link took the connection")
-		default:
-			f.stats.WarmFallbacks.Add(1)
-			return
-		}
-		if err == nil {
-			up(how, l)
-		}
-	})
-}
-
-// noHalfClose adapts a net.Conn that cannot half-close.
-type noHalfClose struct{ net.Conn }
-
-func (noHalfClose) CloseWrite() error { return nil }
 
 // advice is the log message for a failed connection: what to fix.
 func advice(rule config.Forward, err error) string {
+	if rule.Listen == FrontStdio || rule.Listen == FrontSOCKS {
+		switch ErrorClass(err) {
+		case ClassNotFound:
+			return fmt.Sprintf("sprite %s does not exist; check the name", rule.Sprite)
+		case ClassRefused:
+			return fmt.Sprintf("nothing listens on sprite %s port %d; start the server inside the sprite or check the port", rule.Sprite, rule.Port)
+		case ClassBadRequest:
+			return fmt.Sprintf("sprite %s: the API rejected the request; check the name and port", rule.Sprite)
+		}
+	}
 	switch ErrorClass(err) {
 	case ClassAuth:
 		return fmt.Sprintf("sprite %s: token rejected; check token_file or $SPRITES_TOKEN", rule.Sprite)
@@ -675,16 +510,25 @@ type Status struct {
 	StatsSnapshot
 }
 
+// addrs are where the forward listens.
+func (f *forward) addrs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, ln := range f.listeners {
+		out = append(out, ln.Addr().String())
+	}
+	return out
+}
+
 func (f *forward) status() Status {
 	f.mu.Lock()
 	st := Status{Name: f.rule.Name, Listen: f.rule.Listen, Target: f.rule.Target(), State: f.state, Mode: f.rule.Mode}
 	if f.bindErr != nil {
 		st.BindError = f.bindErr.Error()
 	}
-	for _, ln := range f.listeners {
-		st.Addrs = append(st.Addrs, ln.Addr().String())
-	}
 	f.mu.Unlock()
+	st.Addrs = f.addrs()
 	st.SpriteState, st.LastWake = f.waker.State()
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()
@@ -694,10 +538,7 @@ func (f *forward) status() Status {
 		st.WarmLinks = env.warm.count(f.rule.Sprite)
 	}
 	if f.rule.Mode == config.Mux {
-		as := AgentStatus{State: "idle"}
-		if p := f.pool.Load(); p != nil {
-			as = p.status()
-		}
+		as := f.d.agentStatus(f.rule.Sprite)
 		st.Agent = &as
 	}
 	return st

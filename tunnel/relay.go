@@ -3,21 +3,13 @@ package tunnel
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spritefwd/spritefwd/config"
-	"github.com/spritefwd/spritefwd/mux"
+	"github.com/spritefwd/spritefwd/sock"
 )
-
-// Local is the client's side of a relay: a TCP connection, or anything that
-// can half-close. Reset aborts it with RST when the type allows (see reset).
-type Local interface {
-	net.Conn
-	CloseWrite() error
-}
 
 // Remote is the sprite's side of a relay: a proxy link or a mux stream.
 // Read must return io.EOF only for a clean end; CloseNow aborts.
@@ -69,10 +61,13 @@ const (
 	// EndClientStalled: after its half-close the client took none of the
 	// sprite's bytes for HalfCloseTimeout; it was reset.
 	EndClientStalled
+	// EndPeerReset: the sprite's side reset the connection (a mux stream
+	// the agent reset: nothing listens, the target failed).
+	EndPeerReset
 )
 
 func (e End) String() string {
-	return [...]string{"clean", "link broken", "client aborted", "sprite silent after half-close", "client stopped reading after half-close"}[e]
+	return [...]string{"clean", "link broken", "client aborted", "sprite silent after half-close", "client stopped reading after half-close", "reset by the sprite"}[e]
 }
 
 // RelayResult reports a finished relay.
@@ -174,7 +169,7 @@ func copyCounting(dst io.Writer, src io.Reader, n *atomic.Int64, busy *atomic.Bo
 // most. (A client that stops reading while both sides are open is TCP flow
 // control, as through ssh -L: it holds its connection until it closes, or
 // until its forward stops and resets it.)
-func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
+func Relay(local sock.Conn, remote Remote, opts RelayOptions) RelayResult {
 	up := make(chan copyResult, 1)
 	down := make(chan copyResult, 1)
 	var lastDown atomic.Int64
@@ -207,9 +202,9 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 		finished = true
 		_ = remote.CloseNow()
 		if end == EndLinkBroken {
-			mux.Abort(local, opts.DrainTimeout)
+			sock.Abort(local, opts.DrainTimeout)
 		} else {
-			mux.Reset(local)
+			sock.Reset(local)
 		}
 	}
 	clientClosed := false
@@ -285,7 +280,7 @@ func Relay(local Local, remote Remote, opts RelayOptions) RelayResult {
 			if busy.Load() {
 				end = EndClientStalled
 			}
-			mux.Reset(local)
+			sock.Reset(local)
 			_ = remote.CloseNow()
 			<-down
 			result, finished = RelayResult{End: end}, true

@@ -225,7 +225,7 @@ func (r *runner) Status() control.Status {
 	if w := configFileWarning(r.o.configPath); w != "" {
 		st.Warnings = append(st.Warnings, w)
 	}
-	st.Forwards = r.d.Status()
+	st.Forwards = control.ForwardsOf(r.d.Status())
 	st.Goroutines = runtime.NumGoroutine()
 	st.RSSBytes = residentBytes()
 	st.HeapBytes, st.GCCycles = liveHeap()

@@ -112,13 +112,13 @@ func (d *daemonRig) status() control.Status {
 	return st
 }
 
-func (d *daemonRig) forward(name string) (tunnel.Status, bool) {
+func (d *daemonRig) forward(name string) (control.Forward, bool) {
 	for _, f := range d.status().Forwards {
 		if f.Name == name && f.State != tunnel.StateDraining {
 			return f, true
 		}
 	}
-	return tunnel.Status{}, false
+	return control.Forward{}, false
 }
 
 func (d *daemonRig) addr(name string) string {

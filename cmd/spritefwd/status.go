@@ -154,7 +154,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	small := map[string]bool{}
 	for _, f := range st.Forwards {
 		sprite, _, _ := strings.Cut(f.Target, ":")
-		if m := f.MaxMessage; m.State == sprites.LimitRefused && !small[sprite] {
+		if m := f.MaxMessage; m.State == string(sprites.LimitRefused) && !small[sprite] {
 			small[sprite] = true
 			fmt.Fprintf(w, "\nsprite %s reads at most %d bytes per WebSocket message (learned %s ago, %d refusals on live links)\n",
 				p(sprite), m.Bytes, age(now, m.Since), m.Refusals)

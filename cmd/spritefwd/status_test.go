@@ -8,7 +8,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/control"
 	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/tunnel"
@@ -16,18 +15,18 @@ import (
 
 func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	st := control.Status{Version: "test", Started: now.Add(-time.Hour), Forwards: []tunnel.Status{
-		{Name: "db", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: config.Mux, State: tunnel.StateListening,
-			Agent:         &tunnel.AgentStatus{State: "connected", Sessions: 3, Deploys: 1, LastDeploy: 420 * time.Millisecond, Streams: 2},
-			StatsSnapshot: tunnel.StatsSnapshot{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
-		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: config.Mux, State: tunnel.StateListening,
-			Agent: &tunnel.AgentStatus{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary",
+	st := control.Status{Version: "test", Started: now.Add(-time.Hour), Forwards: []control.Forward{
+		{Name: "db", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: "mux", State: tunnel.StateListening,
+			Agent:    &control.Agent{State: "connected", Sessions: 3, Deploys: 1, LastDeploy: 420 * time.Millisecond, Streams: 2},
+			Counters: control.Counters{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
+		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:3000", Mode: "mux", State: tunnel.StateListening,
+			Agent: &control.Agent{State: "fallback", Fallback: "no linux/arm64 agent: set agent_binary",
 				Port: 7023, Moved: "something on port 7022 failed the agent's proof; the agent moved to port 7023"}},
-		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
-			MaxMessage:    sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)},
-			StatsSnapshot: tunnel.StatsSnapshot{Open: 1, Lingering: 3, Total: 4}},
-		{Name: "ssh2", Listen: "127.0.0.1:2223", Target: "box:22", Mode: config.Direct, State: tunnel.StateListening,
-			MaxMessage: sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused, Since: now.Add(-3 * time.Minute)}},
+		{Name: "ssh", Listen: "127.0.0.1:2222", Target: "box:22", Mode: "direct", State: tunnel.StateListening,
+			MaxMessage: control.MaxMessage{Bytes: 1024, State: string(sprites.LimitRefused), Since: now.Add(-3 * time.Minute)},
+			Counters:   control.Counters{Open: 1, Lingering: 3, Total: 4}},
+		{Name: "ssh2", Listen: "127.0.0.1:2223", Target: "box:22", Mode: "direct", State: tunnel.StateListening,
+			MaxMessage: control.MaxMessage{Bytes: 1024, State: string(sprites.LimitRefused), Since: now.Add(-3 * time.Minute)}},
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
@@ -66,12 +65,12 @@ func TestPrintStatusEscapesControlCharacters(t *testing.T) {
 	st := control.Status{Version: "test", Started: now.Add(-time.Hour), APIURL: "https://api.sprites.dev",
 		Rejected: []string{"c.yaml:1:1: unknown top-level key \"\x1b[31mred\""},
 		Warnings: []string{"token\x07 bell"},
-		Forwards: []tunnel.Status{
-			{Name: "データベース 🐘", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: config.Mux, State: tunnel.StateListening,
-				SpriteState:   "run\x1b[Hning",
-				StatsSnapshot: tunnel.StatsSnapshot{LastError: "refused\x1b[2J\rgotcha\x9b2J\u202ekcatta", LastErrorAt: now.Add(-time.Minute)},
-				Agent:         &tunnel.AgentStatus{State: "fallback", Fallback: "agent said \x1b]0;pwned\x07 on stderr\n\xff"}},
-			{Name: "web", Listen: "127.0.0.1:8080", Target: "web:80", Mode: config.Direct, State: "failed", BindError: "listen:\tin use\x1b[1A"},
+		Forwards: []control.Forward{
+			{Name: "データベース 🐘", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: "mux", State: tunnel.StateListening,
+				SpriteState: "run\x1b[Hning",
+				Counters:    control.Counters{LastError: "refused\x1b[2J\rgotcha\x9b2J\u202ekcatta", LastErrorAt: now.Add(-time.Minute)},
+				Agent:       &control.Agent{State: "fallback", Fallback: "agent said \x1b]0;pwned\x07 on stderr\n\xff"}},
+			{Name: "web", Listen: "127.0.0.1:8080", Target: "web:80", Mode: "direct", State: "failed", BindError: "listen:\tin use\x1b[1A"},
 		}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
