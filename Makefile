@@ -63,7 +63,8 @@ e2e-small-messages: test-deps
 fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
 		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
-		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello
+		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello \
+		./control/:FuzzParseTarget
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:

@@ -159,6 +159,10 @@ func Default() *Config {
 	}
 }
 
+// DefaultForward is a rule with every default and no name, listen
+// address, sprite or port.
+func DefaultForward() Forward { return defaultForward() }
+
 // defaultForward is a rule with every default and nothing of its own.
 func defaultForward() Forward {
 	return Forward{Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, MaxConnections: DefaultMaxConnections}

@@ -1,6 +1,7 @@
 // Package control is the daemon's local API: HTTP and JSON over a Unix
 // socket that only the daemon's user can open (mode 0600). `spritefwd
-// status` and `spritefwd reload` are its clients. Nothing here is reachable
+// status`, `spritefwd reload` and `spritefwd stdio` (which has the daemon
+// carry its connection: see connect.go) are its clients. Nothing here is reachable
 // from the network, and nothing it serves contains the token.
 package control
 
@@ -55,6 +56,10 @@ type ReloadResult struct {
 type Backend interface {
 	Status() Status
 	Reload() ReloadResult
+	// Carry carries c to port inside sprite (see tunnel.Daemon.Carry):
+	// it returns once the connection is open or could not be, and calls
+	// done with how an open one ended.
+	Carry(sprite string, port int, c net.Conn, done func(error)) error
 }
 
 // DefaultSocket is $XDG_RUNTIME_DIR/spritefwd.sock; for root (a system
@@ -124,7 +129,18 @@ func Serve(ctx context.Context, ln net.Listener, b Backend) error {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	var conns outcomes
+	mux.HandleFunc("GET /v1/conns/{id}", func(w http.ResponseWriter, r *http.Request) {
+		serveOutcome(w, r, &conns)
+	})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			serveConnect(w, r, b, &conns)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

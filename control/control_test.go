@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +19,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeBackend struct{ reloads int }
 
 func (f *fakeBackend) Status() Status { return Status{Version: "test", PID: 42} }
+func (f *fakeBackend) Carry(sprite string, port int, c net.Conn, done func(error)) error {
+	return errors.New("no sprites here")
+}
 func (f *fakeBackend) Reload() ReloadResult {
 	f.reloads++
 	if f.reloads == 1 {

@@ -202,6 +202,11 @@ func (r *runner) setMetrics(addr string) error {
 	return nil
 }
 
+// Carry implements control.Backend: spritefwd stdio's connections.
+func (r *runner) Carry(sprite string, port int, c net.Conn, done func(error)) error {
+	return r.d.Carry(tunnel.FrontStdio, sprite, port, c, done)
+}
+
 // Status implements control.Backend.
 func (r *runner) Status() control.Status {
 	r.mu.Lock()

@@ -45,6 +45,10 @@ func commands() []command {
 	return []command{
 		{"run", "run [--config FILE]            run the daemon in the foreground", func(a []string, _, e io.Writer) error { return cmdRun(a, e) }},
 		{"forward", "forward SPRITE [LOCAL:]REMOTE… ad hoc forwards, like kubectl port-forward", func(a []string, _, e io.Writer) error { return cmdForward(a, e) }},
+		{"stdio", "stdio SPRITE PORT              stdin/stdout to a port in a sprite, for ssh's ProxyCommand", func(a []string, o, e io.Writer) error {
+			return cmdStdio(a, os.Stdin, o, e)
+		}},
+		{"ssh-config", "ssh-config                     print a ~/.ssh/config block: ssh NAME.sprite reaches sprite NAME", cmdSSHConfig},
 		{"validate", "validate [--config FILE]       check a config file; exit 1 with file:line:col errors", cmdValidate},
 		{"status", "status [--json] [-w]           every forward: state, sprite, connections, bytes, last error", cmdStatus},
 		{"reload", "reload                         re-read the running daemon's config file now", cmdReload},
