@@ -77,6 +77,9 @@ type Config struct {
 	ResumeWindow   time.Duration
 	ResumeBuffer   int
 	Forwards       []Forward
+	// Sprites are per-sprite settings for fronts without a forward of
+	// their own (stdio, SOCKS), by sprite name.
+	Sprites map[string]SpriteSettings
 }
 
 // Forward is one rule: accept on Listen, carry to Host:Port inside Sprite.
@@ -361,6 +364,9 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	}
 	if s.forwards != nil {
 		p.forwards(cfg, s.forwards)
+	}
+	if s.sprites != nil {
+		p.sprites(cfg, s.sprites)
 	}
 	if cfg.MetricsListen != "" {
 		if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil && !isLoopback(host) && !cfg.AllowPublic {

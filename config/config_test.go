@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,21 @@ func TestParseMuxSettings(t *testing.T) {
 }
 
 // TestParseErrors checks the position and the advice of each error.
+func TestParseSprites(t *testing.T) {
+	cfg, err := Parse("f.yaml", []byte("sprites:\n  db: {mode: mux}\n  web: {keep_awake: never, host: 127.0.0.1}\n  box:\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]SpriteSettings{
+		"db":  {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: Mux, Pos: Pos{2, 3}},
+		"web": {Host: "127.0.0.1", KeepAwake: Never, Mode: DefaultMode, Pos: Pos{3, 3}},
+		"box": {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, Pos: Pos{4, 3}},
+	}
+	if !reflect.DeepEqual(cfg.Sprites, want) {
+		t.Errorf("sprites %+v, want %+v", cfg.Sprites, want)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -98,6 +114,11 @@ func TestParseErrors(t *testing.T) {
 		{"resume_window", "resume_window: 2\n", []string{`1:16: resume_window "2" is not a duration such as 15s or 2m (a bare number has no unit: write 2s)`}},
 		{"yaml syntax", "forwards:\n  - a: b\n   c: d\n", []string{`f.yaml:1:1: YAML syntax: did not find expected '-' indicator`}},
 		{"forwards not list", "forwards: 5432:db:5432\n", []string{`1:11: forwards must be a list`}},
+		{"sprites not a mapping", "sprites: [db]\n", []string{`1:10: sprites must be a mapping`}},
+		{"sprite key", "sprites:\n  db: {port: 5432}\n", []string{`2:8: unknown sprite key "port"`}},
+		{"sprite mode", "sprites:\n  db: {mode: tunnel}\n", []string{`2:14: mode "tunnel": want direct`}},
+		{"sprite name", "sprites:\n  \"d b\": {mode: mux}\n", []string{`2:3: sprites: "d b": use letters`}},
+		{"sprite mux host", "sprites:\n  db: {mode: mux, host: redis.internal}\n", []string{`2:3: sprites: db: host "redis.internal": mux mode reaches only loopback`}},
 		{"api_url scheme", "api_url: ftp://x\n", []string{`1:10: api_url: "ftp://x" must start with https://`}},
 		{"api_url plain http", "api_url: http://api.sprites.dev\n", []string{`1:10: api_url: "http://api.sprites.dev": plain http sends the token in clear to api.sprites.dev`, "set allow_insecure_http: true"}},
 		{"allow_insecure_http", "allow_insecure_http: yes please\n", []string{`1:22: allow_insecure_http must be true or false`}},

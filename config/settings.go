@@ -45,8 +45,8 @@ func names[S any](settings []setting[S]) []string {
 // topState is what the top level's keys write: the config, and the values
 // that are checked only once every key is read.
 type topState struct {
-	cfg              *Config
-	apiURL, forwards *yaml.Node
+	cfg                       *Config
+	apiURL, forwards, sprites *yaml.Node
 }
 
 // topSettings are the top-level keys. Their order is the order the
@@ -148,6 +148,8 @@ var topSettings = []setting[*topState]{
 		}},
 	{"forwards", "(none)", "the forward rules, each compact or a mapping of the forward keys",
 		func(p *parser, s *topState, k string, v *yaml.Node) { s.forwards = v }},
+	{"sprites", "(none)", "per-sprite settings for stdio and SOCKS connections that no forward matches, such as sprites: {db: {mode: mux}}",
+		func(p *parser, s *topState, k string, v *yaml.Node) { s.sprites = v }},
 }
 
 // fwdState is one forward being read, and whether the keys checked once

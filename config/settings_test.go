@@ -69,6 +69,10 @@ func TestREADMESettings(t *testing.T) {
 		s := &fwdState{f: &Forward{}}
 		return s, func() any { return *s.f }
 	})
+	checkREADME(t, rows, "sprite ", spriteSettings, func() (*fwdState, func() any) {
+		s := &fwdState{f: &Forward{}}
+		return s, func() any { return *s.f }
+	})
 	for key := range rows {
 		t.Errorf("README.md's settings table has %s, which config does not parse", key)
 	}

@@ -18,15 +18,19 @@ var ErrStopped = errors.New("spritefwd is shutting down")
 
 // ruleFor is the settings a front's connection to sprite:port gets: those
 // of a forward to the same sprite and port if one is configured, else the
-// defaults.
+// sprite's own under sprites:, else the defaults.
 func ruleFor(cfg *config.Config, front, sprite string, port int) config.Forward {
 	r := config.DefaultForward()
 	if cfg != nil {
+		found := false
 		for _, f := range cfg.Forwards {
 			if f.Sprite == sprite && f.Port == port {
-				r = f
+				r, found = f, true
 				break
 			}
+		}
+		if s, ok := cfg.Sprites[sprite]; ok && !found {
+			r = s.Apply(r)
 		}
 	}
 	r.Name = fmt.Sprintf("%s %s:%d", front, sprite, port)
