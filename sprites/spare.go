@@ -81,8 +81,13 @@ func (c *Client) DialSpare(ctx context.Context, sprite string) (*Spare, error) {
 func (s *Spare) Sprite() string { return s.sprite }
 
 // Ping sends a ping and waits for its pong, which also times the round
-// trip (see RTT).
+// trip (see RTT). Once started, the Spare belongs to its Link, whose own
+// keepalive judges it: Ping then does nothing, so that a ping meant for a
+// waiting link never waits behind a connection's writes.
 func (s *Spare) Ping(ctx context.Context) error {
+	if s.started.Load() {
+		return nil
+	}
 	start := time.Now()
 	if err := s.ws.Ping(ctx); err != nil {
 		return err
