@@ -64,7 +64,7 @@ fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
 		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
 		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello \
-		./control/:FuzzParseTarget
+		./control/:FuzzParseTarget ./socks/:FuzzRequest
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:

@@ -77,6 +77,12 @@ type Config struct {
 	ResumeWindow   time.Duration
 	ResumeBuffer   int
 	Forwards       []Forward
+	// SOCKS is where the SOCKS5 (and HTTP CONNECT) front listens, if
+	// anywhere; SOCKSSuffix is stripped from destination names, and
+	// SOCKSUsersFile holds the user:password lines clients must give.
+	SOCKS          string
+	SOCKSSuffix    string
+	SOCKSUsersFile string
 	// Sprites are per-sprite settings for fronts without a forward of
 	// their own (stdio, SOCKS), by sprite name.
 	Sprites map[string]SpriteSettings
@@ -159,6 +165,7 @@ func Default() *Config {
 		WarmLinks: DefaultWarmLinks, WarmLinger: DefaultWarmLinger,
 		AgentPort: DefaultAgentPort, AgentDir: DefaultAgentDir, MuxIdleTimeout: DefaultMuxIdleTimeout,
 		ResumeWindow: DefaultResumeWindow, ResumeBuffer: DefaultResumeBuffer,
+		SOCKSSuffix: DefaultSOCKSSuffix,
 	}
 }
 
@@ -367,6 +374,16 @@ func (p *parser) top(cfg *Config, doc *yaml.Node) {
 	}
 	if s.sprites != nil {
 		p.sprites(cfg, s.sprites)
+	}
+	if s.socks != nil {
+		if host, _, err := net.SplitHostPort(cfg.SOCKS); err == nil && !isLoopback(host) {
+			switch {
+			case !cfg.AllowPublic:
+				p.errf(at(s.socks), "socks %q is reachable from other machines; use 127.0.0.1, or set allow_public: true and socks_users_file if you mean it", cfg.SOCKS)
+			case cfg.SOCKSUsersFile == "":
+				p.errf(at(s.socks), "socks %q is reachable from other machines, so clients must authenticate: set socks_users_file", cfg.SOCKS)
+			}
+		}
 	}
 	if cfg.MetricsListen != "" {
 		if host, _, err := net.SplitHostPort(cfg.MetricsListen); err == nil && !isLoopback(host) && !cfg.AllowPublic {

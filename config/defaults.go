@@ -17,6 +17,7 @@ const (
 	DefaultBind             = "127.0.0.1"      // listen host when a rule gives only a port
 	DefaultKeepAwake        = WhileConnected
 	DefaultMode             = Direct
+	DefaultSOCKSSuffix      = ".sprite"        // stripped from SOCKS destination names
 	DefaultWarmLinks        = 2                // spare links per sprite in use, in direct mode
 	DefaultWarmLinger       = 10 * time.Second // spares are kept this long after the last connection
 

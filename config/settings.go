@@ -45,8 +45,8 @@ func names[S any](settings []setting[S]) []string {
 // topState is what the top level's keys write: the config, and the values
 // that are checked only once every key is read.
 type topState struct {
-	cfg                       *Config
-	apiURL, forwards, sprites *yaml.Node
+	cfg                              *Config
+	apiURL, forwards, sprites, socks *yaml.Node
 }
 
 // topSettings are the top-level keys. Their order is the order the
@@ -148,6 +148,30 @@ var topSettings = []setting[*topState]{
 		}},
 	{"forwards", "(none)", "the forward rules, each compact or a mapping of the forward keys",
 		func(p *parser, s *topState, k string, v *yaml.Node) { s.forwards = v }},
+	{"socks", "(off)", "SOCKS5 and HTTP CONNECT proxy to every sprite on this host:port: the destination's name is the sprite, its port the sprite's",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			if addr, ok := p.str(v, k); ok {
+				if host, _, err := net.SplitHostPort(addr); err != nil || net.ParseIP(host) == nil && host != "localhost" {
+					p.errf(at(v), "socks: want an IP address and port, such as 127.0.0.1:1080")
+				}
+				s.socks, s.cfg.SOCKS = v, addr
+			}
+		}},
+	{"socks_suffix", DefaultSOCKSSuffix, "stripped from SOCKS destination names: web.sprite:3000 is sprite web, port 3000",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			if suffix, ok := p.str(v, k); ok {
+				if suffix != "" && (!strings.HasPrefix(suffix, ".") || strings.ContainsAny(suffix, " /:")) {
+					p.errf(at(v), "socks_suffix %q: want a domain suffix such as .sprite, or \"\" for none", suffix)
+				}
+				s.cfg.SOCKSSuffix = suffix
+			}
+		}},
+	{"socks_users_file", "(none)", "file of user:password lines (mode 0600); SOCKS and HTTP CONNECT clients must then give one; required for a non-loopback socks",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			if f, ok := p.str(v, k); ok {
+				s.cfg.SOCKSUsersFile = ExpandHome(f)
+			}
+		}},
 	{"sprites", "(none)", "per-sprite settings for stdio and SOCKS connections that no forward matches, such as sprites: {db: {mode: mux}}",
 		func(p *parser, s *topState, k string, v *yaml.Node) { s.sprites = v }},
 }

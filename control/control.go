@@ -37,6 +37,7 @@ type Status struct {
 	Forwards     []Forward `json:"forwards"`
 	SocketPath   string    `json:"socket"`
 	MetricsAddr  string    `json:"metrics,omitempty"`
+	SOCKSAddr    string    `json:"socks,omitempty"` // where the SOCKS port listens
 	ServiceState string    `json:"service,omitempty"`
 	Goroutines   int       `json:"goroutines"`
 	RSSBytes     int64     `json:"rss_bytes,omitempty"` // resident memory, where the OS reports it

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers and clients that the end-to-end tests drive:
 # PostgreSQL (postgres, initdb, psql, pgbench), OpenSSH (sshd, ssh, scp)
-# and socat. Safe to run again: it installs only what is missing.
+# socat and curl (through the SOCKS port). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -12,6 +12,7 @@ have psql     || need+=(postgresql-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 have ssh      || need+=(openssh-client)
 have socat    || need+=(socat)
+have curl     || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies: all present"

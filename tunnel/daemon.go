@@ -73,6 +73,8 @@ type Daemon struct {
 	directT *directTransport
 	muxT    *muxTransport
 
+	exists existsCache // which sprites exist, for the SOCKS front
+
 	mu       sync.Mutex
 	cfg      *config.Config
 	forwards map[string]*forward
@@ -82,6 +84,8 @@ type Daemon struct {
 	agents   map[string]*agentPool   // by sprite, for mux forwards
 	retired  map[*agentPool]struct{} // replaced by a reload; closed when their streams end
 	agentSet agentSettings
+	socks    *socksFront
+	socksWG  sync.WaitGroup // SOCKS ports' Serve, current and replaced
 	draining sync.WaitGroup
 	closed   bool
 
@@ -128,6 +132,10 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	}
 	if tok.Warning != "" {
 		d.log.Warn().Msg(tok.Warning)
+	}
+	users, err := socksUsers(cfg)
+	if err != nil {
+		return err
 	}
 	d.tokenSource.Store(&tok.Source)
 	d.tokenWarning.Store(&tok.Warning)
@@ -230,7 +238,10 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		f.start()
 	}
 	d.mu.Unlock()
-	if len(cfg.Forwards) == 0 && !d.hooks.NoListeners {
+	if !d.hooks.NoListeners {
+		d.applySOCKS(cfg, users)
+	}
+	if len(cfg.Forwards) == 0 && !d.hooks.NoListeners && cfg.SOCKS == "" {
 		d.log.Warn().Str("config", cfg.File).Msg("config has no forwards; add some under forwards:")
 	}
 	if old != nil {
@@ -422,6 +433,9 @@ func (d *Daemon) Config() *config.Config {
 func (d *Daemon) Shutdown(grace time.Duration) {
 	d.mu.Lock()
 	d.closed = true
+	d.mu.Unlock()
+	d.stopSOCKS()
+	d.mu.Lock()
 	fs := make([]*forward, 0, len(d.forwards))
 	for _, f := range d.forwards {
 		fs = append(fs, f)
@@ -441,6 +455,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	}
 	wg.Wait()
 	d.draining.Wait()
+	d.socksWG.Wait() // the connections the SOCKS port was opening, which the drain ended
 	d.mu.Lock()
 	var pools []*agentPool
 	for p := range d.retired {

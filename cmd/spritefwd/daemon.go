@@ -231,6 +231,7 @@ func (r *runner) Status() control.Status {
 		st.Warnings = append(st.Warnings, w)
 	}
 	st.Forwards = control.ForwardsOf(r.d.Status())
+	st.SOCKSAddr = r.d.SOCKSAddr()
 	st.Goroutines = runtime.NumGoroutine()
 	st.RSSBytes = residentBytes()
 	st.HeapBytes, st.GCCycles = liveHeap()

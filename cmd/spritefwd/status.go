@@ -88,6 +88,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	if st.MetricsAddr != "" {
 		fmt.Fprintf(w, ", metrics http://%s/metrics", p(st.MetricsAddr))
 	}
+	if st.SOCKSAddr != "" {
+		fmt.Fprintf(w, ", socks %s", p(st.SOCKSAddr))
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

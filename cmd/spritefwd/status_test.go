@@ -15,7 +15,7 @@ import (
 
 func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	st := control.Status{Version: "test", Started: now.Add(-time.Hour), Forwards: []control.Forward{
+	st := control.Status{Version: "test", Started: now.Add(-time.Hour), SOCKSAddr: "127.0.0.1:1080", Forwards: []control.Forward{
 		{Name: "db", Listen: "127.0.0.1:5432", Target: "db:5432", Mode: "mux", State: tunnel.StateListening,
 			Agent:    &control.Agent{State: "connected", Sessions: 3, Deploys: 1, LastDeploy: 420 * time.Millisecond, Streams: 2},
 			Counters: control.Counters{Open: 2, Total: 9, Resumptions: 2, ResumeTimes: []time.Duration{12 * time.Millisecond, 1500 * time.Millisecond}}},
@@ -27,11 +27,14 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 			Counters:   control.Counters{Open: 1, Lingering: 3, Total: 4}},
 		{Name: "ssh2", Listen: "127.0.0.1:2223", Target: "box:22", Mode: "direct", State: tunnel.StateListening,
 			MaxMessage: control.MaxMessage{Bytes: 1024, State: string(sprites.LimitRefused), Since: now.Add(-3 * time.Minute)}},
+		{Name: "socks web:3000", Listen: "socks", Target: "web:3000", Mode: "direct", State: tunnel.StateActive, Counters: control.Counters{Total: 2}},
+		{Name: "stdio db:22", Listen: "stdio", Target: "db:22", Mode: "mux", State: tunnel.StateActive, Counters: control.Counters{Open: 1, Total: 1}},
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
 	out := b.String()
-	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}, {"ssh ", " 1+3 "}} {
+	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}, {"ssh ", " 1+3 "},
+		{"socks web:3000 ", " socks "}, {"stdio db:22 ", " active "}} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
 			if strings.HasPrefix(l, row[0]) && strings.Contains(l, row[1]) {
@@ -43,7 +46,7 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"MODE", " mux→direct ",
+		"MODE", " mux→direct ", ", socks 127.0.0.1:1080",
 		"mux db: agent connected, 2 streams, 3 sessions, 1 deploys (last took 420ms), 2 resumptions (latest took 12ms 1.5s)",
 		"mux web: agent fallback", "using direct mode: no linux/arm64 agent: set agent_binary",
 		"\n  something on port 7022 failed the agent's proof; the agent moved to port 7023",
