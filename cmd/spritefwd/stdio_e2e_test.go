@@ -184,11 +184,18 @@ func (r *stdioRig) row() (control.Forward, bool) {
 	return control.Forward{}, false
 }
 
-// TestE2EStdioSSH: ssh and scp through the printed ~/.ssh/config block, to
-// a sprite asleep at the start, in both modes, with and without a daemon.
-func TestE2EStdioSSH(t *testing.T) {
+// TestE2EStdio builds spritefwd and the agent once for its parts.
+func TestE2EStdio(t *testing.T) {
 	testsvc.Need(t, "ssh", "scp", "sshd")
 	bin, agent := stdioBinaries(t)
+	t.Run("ssh", func(t *testing.T) { testStdioSSH(t, bin, agent) })
+	t.Run("scp through drops", func(t *testing.T) { testStdioScpThroughDrops(t, bin, agent) })
+	t.Run("failures", func(t *testing.T) { testStdioFailures(t, bin, agent) })
+}
+
+// testStdioSSH: ssh and scp through the printed ~/.ssh/config block, to a
+// sprite asleep at the start, in both modes, with and without a daemon.
+func testStdioSSH(t *testing.T, bin, agent string) {
 	for _, mode := range []string{"direct", "mux"} {
 		for _, daemon := range []bool{true, false} {
 			name := mode + "/no daemon"
@@ -221,11 +228,9 @@ func TestE2EStdioSSH(t *testing.T) {
 	}
 }
 
-// TestE2EStdioScpThroughDrops: in mux mode the daemon resumes stdio's
-// stream when the link drops under scp; the file arrives byte for byte.
-func TestE2EStdioScpThroughDrops(t *testing.T) {
-	testsvc.Need(t, "ssh", "scp", "sshd")
-	bin, agent := stdioBinaries(t)
+// testStdioScpThroughDrops: in mux mode the daemon resumes stdio's stream
+// when the link drops under scp; the file arrives byte for byte.
+func testStdioScpThroughDrops(t *testing.T, bin, agent string) {
 	r := startStdio(t, bin, agent, "mux", true)
 	var drops atomic.Int64
 	r.scp(48<<20, func(stop <-chan struct{}) {
@@ -251,11 +256,9 @@ func TestE2EStdioScpThroughDrops(t *testing.T) {
 	}
 }
 
-// TestE2EStdioFailures: what the user must fix is one line on stderr and a
+// testStdioFailures: what the user must fix is one line on stderr and a
 // non-zero exit; a link broken after data is an error exit, not a clean one.
-func TestE2EStdioFailures(t *testing.T) {
-	testsvc.Need(t, "sshd")
-	bin, agent := stdioBinaries(t)
+func testStdioFailures(t *testing.T, bin, agent string) {
 	for _, daemon := range []bool{true, false} {
 		t.Run(fmt.Sprintf("daemon=%v", daemon), func(t *testing.T) {
 			r := startStdio(t, bin, agent, "direct", daemon)
