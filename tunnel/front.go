@@ -79,12 +79,19 @@ func (d *Daemon) frontRow(front, sprite string, port int) (*forward, error) {
 
 // Carry carries c, for a front without a listener of its own (FrontStdio,
 // FrontSOCKS), to port inside sprite, through the transport the settings
-// for that sprite and port choose. It returns once the connection is open,
+// for that sprite and port choose, under their max_connections. It returns once the connection is open,
 // or with why it could not be (c is reset then); done is called once with
 // how an open connection ended: nil for a clean end, else what broke it.
 func (d *Daemon) Carry(front, sprite string, port int, c net.Conn, done func(error)) error {
 	f, err := d.frontRow(front, sprite, port)
 	if err != nil {
+		sock.Reset(c)
+		return err
+	}
+	if !f.admit() {
+		err := fmt.Errorf("%s: %w (%d); new connections are refused until some close", f.rule.Name, errTooManyConnections, f.rule.MaxConnections)
+		f.stats.recordError(ClassLimit, err, d.clock.Now())
+		f.warn(err, "connection refused")
 		sock.Reset(c)
 		return err
 	}
