@@ -64,7 +64,7 @@ var (
 	descBytes  = prometheus.NewDesc("spritefwd_bytes_total", "Bytes carried; direction in is into the sprite.", []string{"forward", "direction"}, nil)
 	descErrors = prometheus.NewDesc("spritefwd_errors_total", "Failed or broken connections by class.", []string{"forward", "class"}, nil)
 	descWakes  = prometheus.NewDesc("spritefwd_wakes_total", "Wakes of the forward's sprite that spritefwd waited for.", []string{"forward"}, nil)
-	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening.", []string{"forward", "listen", "target"}, nil)
+	descUp     = prometheus.NewDesc("spritefwd_forward_up", "1 if the forward is listening, or is the always-on row of a front without a listener (stdio, socks).", []string{"forward", "listen", "target"}, nil)
 	descResume = prometheus.NewDesc("spritefwd_resumptions_total", "Mux streams moved to a new link after a drop.", []string{"forward"}, nil)
 	descWarm   = prometheus.NewDesc("spritefwd_warm_links", "Spare proxy links the forward's sprite holds now, upgraded for the next direct-mode connections.", []string{"forward"}, nil)
 	descWarmC  = prometheus.NewDesc("spritefwd_warm_connections_total", "Direct-mode connections by how they got their link: hit (a spare), miss (none at hand, a fresh dial), fallback (the spare failed or was late; a fresh dial took over).", []string{"forward", "result"}, nil)
@@ -102,7 +102,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descMaxMsg, prometheus.GaugeValue, float64(s.MaxMessage.Bytes), s.Name, string(s.MaxMessage.State))
 		up := 0.0
-		if s.State == tunnel.StateListening {
+		if s.State == tunnel.StateListening || s.State == tunnel.StateActive {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, s.Name, s.Listen, s.Target)

@@ -21,7 +21,9 @@ func TestScrape(t *testing.T) {
 	st.Errors = map[string]int64{tunnel.ClassLinkBroken: 4}
 	st.MaxMessage = sprites.MessageLimit{Bytes: 1024, State: sprites.LimitRefused}
 	drained := tunnel.Status{Name: "db:5432", State: tunnel.StateDraining}
-	m := New(func() []tunnel.Status { return []tunnel.Status{st, drained} })
+	socks := tunnel.Status{Name: "socks web:3000", Listen: tunnel.FrontSOCKS, Target: "web:3000", State: tunnel.StateActive}
+	socks.Total = 7
+	m := New(func() []tunnel.Status { return []tunnel.Status{st, drained, socks} })
 	m.ObserveWake("db", 2*time.Second)
 	m.ObserveSetup("db:5432", 3*time.Millisecond)
 	srv := httptest.NewServer(m.Handler())
@@ -44,13 +46,15 @@ func TestScrape(t *testing.T) {
 		`spritefwd_max_message_bytes{forward="db:5432",state="refused"} 1024`,
 		`spritefwd_forward_up{forward="db:5432",listen="127.0.0.1:5432",target="db:5432"} 1`,
 		`spritefwd_wake_wait_seconds_count{sprite="db"} 1`,
+		`spritefwd_connections_total{forward="socks web:3000"} 7`,
+		`spritefwd_forward_up{forward="socks web:3000",listen="socks",target="web:3000"} 1`,
 		`spritefwd_link_setup_seconds_count{forward="db:5432"} 1`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("scrape lacks %s", want)
 		}
 	}
-	if strings.Count(text, `spritefwd_connections_total{`) != 1 {
+	if strings.Count(text, `spritefwd_connections_total{forward="db:5432"`) != 1 {
 		t.Error("a draining forward was exported beside its successor")
 	}
 }
