@@ -432,7 +432,7 @@ func wanMarkdown(rows []result) string {
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
 		v := r.Value
-		if _, ok := v["rate_mbit"]; !ok {
+		if _, ok := v["tcp_1_streams_of_rate"]; !ok {
 			continue
 		}
 		fmt.Fprintf(&b, "| %.0f Mbit/s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", v["rate_mbit"],
