@@ -28,6 +28,7 @@ type Spare struct {
 	fw     *frameWriter
 	seen   atomic.Int64 // unix nanos of the upgrade or the last pong
 	rtt    atomic.Int64 // the last ping's round trip, in nanoseconds
+	setup  time.Duration
 
 	// The first message is read from the upgrade on, so that pings are
 	// answered before Start; after Start it is "connected" or the close
@@ -52,6 +53,7 @@ func (c *Client) DialSpare(ctx context.Context, sprite string) (*Spare, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.handshake)
 	defer cancel()
 	s := &Spare{c: c, sprite: sprite, read: make(chan struct{})}
+	start := time.Now()
 	ws, up, err := c.upgrade(ctx, hctx, sprite, 0, "", func() {
 		s.touch()
 		if l := s.link.Load(); l != nil {
@@ -61,7 +63,7 @@ func (c *Client) DialSpare(ctx context.Context, sprite string) (*Spare, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ws = ws
+	s.ws, s.setup = ws, time.Since(start)
 	if up != nil && up.fw != nil {
 		s.fw = up.fw
 		s.fw.armed = true // the upgrade is done: only frames go by from here
@@ -99,6 +101,11 @@ func (s *Spare) Ping(ctx context.Context) error {
 
 // RTT is the last ping's round trip; zero before the first.
 func (s *Spare) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Setup is how long the upgrade took: TCP, TLS and the upgrade's own round
+// trip through the API's edge to the sprite, where a ping may be answered
+// nearer.
+func (s *Spare) Setup() time.Duration { return s.setup }
 
 // LastSeen is when the Spare was upgraded or last answered a ping.
 func (s *Spare) LastSeen() time.Time { return time.Unix(0, s.seen.Load()) }

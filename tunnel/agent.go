@@ -400,6 +400,15 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 	// name of its own per content means a redeploy never writes over a
 	// running agent, and the same content is never sent twice.
 	exe := path.Join(p.set.dir, name)
+	// The secret first: writing it makes the agent's directory on a fresh
+	// sprite, where the look below runs (an exec may refuse a directory
+	// that is not there, and then the upload would go uncompressed).
+	secret := mux.NewSecret()
+	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
+		return c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n"))
+	}); err != nil {
+		return err
+	}
 	var found uploaded
 	if err := p.step(ctx, "look for an uploaded agent", wake, func(ctx context.Context) error {
 		var err error
@@ -440,12 +449,6 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 			return err
 		}
 		p.log.Debug().Int64("bytes", n).Bool("gzip", unpack).Msg("agent uploaded")
-	}
-	secret := mux.NewSecret()
-	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
-		return c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n"))
-	}); err != nil {
-		return err
 	}
 	var sess *sprites.ExecSession
 	if err := p.step(ctx, "start", wake, func(ctx context.Context) error {

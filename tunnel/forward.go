@@ -287,7 +287,8 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 	}
 	start := f.d.clock.Now()
 	h := Hooks{
-		Up: &f.stats.BytesIn, Down: &f.stats.BytesOut,
+		Confirm: opened != nil,
+		Up:      &f.stats.BytesIn, Down: &f.stats.BytesOut,
 		WarmHits: &f.stats.WarmHits, WarmMisses: &f.stats.WarmMisses, WarmFallbacks: &f.stats.WarmFallbacks,
 		OnUp: func(target string) {
 			setup := f.d.clock.Now().Sub(start)

@@ -27,6 +27,10 @@ type RelayOptions struct {
 	// The end is a reset, not a FIN: silence is not proof that the reply
 	// was complete. (A client that closed fully never sees it.)
 	HalfCloseTimeout time.Duration
+	// Ready, if set, closes once the remote is up; the half-close clock
+	// does not run before, since a silence then is the setup's, not the
+	// sprite's (a connection begun on a spare relays before "connected").
+	Ready <-chan struct{}
 	// DrainTimeout bounds how long an aborting relay waits for the client's
 	// socket to take the bytes already written before it resets, and how
 	// long a write to a client that has stopped reading may block it then.
@@ -268,6 +272,14 @@ func Relay(local sock.Conn, remote Remote, opts RelayOptions) RelayResult {
 				_ = remote.CloseNow()
 			}
 		case <-idleC:
+			if opts.Ready != nil {
+				select {
+				case <-opts.Ready:
+				default:
+					lastDown.Store(time.Now().UnixNano()) // counts from the setup's end
+					continue
+				}
+			}
 			if time.Since(time.Unix(0, lastDown.Load())) < opts.HalfCloseTimeout {
 				continue
 			}

@@ -57,6 +57,10 @@ type Hooks struct {
 	// WarmHits, WarmMisses and WarmFallbacks count how direct-mode
 	// connections got their link (see warmConn).
 	WarmHits, WarmMisses, WarmFallbacks *atomic.Int64
+	// Confirm: the front tells its client whether the connection opened
+	// (SOCKS, stdio), so Open returns only once the sprite's side is up,
+	// even on a spare link, and a refusal is its error.
+	Confirm bool
 	// OnEnd is called once, when an opened connection has ended.
 	OnEnd func(Result)
 }
@@ -143,6 +147,19 @@ func (t *directTransport) Open(ctx context.Context, tg Target, local sock.Conn, 
 		pool.connected()
 		h.up(l.Target())
 	})
+	if link != nil && h.Confirm {
+		// The front answers its client only once the sprite's side is up,
+		// so a refusal must come back from here, not as a reset later.
+		if err := link.Connected(ctx); err != nil {
+			link.CloseNow()
+			release()
+			var se *SetupError
+			if errors.As(err, &se) {
+				err = se.Err
+			}
+			return err
+		}
+	}
 	if link == nil {
 		l, err := connect(ctx)
 		if err != nil {
@@ -190,9 +207,11 @@ func (t *directTransport) startOnSpare(ctx context.Context, pool *warmPool, tg T
 		case warmFallback:
 			count(h.WarmFallbacks)
 			t.d.log.Debug().Str("sprite", tg.Sprite).Str("front", tg.Front).Msg("a spare link did not answer in time; a fresh link took the connection")
-		default:
-			count(h.WarmFallbacks)
+		case warmFailed:
+			count(h.WarmFallbacks) // a fallback whose fresh dial failed too; the failure is reported as a connect's
 			return
+		default:
+			return // the client left during the race
 		}
 		if err == nil {
 			up(how, l)
@@ -216,8 +235,12 @@ func (t *directTransport) relay(ctx context.Context, env *linkEnv, tg Target, lo
 		link.CloseNow()
 		sock.Reset(local)
 	}
+	var ready <-chan struct{}
+	if w, ok := link.(*warmConn); ok {
+		ready = w.Ready()
+	}
 	opts := RelayOptions{
-		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second,
+		HalfCloseTimeout: env.halfClose, DrainTimeout: 5 * time.Second, Ready: ready,
 		Up: h.Up, Down: h.Down, Busy: &busy,
 		OnClientDone: func() {
 			clientDone.Store(true)

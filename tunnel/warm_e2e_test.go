@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,5 +196,31 @@ func TestE2EWarmSpareToClosedPort(t *testing.T) {
 	})
 	if !bytes.Contains([]byte(e.logs.String()), []byte("nothing listens")) {
 		t.Errorf("no advice in the log:\n%s", e.logs)
+	}
+}
+
+// Through the SOCKS port, a port with nothing listening is refused with
+// reply 5 whether or not a spare link is at hand: a front that answers its
+// client waits for "connected" even on a spare.
+func TestE2EWarmSOCKSRefusalOnASpare(t *testing.T) {
+	testsvc.Need(t, "curl")
+	echo := &recordingEcho{}
+	maps := webSprites(t)
+	maps["web:6000"] = echo.serve(t)
+	e := startE2E(t, spritestest.Options{}, maps, "socks: 127.0.0.1:0\nwarm_links: 1\n", "{name: echo, listen: 0, sprite: web, port: 6000}")
+	addr := e.d.SOCKSAddr()
+
+	out, err := curl(t, "--socks5-hostname", addr, "http://web:3001/")
+	t.Logf("no spare: %v %s", err, strings.TrimSpace(out))
+	if err == nil || !strings.Contains(out, "(5)") {
+		t.Fatalf("without a spare: %v, %q; want reply 5, connection refused", err, out)
+	}
+
+	holdOpen(t, "127.0.0.1:"+e.port(t, "echo"))
+	testsvc.Eventually(t, "a spare link", func() bool { return e.status(t, "echo").WarmLinks == 1 })
+	out, err = curl(t, "--socks5-hostname", addr, "http://web:3001/")
+	t.Logf("on a spare: %v %s", err, strings.TrimSpace(out))
+	if err == nil || !strings.Contains(out, "(5)") {
+		t.Errorf("on a spare: %v, %q; want reply 5, connection refused, as without one", err, out)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -301,7 +302,8 @@ func (s *fakeSpare) Ping(ctx context.Context) error {
 	s.mu.Unlock()
 	return nil
 }
-func (s *fakeSpare) RTT() time.Duration { return 20 * time.Millisecond }
+func (s *fakeSpare) RTT() time.Duration   { return 20 * time.Millisecond }
+func (s *fakeSpare) Setup() time.Duration { return 45 * time.Millisecond }
 func (s *fakeSpare) LastSeen() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -549,6 +551,132 @@ func TestWarmPoolFailedDialStopsFilling(t *testing.T) {
 		synctest.Wait()
 		if d.count() != 0 {
 			t.Fatalf("%d spares dialled after a failure, before any link got through", d.count())
+		}
+	})
+}
+
+// blockingLink is a fakeLink whose writes block until it is closed, as a
+// WebSocket write does on a connection whose peer stopped reading (a
+// network that died under a replay).
+type blockingLink struct {
+	*fakeLink
+	writing chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingLink) Write(p []byte) (int, error) {
+	select {
+	case b.writing <- struct{}{}:
+	default:
+	}
+	<-b.release
+	return 0, errors.New("closed under the write")
+}
+
+func (b *blockingLink) CloseNow() error {
+	b.fakeLink.CloseNow()
+	select {
+	case <-b.release:
+	default:
+		close(b.release)
+	}
+	return nil
+}
+
+// A replay that the network holds up (a fresh link whose peer stopped
+// reading) must not hold up CloseNow, which is how a stopping forward or a
+// reset client ends the connection.
+func TestWarmConnCloseNowInterruptsAReplay(t *testing.T) {
+	// Not in a synctest bubble: a goroutine blocked on a sync.Mutex is not
+	// durably blocked, so a regression would hang the bubble's clock.
+	first := newFakeLink("dead spare")
+	fresh := &blockingLink{fakeLink: newFakeLink("fresh"), writing: make(chan struct{}, 1), release: make(chan struct{})}
+	w, out := startFake(first, time.Millisecond, func(context.Context) (directLink, error) { return fresh, nil })
+	w.Write([]byte("kept for the replay"))
+	<-fresh.writing // settle is inside the replay write
+	closed := make(chan struct{})
+	go func() {
+		w.CloseNow() // what the relay's abort does
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Error("CloseNow still blocked 2 s later, behind the replay that only it could end")
+		fresh.CloseNow() // let the test end
+		<-closed
+	}
+	<-out
+}
+
+// A client that goes away while the spare's race runs is neither a
+// fallback nor a reason to dial.
+func TestWarmConnClientGoneDuringRaceIsNotAFallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &spareDialer{}
+		p := newTestPool(d)
+		defer p.close()
+		p.acquire()
+		defer p.release()
+		p.connected()
+		settle()
+		var hits, misses, fallbacks atomic.Int64
+		redials := 0
+		tr := &directTransport{}
+		h := Hooks{WarmHits: &hits, WarmMisses: &misses, WarmFallbacks: &fallbacks}
+		link := tr.startOnSpare(context.Background(), p, Target{Sprite: "box", Port: 1}, func(ctx context.Context) (directLink, error) {
+			redials++
+			return nil, ctx.Err()
+		}, h, func(warmOutcome, directLink) {})
+		if link == nil {
+			t.Fatal("no spare taken")
+		}
+		link.Write([]byte("GET / HTTP/1.1\r\n"))
+		time.Sleep(10 * time.Millisecond) // well inside fallbackAfter
+		link.CloseNow()                   // the client reset; the relay aborts
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if fallbacks.Load() != 0 || redials != 0 {
+			t.Errorf("client gone during the race: %d fallbacks, %d redials; want 0 and 0", fallbacks.Load(), redials)
+		}
+	})
+}
+
+// A client that sends its request and half-closes (nc -N) while the race
+// runs is not reset as "sprite silent" when the fallback and the fresh
+// dial take longer than half_close_timeout: as on the normal path, the
+// sprite's silence counts from when its link is up.
+func TestWarmConnHalfCloseCountsFromTheLink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const halfClose = 5 * time.Second // the default
+		first := newFakeLink("silent spare")
+		fresh := newFakeLink("fresh")
+		w, _ := startFake(first, time.Second, func(context.Context) (directLink, error) {
+			time.Sleep(6 * time.Second) // a fresh dial that retries a 503 once
+			return fresh, nil
+		})
+		client, local := memPair()
+		done := make(chan RelayResult, 1)
+		go func() {
+			done <- Relay(local, w, RelayOptions{HalfCloseTimeout: halfClose, DrainTimeout: time.Second, Ready: w.Ready()})
+		}()
+		got := make(chan string, 1)
+		go func() { b, _ := io.ReadAll(client); got <- string(b) }()
+		client.Write([]byte("query"))
+		client.CloseWrite()
+		go func() {
+			if _, err := w.wait(); err == nil {
+				fresh.Send("answer")
+				close(fresh.down)
+			}
+		}()
+		res := <-done
+		client.Close()
+		w.CloseNow()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if res.End != EndClean || <-got != "answer" {
+			t.Errorf("relay ended %v (%v); want the fresh link's answer and a clean end", res.End, res.Err)
 		}
 	})
 }

@@ -11,9 +11,10 @@ import (
 type warmOutcome int
 
 const (
-	warmHit      warmOutcome = iota // the spare said "connected" in time
-	warmFallback                    // a fresh dial won the race; the first bytes were replayed on it
-	warmFailed                      // neither came up
+	warmHit       warmOutcome = iota // the spare said "connected" in time
+	warmFallback                     // a fresh dial won the race; the first bytes were replayed on it
+	warmFailed                       // neither came up
+	warmAbandoned                    // the connection ended first: no outcome to count
 )
 
 // SetupError is a failure to set a connection up that shows only once the
@@ -38,11 +39,12 @@ type warmConn struct {
 	settled  chan struct{} // closed once link or err is set
 	stopRace context.CancelFunc
 
-	mu     sync.Mutex
-	sent   []byte     // written before settling, for a replay
-	link   directLink // the winner
-	err    error      // why there is none
-	closed bool
+	mu        sync.Mutex
+	sent      []byte     // written before settling, for a replay
+	replaying directLink // a fresh winner while the kept bytes go to it
+	link      directLink // the winner, once it has them
+	err       error      // why there is none
+	closed    bool
 }
 
 // startWarm begins relaying on first, a spare just started. after is how
@@ -78,6 +80,9 @@ func (w *warmConn) race(ctx context.Context, after time.Duration) (warmOutcome, 
 		firstUp = nil // dead or refused: dial afresh now
 	case <-t.C:
 	}
+	if ctx.Err() != nil {
+		return warmAbandoned, ctx.Err() // the client left, or the forward stopped
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	freshUp := make(chan dialResult, 1)
@@ -101,6 +106,12 @@ func (w *warmConn) race(ctx context.Context, after time.Duration) (warmOutcome, 
 			return warmHit, w.settle(w.first)
 		case r := <-freshUp:
 			w.first.CloseNow()
+			if ctx.Err() != nil {
+				if r.err == nil {
+					r.link.CloseNow()
+				}
+				return warmAbandoned, ctx.Err()
+			}
 			if r.err != nil {
 				w.fail(r.err)
 				return warmFailed, r.err
@@ -110,25 +121,41 @@ func (w *warmConn) race(ctx context.Context, after time.Duration) (warmOutcome, 
 	}
 }
 
-// settle makes l the connection's link, replaying the kept bytes on it
-// when it is not the spare that already carried them.
+// settle makes l the connection's link. On a fresh link the kept bytes
+// are replayed first, outside the lock, so that CloseNow can always
+// interrupt a replay that the network holds up; writes meanwhile wait.
 func (w *warmConn) settle(l directLink) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed {
+		w.mu.Unlock()
 		l.CloseNow()
 		return net.ErrClosed
 	}
-	if l != w.first && len(w.sent) > 0 {
-		if _, err := l.Write(w.sent); err != nil {
-			l.CloseNow()
-			w.err = err
-			w.sent = nil
-			close(w.settled)
-			return err
-		}
+	replay := w.sent
+	w.sent = nil
+	if l == w.first || len(replay) == 0 {
+		w.link = l
+		close(w.settled)
+		w.mu.Unlock()
+		return nil
 	}
-	w.sent, w.link = nil, l
+	w.replaying = l
+	w.mu.Unlock()
+	_, err := l.Write(replay)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.replaying = nil
+	if w.closed {
+		l.CloseNow() // CloseNow has ended the connection already
+		return net.ErrClosed
+	}
+	if err != nil {
+		l.CloseNow()
+		w.err = err
+		close(w.settled)
+		return err
+	}
+	w.link = l
 	close(w.settled)
 	return nil
 }
@@ -169,7 +196,7 @@ func (w *warmConn) Write(p []byte) (int, error) {
 		}
 		return l.Write(p)
 	}
-	if len(w.sent)+len(p) > maxReplay {
+	if w.replaying != nil || len(w.sent)+len(p) > maxReplay {
 		w.mu.Unlock()
 		if _, err := w.wait(); err != nil {
 			return 0, err
@@ -206,13 +233,17 @@ func (w *warmConn) Ping(ctx context.Context) error {
 	return l.Ping(ctx)
 }
 
-// LastSeen is the winning link's, or the spare's while the race runs.
+// LastSeen is the winning link's. While the race runs it is now: the race
+// has its own bound, and a keepalive must not judge the spare's last pong.
 func (w *warmConn) LastSeen() time.Time {
 	if l, _, ok := w.current(); ok && l != nil {
 		return l.LastSeen()
 	}
-	return w.first.LastSeen()
+	return time.Now()
 }
+
+// Ready is closed once the race has ended, with a link or without.
+func (w *warmConn) Ready() <-chan struct{} { return w.settled }
 
 // Connected waits for the race's end.
 func (w *warmConn) Connected(ctx context.Context) error {
@@ -237,7 +268,7 @@ func (w *warmConn) Target() string {
 func (w *warmConn) CloseNow() error {
 	w.mu.Lock()
 	w.closed = true
-	l := w.link
+	l, r := w.link, w.replaying
 	if l == nil && w.err == nil {
 		w.err = net.ErrClosed
 		w.sent = nil
@@ -246,6 +277,9 @@ func (w *warmConn) CloseNow() error {
 	w.mu.Unlock()
 	w.stopRace()
 	w.first.CloseNow()
+	if r != nil {
+		r.CloseNow() // ends a replay the network holds up
+	}
 	if l != nil {
 		return l.CloseNow()
 	}
