@@ -132,7 +132,7 @@ func newClient(t *testing.T, r *agentRig) *Client {
 // client's end of it.
 func openPair(t *testing.T, c *Client, port int) (*net.TCPConn, *Stream) {
 	t.Helper()
-	client, local := tcpPair(t)
+	client, local := testsvc.TCPPair(t)
 	st, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
 	if err != nil {
 		t.Fatal(err)

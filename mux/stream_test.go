@@ -22,29 +22,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// tcpPair returns both ends of a loopback TCP connection: the stream's
-// local end, and the far end the test plays the client (or server) on.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
-
 // dupConn duplicates some whole frames, as a replay after a reconnect can.
 // Each Write on a carrier is exactly one frame.
 type dupConn struct {
@@ -74,8 +51,8 @@ func TestStreamSurvivesRandomDrops(t *testing.T) {
 // duplicated frames, each far end reads exactly what the other wrote.
 func streamDropRun(t *testing.T, seed uint64, dup bool) {
 	rng := rand.New(rand.NewPCG(seed, 99))
-	clientSide, aLocal := tcpPair(t)
-	bLocal, serverSide := tcpPair(t)
+	clientSide, aLocal := testsvc.TCPPair(t)
+	bLocal, serverSide := testsvc.TCPPair(t)
 	// a plays the daemon, b the agent.
 	opts := StreamOptions{Buffer: 64 << 10, ResumeWindow: time.Minute}
 	b := NewStream(7, bLocal, opts)
@@ -230,8 +207,8 @@ func isDone(s *Stream) bool {
 }
 
 func TestStreamResetReachesBothClients(t *testing.T) {
-	clientSide, aLocal := tcpPair(t)
-	bLocal, serverSide := tcpPair(t)
+	clientSide, aLocal := testsvc.TCPPair(t)
+	bLocal, serverSide := testsvc.TCPPair(t)
 	a := NewStream(1, aLocal, StreamOptions{ResumeWindow: time.Minute})
 	b := NewStream(1, bLocal, StreamOptions{ResumeWindow: time.Minute})
 	ca, cb := net.Pipe()
@@ -258,7 +235,7 @@ func TestStreamResetReachesBothClients(t *testing.T) {
 }
 
 func TestStreamWindowExpiryResets(t *testing.T) {
-	clientSide, aLocal := tcpPair(t)
+	clientSide, aLocal := testsvc.TCPPair(t)
 	a := NewStream(1, aLocal, StreamOptions{ResumeWindow: 50 * time.Millisecond})
 	ca, cb := net.Pipe()
 	_ = a.Attach(ca, 0, false)
@@ -278,7 +255,7 @@ func TestStreamWindowExpiryResets(t *testing.T) {
 // buffer, then waits in its own socket: the stream holds no more than its
 // buffer, and the window's expiry resets the client.
 func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
-	clientSide, aLocal := tcpPair(t)
+	clientSide, aLocal := testsvc.TCPPair(t)
 	a := NewStream(1, aLocal, StreamOptions{Buffer: 64 << 10, ResumeWindow: 2 * time.Second})
 	ca, cb := net.Pipe()
 	_ = a.Attach(ca, 0, false)
@@ -318,7 +295,7 @@ func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
 // repair pass that ran between the two would otherwise resume a stream
 // whose open the agent has not seen yet (found by the outage e2e test).
 func TestStreamNotDetachedBeforeFirstAttach(t *testing.T) {
-	_, local := tcpPair(t)
+	_, local := testsvc.TCPPair(t)
 	st := NewStream(1, local, StreamOptions{ResumeWindow: time.Minute})
 	if st.Detached() {
 		t.Fatal("a new stream reports itself detached")

@@ -9,29 +9,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// pair returns both ends of a loopback TCP connection.
-func pair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 func TestEnds(t *testing.T) {
 	payload := make([]byte, 256<<10)
@@ -48,7 +30,7 @@ func TestEnds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, server := pair(t)
+			client, server := testsvc.TCPPair(t)
 			go func() {
 				server.Write(payload)
 				tt.end(server)
@@ -65,7 +47,7 @@ func TestEnds(t *testing.T) {
 }
 
 func TestWithoutHalfClose(t *testing.T) {
-	client, _ := pair(t)
+	client, _ := testsvc.TCPPair(t)
 	if WithoutHalfClose(client) != Conn(client) {
 		t.Error("a TCP connection was wrapped though it can half-close")
 	}
@@ -74,7 +56,7 @@ func TestWithoutHalfClose(t *testing.T) {
 		t.Errorf("CloseWrite: %v", err)
 	}
 	// A reset still reaches the connection underneath.
-	c2, s2 := pair(t)
+	c2, s2 := testsvc.TCPPair(t)
 	Reset(noHalfClose{s2})
 	if _, err := c2.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("after Reset through the wrapper: %v, want a reset", err)

@@ -38,27 +38,6 @@ func (r *fakeRemote) Read(p []byte) (int, error) {
 
 func (r *fakeRemote) CloseNow() error { r.closedNow.Store(true); return r.Conn.Close() }
 
-// tcpPair returns the two ends of a real loopback TCP connection, so that
-// FIN and RST behave as they do for users.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
 type relayRig struct {
 	client *net.TCPConn // what the user's program holds
 	sprite net.Conn     // the server inside the sprite
@@ -71,7 +50,7 @@ type relayRig struct {
 
 func startRelay(t *testing.T, opts RelayOptions) *relayRig {
 	t.Helper()
-	client, local := tcpPair(t)
+	client, local := testsvc.TCPPair(t)
 	ours, theirs := net.Pipe()
 	rig := &relayRig{client: client, sprite: theirs, remote: &fakeRemote{Conn: ours}, done: make(chan RelayResult, 1)}
 	opts.Up, opts.Down, opts.Busy = &rig.up, &rig.down, &rig.busy

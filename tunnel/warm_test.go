@@ -365,6 +365,19 @@ func settle() {
 	synctest.Wait()
 }
 
+// inUsePool returns a pool whose sprite is in use and known to run, once
+// its spares are dialled; it is released and closed at cleanup.
+func inUsePool(t *testing.T) (*warmPool, *spareDialer) {
+	d := &spareDialer{}
+	p := newTestPool(d)
+	t.Cleanup(p.close)
+	p.acquire()
+	t.Cleanup(p.release)
+	p.connected()
+	settle()
+	return p, d
+}
+
 func newTestPool(d *spareDialer) *warmPool {
 	return newWarmPool("box", warmSettings{size: 2, linger: 10 * time.Second, ping: 5 * time.Second}, d.dial, zerolog.Nop())
 }
@@ -454,13 +467,7 @@ func TestWarmPoolReuseWithinLinger(t *testing.T) {
 // until a real link reaches the sprite again: it may be asleep.
 func TestWarmPoolDropsMuteSpares(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := &spareDialer{}
-		p := newTestPool(d)
-		defer p.close()
-		p.acquire()
-		defer p.release()
-		p.connected()
-		settle()
+		p, d := inUsePool(t)
 		d.mu.Lock()
 		for _, s := range d.dialed {
 			s.mu.Lock()
@@ -613,13 +620,7 @@ func TestWarmConnCloseNowInterruptsAReplay(t *testing.T) {
 // fallback nor a reason to dial.
 func TestWarmConnClientGoneDuringRaceIsNotAFallback(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := &spareDialer{}
-		p := newTestPool(d)
-		defer p.close()
-		p.acquire()
-		defer p.release()
-		p.connected()
-		settle()
+		p, _ := inUsePool(t)
 		var hits, misses, fallbacks atomic.Int64
 		redials := 0
 		tr := &directTransport{}
