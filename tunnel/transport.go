@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,10 +136,14 @@ func (t *directTransport) Open(ctx context.Context, tg Target, local sock.Conn, 
 		// Pinged spares keep a sprite awake, which keep_awake: never forbids.
 		pool = env.warm.get(tg.Sprite)
 	}
+	// The connection holds the sprite's spares until its client is done
+	// (then it only waits out the sprite's last bytes, as keepalive lets
+	// the sprite sleep then), or until it ends.
 	release := func() {}
 	if pool != nil {
 		pool.acquire()
-		release = pool.release
+		var once sync.Once
+		release = func() { once.Do(pool.release) }
 	}
 	link := t.startOnSpare(ctx, pool, tg, connect, h, func(how warmOutcome, l directLink) {
 		if how == warmHit {
@@ -174,7 +179,7 @@ func (t *directTransport) Open(ctx context.Context, tg Target, local sock.Conn, 
 	}
 	go func() {
 		defer release()
-		t.relay(ctx, env, tg, local, link, h)
+		t.relay(ctx, env, tg, local, link, h, release)
 	}()
 	return nil
 }
@@ -195,6 +200,7 @@ func (t *directTransport) startOnSpare(ctx context.Context, pool *warmPool, tg T
 	first, err := sp.Start(tg.Host, tg.Port)
 	if err != nil {
 		count(h.WarmMisses) // it died as it was taken
+		pool.failed()
 		return nil
 	}
 	return startWarm(ctx, first, pool.fallbackAfter(), connect, func(how warmOutcome, l directLink, err error) {
@@ -227,7 +233,7 @@ func count(n *atomic.Int64) {
 
 // relay carries one connection on its link until it ends, pinging the
 // link while the client is there and the target keeps the sprite awake.
-func (t *directTransport) relay(ctx context.Context, env *linkEnv, tg Target, local sock.Conn, link directLink, h Hooks) {
+func (t *directTransport) relay(ctx context.Context, env *linkEnv, tg Target, local sock.Conn, link directLink, h Hooks, clientGone func()) {
 	var busy, clientDone atomic.Bool
 	kctx, stopPings := context.WithCancel(ctx)
 	ka := &Keepalive{Pinger: link, Interval: env.keepalive, Clock: t.d.clock, Busy: &busy}
@@ -244,6 +250,7 @@ func (t *directTransport) relay(ctx context.Context, env *linkEnv, tg Target, lo
 		Up: h.Up, Down: h.Down, Busy: &busy,
 		OnClientDone: func() {
 			clientDone.Store(true)
+			clientGone()
 			if h.OnClientDone != nil {
 				h.OnClientDone(abort)
 			}

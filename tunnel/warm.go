@@ -86,6 +86,7 @@ type warmPool struct {
 	users   int         // open connections
 	holding bool        // users, or within linger of the last
 	linger  *time.Timer // ends holding
+	gen     int         // counts acquires: a linger armed before one is void
 	running bool        // a link reached the sprite since a failure
 	pinging bool        // the ping loop runs
 	rtt     time.Duration
@@ -102,6 +103,7 @@ func (p *warmPool) acquire() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.users++
+	p.gen++
 	p.holding = true
 	if p.linger != nil {
 		p.linger.Stop()
@@ -120,12 +122,15 @@ func (p *warmPool) release() {
 	if p.linger != nil {
 		p.linger.Stop()
 	}
-	p.linger = time.AfterFunc(p.set.linger, p.expire)
+	gen := p.gen
+	p.linger = time.AfterFunc(p.set.linger, func() { p.expire(gen) })
 }
 
-func (p *warmPool) expire() {
+// expire ends the linger armed at gen, unless an acquire came since: its
+// timer may have fired just as that acquire and its release ran.
+func (p *warmPool) expire(gen int) {
 	p.mu.Lock()
-	if p.users > 0 || p.closed {
+	if p.users > 0 || p.closed || gen != p.gen {
 		p.mu.Unlock()
 		return
 	}
@@ -141,6 +146,14 @@ func (p *warmPool) expire() {
 	if len(drop) > 0 {
 		p.log.Debug().Int("spares", len(drop)).Msg("spare links closed: the sprite is idle")
 	}
+}
+
+// failed says a spare failed as it was used: the sprite may have gone to
+// sleep, so no more are dialled until a link gets through.
+func (p *warmPool) failed() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.running = false
 }
 
 // connected says a link reached the sprite: it runs, and spares may be

@@ -95,6 +95,15 @@ func TestE2EWarmLinksWhileInUseOnly(t *testing.T) {
 		// Each spare taken is replaced; a burst faster than that misses.
 		testsvc.Eventually(t, "the spare replaced", func() bool { return e.status(t, "echo").WarmLinks == 2 })
 	}
+	// A connection is counted as its race ends, which may be just after
+	// its client had the echo.
+	counted := func(want int64) func() bool {
+		return func() bool {
+			st := e.status(t, "echo")
+			return st.WarmHits+st.WarmMisses+st.WarmFallbacks >= want
+		}
+	}
+	testsvc.Eventually(t, "six connections counted", counted(6))
 	st := e.status(t, "echo")
 	if st.WarmMisses != 1 || st.WarmHits != 5 || st.WarmFallbacks != 0 {
 		t.Errorf("misses %d, hits %d, fallbacks %d; want 1, 5, 0", st.WarmMisses, st.WarmHits, st.WarmFallbacks)
@@ -117,14 +126,12 @@ func TestE2EWarmLinksWhileInUseOnly(t *testing.T) {
 		st, _ := e.sim.SpriteStats("box")
 		return e.status(t, "echo").WarmLinks == 0 && st.WaitingLinks == 0 && st.ActiveLinks == 0
 	})
-	idleSince := time.Now()
+	// The emulator counts open links as activity: had a spare stayed, the
+	// sprite would never sleep.
 	testsvc.Eventually(t, "the idle sprite to sleep", func() bool {
 		st, _ := e.sim.SpriteStats("box")
 		return st.Sleeps == 1
 	})
-	if d := time.Since(idleSince); d > 2*time.Second+time.Second {
-		t.Errorf("the sprite slept %v after the spares closed, want its idle timer of 2s", d)
-	}
 	sim, _ := e.sim.SpriteStats("box")
 	if sim.Wakes != 0 || sim.WaitingLinks != 0 {
 		t.Errorf("asleep: %d wakes, %d waiting links; spares must not wake an idle sprite", sim.Wakes, sim.WaitingLinks)
@@ -149,6 +156,10 @@ func TestE2EWarmStalledSpareFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.sim.StallInits(false)
+	testsvc.Eventually(t, "the stalled connection counted", func() bool {
+		st := e.status(t, "echo")
+		return st.WarmHits+st.WarmMisses+st.WarmFallbacks >= 2 // the held one missed
+	})
 	st := e.status(t, "echo")
 	if st.WarmFallbacks != 1 || st.WarmHits != 0 {
 		t.Errorf("fallbacks %d, hits %d; want the stalled spare to fall back once", st.WarmFallbacks, st.WarmHits)
@@ -165,9 +176,7 @@ func TestE2EWarmStalledSpareFallsBack(t *testing.T) {
 	if err := exchange(local, []byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.status(t, "echo"); st.WarmHits != 1 {
-		t.Errorf("hits %d after the stall ended, want 1", st.WarmHits)
-	}
+	testsvc.Eventually(t, "a hit after the stall ended", func() bool { return e.status(t, "echo").WarmHits == 1 })
 }
 
 // A port with nothing listening fails a connection begun on a spare as it
