@@ -79,9 +79,6 @@ func (c *Client) DialSpare(ctx context.Context, sprite string) (*Spare, error) {
 	return s, nil
 }
 
-// Sprite is the sprite the Spare leads to.
-func (s *Spare) Sprite() string { return s.sprite }
-
 // Ping sends a ping and waits for its pong, which also times the round
 // trip (see RTT). Once started, the Spare belongs to its Link, whose own
 // keepalive judges it: Ping then does nothing, so that a ping meant for a

@@ -140,7 +140,9 @@ func TestE2EWarmLinksWhileInUseOnly(t *testing.T) {
 
 // A spare that answers pings but whose server end never answers the init
 // costs the client the fallback delay; a fresh link then carries the
-// connection, and the target gets the client's bytes exactly once.
+// connection, with the client's first 64 KiB replayed on it whole. (The
+// stalled server never dials, so it delivers nothing itself: what a late
+// but live spare can repeat is said in the README, not tested here.)
 func TestE2EWarmStalledSpareFallsBack(t *testing.T) {
 	echo := &recordingEcho{}
 	addr := echo.serve(t)
