@@ -67,7 +67,7 @@ fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
 		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
 		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello \
-		./control/:FuzzParseTarget ./socks/:FuzzRequest
+		./control/:FuzzParseTarget ./socks/:FuzzRequest ./procnet/:FuzzParse
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:

@@ -418,3 +418,33 @@ func (c *Client) raw(ctx context.Context, op, sprite, method string, up *upload,
 	}
 	return buf.Bytes(), resp.StatusCode, nil
 }
+
+// ErrOutputTooLong: a command printed more than Output was told to keep.
+var ErrOutputTooLong = errors.New("command output over the limit")
+
+// Output runs a short command in a sprite and returns its stdout, at most
+// limit bytes, and its exit code. Output beyond limit fails the call with
+// ErrOutputTooLong rather than be cut silently.
+func (c *Client) Output(ctx context.Context, sprite string, cmd []string, limit int) ([]byte, int, error) {
+	sess, err := c.Exec(ctx, sprite, ExecOptions{Cmd: cmd})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer sess.Close()
+	var out []byte
+	for {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			return out, 0, fmt.Errorf("exec %s on sprite %s: %w", cmd[0], sprite, err)
+		}
+		if ev.Exited {
+			return out, ev.Code, nil
+		}
+		if ev.Stream == StreamStdout {
+			if len(out)+len(ev.Data) > limit {
+				return out, 0, fmt.Errorf("exec %s on sprite %s: %w (%d bytes)", cmd[0], sprite, ErrOutputTooLong, limit)
+			}
+			out = append(out, ev.Data...)
+		}
+	}
+}

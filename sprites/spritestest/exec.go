@@ -184,7 +184,11 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 		}
 	}
 	cmd.Dir = dir
-	cmd.Env = append([]string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}, q["env"]...)
+	root, _ := s.resolve(sp, "/")
+	// The tables exist before the command can read them.
+	v4, v6 := renderTables(s.socketsOf(sp))
+	_ = writeTables(root, v4, v6)
+	cmd.Env = append([]string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), ProcNetEnv + "=" + filepath.Join(root, procNetDir)}, q["env"]...)
 	setProcessGroup(cmd) // so a kill takes the command's children too
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
@@ -206,6 +210,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, sp *sprite) 
 		created: time.Now(), done: make(chan struct{}),
 	}
 	sp.sessions[sess] = struct{}{}
+	sp.stats.Execs++
 	sp.execs++ // an attached session keeps the sprite awake
 	s.mu.Unlock()
 	// session_id is a number, as in the reference's example; the official

@@ -1,20 +1,21 @@
 package spritestest
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/spritefwd/spritefwd/procnet"
 )
 
-// listeningPorts lists the TCP ports that a process, or any of its
+// listeningSockets lists the TCP sockets that a process, or any of its
 // descendants, listens on. It reads /proc: the socket inodes among each
 // process's open files, matched against the kernel's listening sockets.
 // This is how a real sprite notices ports for its port_opened notices.
-func listeningPorts(pid int) map[int]bool {
+func listeningSockets(pid int) []procnet.Listener {
 	inodes := map[string]bool{}
 	var walk func(pid int, depth int)
 	walk = func(pid int, depth int) {
@@ -38,31 +39,23 @@ func listeningPorts(pid int) map[int]bool {
 		}
 	}
 	walk(pid, 0)
-	ports := map[int]bool{}
 	if len(inodes) == 0 {
-		return ports
+		return nil
 	}
+	var out []procnet.Listener
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		f, err := os.Open(table)
+		b, err := os.ReadFile(table)
 		if err != nil {
 			continue
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-			fs := strings.Fields(sc.Text())
-			if len(fs) < 10 || fs[3] != "0A" || !inodes[fs[9]] {
-				continue
-			}
-			if i := strings.LastIndexByte(fs[1], ':'); i >= 0 {
-				if p, err := strconv.ParseUint(fs[1][i+1:], 16, 16); err == nil {
-					ports[int(p)] = true
-				}
+		ls, _ := procnet.Parse(b)
+		for _, l := range ls {
+			if inodes[strconv.FormatUint(l.Inode, 10)] {
+				out = append(out, l)
 			}
 		}
-		f.Close()
 	}
-	return ports
+	return out
 }
 
 // dieWithParent kills a command when the emulator's process dies, however

@@ -2,11 +2,15 @@
 
 package spritestest
 
-import "syscall"
+import (
+	"syscall"
 
-// listeningPorts needs /proc; elsewhere exec children's ports are not
-// reachable through the proxy (use Map).
-func listeningPorts(pid int) map[int]bool { return nil }
+	"github.com/spritefwd/spritefwd/procnet"
+)
+
+// listeningSockets needs /proc; elsewhere exec children's ports are not
+// reachable through the proxy, nor in the sprite's tables (use Map).
+func listeningSockets(pid int) []procnet.Listener { return nil }
 
 // dieWithParent needs Linux's parent-death signal; elsewhere the emulator's
 // Close kills its commands.

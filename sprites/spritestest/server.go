@@ -146,6 +146,11 @@ type Stats struct {
 	WaitingLinks  int    `json:"waiting_links"` // upgraded, waiting for their init
 	BytesIn       int64  `json:"bytes_in"`      // client → sprite
 	BytesOut      int64  `json:"bytes_out"`     // sprite → client
+	// APICalls counts the requests about this sprite: status, proxy, exec
+	// and fs alike; each is activity, and wakes a sleeping sprite. Execs
+	// counts the commands started.
+	APICalls int64 `json:"api_calls"`
+	Execs    int64 `json:"execs"`
 }
 
 // New returns an unstarted server; call Serve or Start.
@@ -251,7 +256,11 @@ func NewServer(opts Options) *Server {
 func (s *Server) Start(ln net.Listener) {
 	s.ln = ln
 	s.URL = "http://" + ln.Addr().String()
-	s.wg.Add(2)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		s.portViews()
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -539,6 +548,9 @@ func (s *Server) withSprite(h spriteHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		sp := s.sprites[r.PathValue("name")]
+		if sp != nil {
+			sp.stats.APICalls++
+		}
 		s.mu.Unlock()
 		if sp == nil {
 			apiError(w, http.StatusNotFound, "not_found", fmt.Sprintf("sprite %q not found", r.PathValue("name")))
@@ -651,7 +663,10 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.viewLocked(s.createLocked(in.Name)))
 }
 
-// handleGet answers with the state before this call, which wakes the sprite.
+// handleGet answers with the state before this call, which wakes the
+// sprite: the reference says any API call wakes a sleeping sprite, and
+// names no call about one sprite that does not. The list (GET /v1/sprites)
+// touches none.
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, sp *sprite) {
 	s.mu.Lock()
 	view := s.viewLocked(sp)
