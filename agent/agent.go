@@ -30,7 +30,10 @@ type Options struct {
 	Secret string
 	// AllowHosts are targets allowed besides loopback, by name or IP.
 	AllowHosts []string
-	Log        zerolog.Logger
+	// ProcNet is the directory of the sprite's tcp and tcp6 tables;
+	// DefaultProcNet if empty.
+	ProcNet string
+	Log     zerolog.Logger
 }
 
 // ErrTargetRefused is a stream's target that policy does not allow.
@@ -48,7 +51,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, errors.New("agent: the secret must be at least 32 characters")
 	}
 	a := &Agent{opts: opts}
-	a.srv = &mux.Server{Secret: opts.Secret, Log: opts.Log, Dial: a.dial}
+	a.srv = &mux.Server{Secret: opts.Secret, Log: opts.Log, Dial: a.dial, Ports: a.watchPorts}
 	return a, nil
 }
 

@@ -42,7 +42,7 @@ func Run(ctx context.Context, a Args, stdin io.Reader, stdout io.Writer, log zer
 	if err != nil {
 		return err
 	}
-	ag, err := New(Options{Secret: secret, AllowHosts: a.AllowHosts, Log: log})
+	ag, err := New(Options{Secret: secret, AllowHosts: a.AllowHosts, ProcNet: procNet(os.Getenv), Log: log})
 	if err != nil {
 		return err
 	}
@@ -72,6 +72,16 @@ func Run(ctx context.Context, a Args, stdin io.Reader, stdout io.Writer, log zer
 	err = ag.Serve(ctx, ln)
 	log.Info().Msg("agent stopped")
 	return err
+}
+
+// procNet is where the sprite's TCP tables are: /proc/net, unless
+// $SPRITEFWD_PROC_NET names another directory, as the emulator does for
+// its sprites, which share the machine's network.
+func procNet(getenv func(string) string) string {
+	if d := getenv("SPRITEFWD_PROC_NET"); d != "" {
+		return d
+	}
+	return DefaultProcNet
 }
 
 // logger writes to --log-file if given, else stderr: human-readable lines

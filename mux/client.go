@@ -33,7 +33,10 @@ type ClientOptions struct {
 	// ProbeAfter: a session quiet for longer is pinged before it takes a
 	// new stream, so a new connection never lands on a dead link.
 	ProbeAfter time.Duration
-	Log        zerolog.Logger
+	// OnSession, if set, is called with each session as it comes up (in
+	// its own goroutine): the daemon watches the sprite's ports on it.
+	OnSession func(*Session)
+	Log       zerolog.Logger
 }
 
 // ErrClientClosed: the client was closed, or replaced by a reload and
@@ -257,6 +260,13 @@ func (c *Client) connect(ch chan struct{}) {
 		}
 		c.wg.Add(1)
 		go c.watch(sess)
+		if c.opts.OnSession != nil {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.opts.OnSession(sess)
+			}()
+		}
 	}
 	c.mu.Unlock()
 	close(ch)

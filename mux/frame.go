@@ -19,6 +19,12 @@ import (
 //	ack     0            ack          0        -
 //	fin     offset       ack          0        -
 //	reset   code         0            len      reason
+//	watch   0            0            0        -          (version 4)
+//	ports   0            0            len      JSON PortList (version 4)
+//
+// A carrier that starts with watch carries no connection: the agent
+// answers with a ports frame at once and another at every change of its
+// sprite's listening ports, until the daemon closes it.
 type frameType uint8
 
 const (
@@ -29,11 +35,13 @@ const (
 	frameAck
 	frameFin
 	frameReset
+	frameWatch
+	framePorts
 )
 
 func (t frameType) String() string {
-	if t >= frameOpen && t <= frameReset {
-		return [...]string{"open", "resume", "resumed", "data", "ack", "fin", "reset"}[t-1]
+	if t >= frameOpen && t <= framePorts {
+		return [...]string{"open", "resume", "resumed", "data", "ack", "fin", "reset", "watch", "ports"}[t-1]
 	}
 	return fmt.Sprintf("frame(%d)", uint8(t))
 }
@@ -90,7 +98,9 @@ func parseHeader(b []byte) (frame, error) {
 		}
 	case frameReset:
 		limit = maxReason
-	case frameResume, frameResumed, frameAck, frameFin:
+	case framePorts:
+		limit = maxPortsPayload
+	case frameResume, frameResumed, frameAck, frameFin, frameWatch:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, b[0])
 	}
@@ -121,9 +131,10 @@ func writeFrame(w io.Writer, f frame, payload []byte) error {
 
 // openFrame is what a new stream asks the agent for.
 type openFrame struct {
-	ID   uint64
-	Host string
-	Port int
+	ID    uint64
+	Host  string
+	Port  int
+	Watch bool // a watch frame: no connection, the sprite's ports
 }
 
 // readFirst reads the first frame of a carrier the daemon opened: a new
@@ -144,6 +155,8 @@ func readFirst(r io.Reader) (o openFrame, resume bool, recvd uint64, err error) 
 		return openFrame{ID: f.a, Host: string(host), Port: int(f.b)}, false, 0, nil
 	case frameResume:
 		return openFrame{ID: f.a}, true, f.b, nil
+	case frameWatch:
+		return openFrame{Watch: true}, false, 0, nil
 	}
 	return openFrame{}, false, 0, fmt.Errorf("%w: a carrier must start with open or resume, not %s", ErrProtocol, f.typ)
 }

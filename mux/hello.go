@@ -35,7 +35,12 @@ const (
 	// Version 3 added reset codes (see ResetCode): a version 2 agent says
 	// why it reset a stream in text only, so a daemon redeploys it rather
 	// than guess from its words.
-	Version  = 3
+	//
+	// Version 4 added port watching (the watch and ports frames). A version
+	// 3 agent would take a watch for a broken carrier; the daemon redeploys
+	// it, as for every change of version, which costs nothing: the streams
+	// it held belonged to a daemon that is gone.
+	Version  = 4
 	nonceLen = 32
 	// greetingLen is magic, version, role and nonce.
 	greetingLen = len(magic) + 1 + 1 + nonceLen

@@ -105,6 +105,13 @@ func TestClientHelloRefusesImpostors(t *testing.T) {
 				c.Write(g)
 				io.Copy(io.Discard, c)
 			}},
+		{name: "version 3 agent, which cannot watch ports", want: ErrVersion,
+			agent: func(c net.Conn) {
+				g := greeting(roleAgent)
+				g[4] = 3
+				c.Write(g)
+				io.Copy(io.Discard, c)
+			}},
 		{name: "echo", want: ErrNotAgent, agent: func(c net.Conn) { io.Copy(c, c) }},
 		{name: "current greeting, zero status, no proof", want: ErrAgentProof,
 			agent: func(c net.Conn) {

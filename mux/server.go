@@ -21,10 +21,15 @@ type Server struct {
 	// policy (loopback only) lives.
 	Dial func(ctx context.Context, host string, port int) (sock.Conn, error)
 	Log  zerolog.Logger
+	// Ports, if set, watches the sprite's listening ports for a watch
+	// carrier: it calls changed with the whole list at once and at every
+	// change, until ctx ends.
+	Ports func(ctx context.Context, changed func(PortList))
 
 	mu       sync.Mutex
 	cond     *sync.Cond // on mu: a carrier's first frame was handled
 	sessions map[SessionID]*serverSession
+	watches  map[*context.CancelFunc]struct{}
 	wg       sync.WaitGroup
 }
 
@@ -218,6 +223,14 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 		abortCarrier(c)
 		return
 	}
+	if o.Watch {
+		s.mu.Lock()
+		delete(ss.unheaded, k)
+		s.condLocked().Broadcast()
+		s.mu.Unlock()
+		s.serveWatch(c)
+		return
+	}
 	s.mu.Lock()
 	if resume && ss.streams[o.ID] == nil && !ss.seen(o.ID) && ss.earlierUnheadedLocked(k) {
 		t := time.AfterFunc(5*time.Second, func() {
@@ -309,6 +322,9 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 func (s *Server) Close() {
 	s.mu.Lock()
 	var all []*Stream
+	for cancel := range s.watches {
+		(*cancel)()
+	}
 	for _, ss := range s.sessions {
 		if ss.live != nil {
 			ss.live.Close()
