@@ -2,6 +2,11 @@ package tunnel_test
 
 // End-to-end tests: real clients (psql, pgbench, ssh, scp) through the
 // daemon and the emulator to real servers (PostgreSQL, sshd).
+//
+// Most of their time is spent waiting (wakes, drops, resume windows), so a
+// test that owns its emulator, servers, daemon and agent port calls
+// t.Parallel. One that measures time, heap or an idle timer stays serial:
+// Go runs serial tests alone, before the parallel ones resume.
 
 import (
 	"bytes"
@@ -131,6 +136,7 @@ func psql(t *testing.T, port, sql string) (string, error) {
 }
 
 func TestE2EPostgres(t *testing.T) {
+	t.Parallel()
 	pg := testsvc.StartPostgres(t)
 	maps := map[string]string{"db:5432": "unix:" + pg.Socket}
 
@@ -253,6 +259,7 @@ func sha256File(t *testing.T, path string) [32]byte {
 }
 
 func TestE2ESSH(t *testing.T) {
+	t.Parallel()
 	sshd := testsvc.StartSSHD(t)
 	e := startE2E(t, spritestest.Options{}, map[string]string{"box:22": sshd.Addr}, "", "0:box:22")
 	port := e.port(t, "box:22")
@@ -329,6 +336,7 @@ func TestE2ESSH(t *testing.T) {
 // carry a half-close, so each client reads its n bytes back and closes,
 // rather than half-closing and reading to the end.
 func TestE2EBulkEcho(t *testing.T) {
+	t.Parallel()
 	port := strconv.Itoa(testsvc.FreePort(t))
 	e := startE2E(t, spritestest.Options{}, map[string]string{"box:" + port: testsvc.Serve(t, testsvc.Echo)}, "", "0:box:"+port)
 	addr := "127.0.0.1:" + e.port(t, "box:"+port)

@@ -127,6 +127,7 @@ func echoTransfer(addr string, n int, seed uint64) error {
 }
 
 func TestE2EMuxEcho(t *testing.T) {
+	t.Parallel()
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
@@ -313,6 +314,7 @@ func TestE2EMux200StreamsOneReset(t *testing.T) {
 // The agent is killed inside the sprite: the daemon notices, redeploys,
 // and new connections work.
 func TestE2EMuxAgentKilledIsRedeployed(t *testing.T) {
+	t.Parallel()
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	// Every new stream finds the session quiet, so it is probed first.
@@ -366,6 +368,7 @@ func apiClient(t *testing.T, e *e2e) *sprites.Client {
 // could: a session without the deployment's secret is refused, and one with
 // it still cannot reach beyond loopback.
 func TestE2EMuxAgentRefusesStrangers(t *testing.T) {
+	t.Parallel()
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
@@ -527,6 +530,7 @@ func (im *impostor) serve(t *testing.T, ln net.Listener, answer func(c net.Conn,
 // receive a client's byte; the daemon finds out in the handshake, moves
 // the agent to another port, and serves the connection there.
 func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name   string
 		answer func(c net.Conn, in io.Reader)
@@ -600,6 +604,7 @@ func TestE2EMuxImpostorOnAgentPort(t *testing.T) {
 // sprite makes a new pool redeploy over the running agent. Its executable
 // is in use; the redeploy must neither write over it nor fail.
 func TestE2EMuxRedeployOverRunningAgent(t *testing.T) {
+	t.Parallel()
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
@@ -643,6 +648,7 @@ func TestE2EMuxRedeployOverRunningAgent(t *testing.T) {
 // A step of a deployment never answers, or never stops: the connection
 // goes direct within wake_timeout and a margin, and the log names the step.
 func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
+	t.Parallel()
 	const wake = 2 * time.Second
 	for _, tt := range []struct {
 		name string

@@ -50,6 +50,7 @@ func dropEvery(t *testing.T, e *e2e, period time.Duration) *atomic.Int64 {
 // scp of 256 MiB to a real sshd while the link is cut every 2 s: the file
 // arrives intact, and the ssh session is never re-established.
 func TestE2EResumeScpThroughDrops(t *testing.T) {
+	t.Parallel()
 	sshd := testsvc.StartSSHD(t)
 	_, port, _ := net.SplitHostPort(sshd.Addr)
 	e := startMux(t, spritestest.Options{}, "", "{name: ssh, listen: 0, sprite: box, port: "+port+", mode: mux}")
@@ -82,6 +83,7 @@ func TestE2EResumeScpThroughDrops(t *testing.T) {
 // A psql session runs a query before, during and after three drops: the
 // same backend answers every time.
 func TestE2EResumePsqlSessionSurvivesDrops(t *testing.T) {
+	t.Parallel()
 	pg := testsvc.StartPostgres(t)
 	e := startMux(t, spritestest.Options{}, "", "{name: db, listen: 0, sprite: box, port: "+strconv.Itoa(pg.Port)+", mode: mux}")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -125,6 +127,7 @@ func TestE2EResumePsqlSessionSurvivesDrops(t *testing.T) {
 // An outage longer than resume_window ends the streams with a reset, and
 // the forward serves new connections once the network is back.
 func TestE2EResumeOutageLongerThanWindow(t *testing.T) {
+	t.Parallel()
 	echo := testsvc.Serve(t, testsvc.Echo)
 	_, port, _ := net.SplitHostPort(echo)
 	e := startMux(t, spritestest.Options{}, "resume_window: 2s\nwake_timeout: 30s\n", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
@@ -204,7 +207,10 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 	go func() {
 		defer close(sampling)
 		for range 20 {
+			// Live heap only: what the buffers hold, not garbage that a
+			// loaded machine has not collected yet.
 			var m runtime.MemStats
+			runtime.GC()
 			runtime.ReadMemStats(&m)
 			peak = max(peak, m.HeapInuse)
 			time.Sleep(100 * time.Millisecond)
@@ -219,7 +225,7 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 			t.Errorf("client %d wrote all 64 MiB into a link that was down", i)
 		}
 	}
-	if limit := int64(clients*(256+64)<<10 + 8<<20); grew > limit {
+	if limit := int64(clients*(256+64)<<10 + 4<<20); grew > limit {
 		t.Errorf("heap grew %d bytes while down, over %d: the buffers are not bounded", grew, limit)
 	}
 	for i, c := range conns {
