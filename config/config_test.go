@@ -74,13 +74,45 @@ func TestParseSprites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	off := AutoForward{Listen: DefaultBind}
 	want := map[string]SpriteSettings{
-		"db":  {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: Mux, Pos: Pos{2, 3}},
-		"web": {Host: "127.0.0.1", KeepAwake: Never, Mode: DefaultMode, Pos: Pos{3, 3}},
-		"box": {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, Pos: Pos{4, 3}},
+		"db":  {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: Mux, Auto: off, Pos: Pos{2, 3}},
+		"web": {Host: "127.0.0.1", KeepAwake: Never, Mode: DefaultMode, Auto: off, Pos: Pos{3, 3}},
+		"box": {Host: DefaultHost, KeepAwake: DefaultKeepAwake, Mode: DefaultMode, Auto: off, Pos: Pos{4, 3}},
 	}
 	if !reflect.DeepEqual(cfg.Sprites, want) {
 		t.Errorf("sprites %+v, want %+v", cfg.Sprites, want)
+	}
+}
+
+func TestParseAutoForward(t *testing.T) {
+	cfg, err := Parse("f.yaml", []byte("sprites:\n  dev:\n    auto_forward: true\n    only: [3000-3999, 9229]\n    exclude: \"3001,3002-3003\"\n    auto_listen: localhost\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Sprites["dev"].Auto
+	want := AutoForward{On: true, Only: PortSet{{3000, 3999}, {9229, 9229}}, Exclude: PortSet{{3001, 3001}, {3002, 3003}}, Listen: "localhost"}
+	if !reflect.DeepEqual(a, want) {
+		t.Fatalf("auto %+v, want %+v", a, want)
+	}
+	if !a.Only.Contains(3500) || a.Only.Contains(4000) || !a.Exclude.Contains(3003) || a.Only.String() != "3000-3999,9229" {
+		t.Errorf("sets: only %v exclude %v", a.Only, a.Exclude)
+	}
+	for _, tt := range []struct{ src, want string }{
+		{"sprites:\n  dev: {only: [3000]}\n", "2:3: sprites: dev: only and exclude narrow auto_forward; add auto_forward: true"},
+		{"sprites:\n  dev: {auto_forward: true, only: [3999-3000]}\n", `2:36: only: "3999-3000": want a port 1-65535 or a range`},
+		{"sprites:\n  dev: {auto_forward: true, exclude: [0]}\n", `exclude: "0": want a port`},
+		{"sprites:\n  dev: {auto_forward: true, auto_listen: 0.0.0.0}\n", "auto_listen 0.0.0.0 is not loopback; set allow_public: true"},
+		{"sprites:\n  dev: {auto_forward: yes}\n", "auto_forward must be true or false"},
+		{"sprites:\n  dev: {auto_forwards: true}\n", `did you mean "auto_forward"?`},
+	} {
+		_, err := Parse("f.yaml", []byte(tt.src))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want %q", tt.src, err, tt.want)
+		}
+	}
+	if _, err := Parse("f.yaml", []byte("allow_public: true\nsprites:\n  dev: {auto_forward: true, auto_listen: 0.0.0.0}\n")); err != nil {
+		t.Errorf("auto_listen 0.0.0.0 with allow_public: %v", err)
 	}
 }
 

@@ -172,7 +172,7 @@ var topSettings = []setting[*topState]{
 				s.cfg.SOCKSUsersFile = ExpandHome(f)
 			}
 		}},
-	{"sprites", "(none)", "per-sprite settings for stdio and SOCKS connections that no forward matches, such as sprites: {db: {mode: mux}}",
+	{"sprites", "(none)", "per-sprite settings for stdio and SOCKS connections that no forward matches, and auto_forward, such as sprites: {db: {mode: mux}}",
 		func(p *parser, s *topState, k string, v *yaml.Node) { s.sprites = v }},
 }
 
@@ -182,6 +182,7 @@ var topSettings = []setting[*topState]{
 type fwdState struct {
 	f                             *Forward
 	hasSprite, hasPort, hasListen bool
+	auto                          AutoForward // under sprites: only
 }
 
 // forwardSettings are the keys of a forward written as a mapping.

@@ -71,7 +71,12 @@ func TestREADMESettings(t *testing.T) {
 	})
 	checkREADME(t, rows, "sprite ", spriteSettings, func() (*fwdState, func() any) {
 		s := &fwdState{f: &Forward{}}
-		return s, func() any { return *s.f }
+		return s, func() any {
+			return struct {
+				f    Forward
+				auto AutoForward
+			}{*s.f, s.auto}
+		}
 	})
 	for key := range rows {
 		t.Errorf("README.md's settings table has %s, which config does not parse", key)

@@ -12,6 +12,7 @@ type SpriteSettings struct {
 	Host      string
 	KeepAwake KeepAwake
 	Mode      Mode
+	Auto      AutoForward
 	Pos       Pos
 }
 
@@ -23,7 +24,7 @@ func (s SpriteSettings) Apply(f Forward) Forward {
 
 // spriteSettings are the keys of a sprite under sprites:, parsed as a
 // forward's are.
-var spriteSettings = pick(forwardSettings, "host", "keep_awake", "mode")
+var spriteSettings = append(pick(forwardSettings, "host", "keep_awake", "mode"), autoSettings...)
 
 func pick(settings []setting[*fwdState], keys ...string) []setting[*fwdState] {
 	var out []setting[*fwdState]
@@ -53,7 +54,7 @@ func (p *parser) sprites(cfg *Config, n *yaml.Node) {
 		}
 		f := defaultForward()
 		f.Pos = at(kv.key)
-		s := &fwdState{f: &f}
+		s := &fwdState{f: &f, auto: AutoForward{Listen: DefaultBind}}
 		var pairs []pair
 		if v := deref(kv.val); v.Kind != yaml.ScalarNode || v.Tag != "!!null" { // "box:" alone means the defaults
 			pairs = p.pairs(kv.val, "sprites: "+name)
@@ -68,6 +69,12 @@ func (p *parser) sprites(cfg *Config, n *yaml.Node) {
 		if f.Mode == Mux && !isLoopback(f.Host) {
 			p.errf(f.Pos, "sprites: %s: host %q: mux mode reaches only loopback inside the sprite; use mode: direct for it", name, f.Host)
 		}
-		cfg.Sprites[name] = SpriteSettings{Host: f.Host, KeepAwake: f.KeepAwake, Mode: f.Mode, Pos: f.Pos}
+		if !s.auto.On && (len(s.auto.Only) > 0 || len(s.auto.Exclude) > 0) {
+			p.errf(f.Pos, "sprites: %s: only and exclude narrow auto_forward; add auto_forward: true", name)
+		}
+		if s.auto.On && !isLoopback(s.auto.Listen) && !cfg.AllowPublic {
+			p.errf(f.Pos, "sprites: %s: auto_listen %s is not loopback; set allow_public: true if every sprite port should be reachable from the network", name, s.auto.Listen)
+		}
+		cfg.Sprites[name] = SpriteSettings{Host: f.Host, KeepAwake: f.KeepAwake, Mode: f.Mode, Auto: s.auto, Pos: f.Pos}
 	}
 }

@@ -79,3 +79,13 @@ func DefaultPath() string {
 	}
 	return ExpandHome("~/.config/spritefwd/config.yaml")
 }
+
+// DefaultStateDir is where the daemon keeps what it learns at run time,
+// such as auto-forward's ports: $XDG_STATE_HOME/spritefwd, else
+// ~/.local/state/spritefwd.
+func DefaultStateDir(getenv func(string) string) string {
+	if x := getenv("XDG_STATE_HOME"); x != "" {
+		return x + "/spritefwd"
+	}
+	return ExpandHome("~/.local/state/spritefwd")
+}

@@ -24,7 +24,17 @@ type Forward struct {
 	MaxMessage MaxMessage `json:"max_message"`
 	// WarmLinks is how many spare links the sprite holds now (direct mode).
 	WarmLinks int `json:"warm_links"`
+	// Discovered is set on auto-forwards: the forwards that auto_forward
+	// made for a port the sprite listens on.
+	Discovered *Discovered `json:"discovered,omitempty"`
 	Counters
+}
+
+// Discovered is what is known of an auto-forward's server.
+type Discovered struct {
+	Process string    `json:"process,omitempty"` // its command's name, when known (mux mode)
+	PID     int       `json:"pid,omitempty"`
+	Since   time.Time `json:"since"`
 }
 
 // Counters are a front's connections, traffic and failures.
@@ -84,6 +94,9 @@ func ForwardsOf(sts []tunnel.Status) []Forward {
 			MaxMessage: MaxMessage{Bytes: s.MaxMessage.Bytes, State: string(s.MaxMessage.State), Since: s.MaxMessage.Since,
 				Probes: s.MaxMessage.Probes, Refusals: s.MaxMessage.Refusals},
 			WarmLinks: s.WarmLinks, Counters: CountersOf(s.StatsSnapshot),
+		}
+		if d := s.Discovered; d != nil {
+			f.Discovered = &Discovered{Process: d.Process, PID: d.PID, Since: d.Since}
 		}
 		if a := s.Agent; a != nil {
 			f.Agent = &Agent{State: a.State, Fallback: a.Fallback, Port: a.Port, Moved: a.Moved, Sessions: a.Sessions,

@@ -112,6 +112,11 @@ func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, kee
 	p.client = mux.NewClient(mux.ClientOptions{
 		Connect: p.connect, Buffer: set.buffer, ResumeWindow: set.window, IdleTimeout: set.idle,
 		PingInterval: keepalive, ProbeAfter: d.hooks.MuxProbeAfter, Log: p.log,
+		OnSession: func(s *mux.Session) {
+			if a := d.autoFor(sprite); a != nil {
+				a.watch(s)
+			}
+		},
 	})
 	return p
 }

@@ -45,6 +45,9 @@ type Options struct {
 	// but starts no listener. For a daemon in process that serves one
 	// front's connection (spritefwd stdio without a running daemon).
 	NoListeners bool
+	// StateDir is where auto-forward keeps each sprite's discovered ports
+	// (see config.DefaultStateDir); empty keeps nothing across restarts.
+	StateDir string
 }
 
 // linkEnv is what new links are made with. A reload swaps it atomically:
@@ -84,6 +87,7 @@ type Daemon struct {
 	agents   map[string]*agentPool   // by sprite, for mux forwards
 	retired  map[*agentPool]struct{} // replaced by a reload; closed when their streams end
 	agentSet agentSettings
+	autos    map[string]*autoSprite // by sprite, for auto_forward
 	socks    *socksFront
 	socksWG  sync.WaitGroup // SOCKS ports' Serve, current and replaced
 	draining sync.WaitGroup
@@ -101,6 +105,7 @@ func New(opts Options) *Daemon {
 		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
 		forwards: map[string]*forward{}, fronts: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
 		agents: map[string]*agentPool{}, retired: map[*agentPool]struct{}{}, stopWatch: make(chan struct{}),
+		autos: map[string]*autoSprite{},
 	}
 	if d.clock == nil {
 		d.clock = SystemClock{}
@@ -182,6 +187,11 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	for _, f := range d.fronts {
 		used[f.rule.Sprite] = true
 	}
+	for sprite, s := range cfg.Sprites {
+		if s.Auto.On {
+			used[sprite] = true
+		}
+	}
 	for sprite, w := range d.wakers {
 		if !used[sprite] {
 			delete(d.wakers, sprite) // its draining forwards keep their pointer
@@ -239,9 +249,10 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 	}
 	d.mu.Unlock()
 	if !d.hooks.NoListeners {
+		d.applyAuto(cfg)
 		d.applySOCKS(cfg, users)
 	}
-	if len(cfg.Forwards) == 0 && !d.hooks.NoListeners && cfg.SOCKS == "" {
+	if len(cfg.Forwards) == 0 && !d.hooks.NoListeners && cfg.SOCKS == "" && !hasAuto(cfg) {
 		d.log.Warn().Str("config", cfg.File).Msg("config has no forwards; add some under forwards:")
 	}
 	if old != nil {
@@ -407,7 +418,14 @@ func (d *Daemon) Status() []Status {
 	for f := range d.drainers {
 		fs = append(fs, f)
 	}
+	autos := make([]*autoSprite, 0, len(d.autos))
+	for _, a := range d.autos {
+		autos = append(autos, a)
+	}
 	d.mu.Unlock()
+	for _, a := range autos {
+		fs = append(fs, a.forwards()...)
+	}
 	out := make([]Status, len(fs))
 	for i, f := range fs {
 		out[i] = f.status()
@@ -444,8 +462,17 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 		fs = append(fs, f)
 	}
 	d.forwards, d.fronts = map[string]*forward{}, map[string]*forward{}
+	autos := d.autos
+	d.autos = map[string]*autoSprite{}
 	d.mu.Unlock()
 	var wg sync.WaitGroup
+	for _, a := range autos {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.close(grace, true)
+		}()
+	}
 	for _, f := range fs {
 		wg.Add(1)
 		go func() {

@@ -51,6 +51,8 @@ type forward struct {
 	lingerers *list.List // of *lingerer, oldest first
 
 	transport Transport
+	// discovered is set on auto-forwards: shown in status.
+	discovered atomic.Pointer[Discovered]
 }
 
 func newForward(d *Daemon, rule config.Forward, waker *Waker) *forward {
@@ -286,6 +288,7 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 		f.conns.Done()
 	}
 	start := f.d.clock.Now()
+	var auto *autoSprite // this connection's part in direct-mode discovery
 	h := Hooks{
 		Confirm: opened != nil,
 		Up:      &f.stats.BytesIn, Down: &f.stats.BytesOut,
@@ -295,6 +298,9 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 			log.Debug().Stringer("setup", setup.Round(time.Microsecond)).Str("target", target).Msg("link up")
 			if f.d.hooks.OnLinkSetup != nil {
 				f.d.hooks.OnLinkSetup(f.rule.Name, setup)
+			}
+			if auto = f.d.autoFor(f.rule.Sprite); auto != nil {
+				auto.linkUp()
 			}
 		},
 		OnResume: f.stats.recordResume,
@@ -318,6 +324,9 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 			f.log.Warn().Err(err).Stringer("retry_in", fallbackRetry).Msg("agent unavailable; this sprite's mux forwards use direct mode for now")
 		},
 		OnEnd: func(res Result) {
+			if auto != nil {
+				auto.linkDown()
+			}
 			if !evicted.Load() { // made room for a new connection: counted as lingering_evicted
 				f.ended(res, log)
 			}
@@ -508,6 +517,8 @@ type Status struct {
 	MaxMessage sprites.MessageLimit `json:"max_message"`
 	// WarmLinks is how many spare links the sprite holds now (direct mode).
 	WarmLinks int `json:"warm_links"`
+	// Discovered is set on the forwards that auto_forward made.
+	Discovered *Discovered `json:"discovered,omitempty"`
 	StatsSnapshot
 }
 
@@ -530,6 +541,7 @@ func (f *forward) status() Status {
 	}
 	f.mu.Unlock()
 	st.Addrs = f.addrs()
+	st.Discovered = f.discovered.Load()
 	st.SpriteState, st.LastWake = f.waker.State()
 	st.StatsSnapshot = f.stats.Snapshot()
 	st.Wakes, st.WakeWait = f.waker.Wakes()

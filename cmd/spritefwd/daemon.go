@@ -66,6 +66,7 @@ func newRunner(o runnerOptions) *runner {
 	r.d = tunnel.New(tunnel.Options{
 		Log: o.log, UserAgent: "spritefwd/" + versionString(),
 		OnLinkSetup: r.m.ObserveSetup, OnWake: r.m.ObserveWake, AgentBinary: agentBinary,
+		StateDir: config.DefaultStateDir(os.Getenv),
 	})
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r

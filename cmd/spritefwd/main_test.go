@@ -230,6 +230,11 @@ func TestForwardRejectsBadSpecs(t *testing.T) {
 		{"forward", "db"},
 		{"forward", "db", "99999"},
 		{"forward", "--address", "0.0.0.0", "db", "5432"},
+		{"forward", "--only", "3000", "db", "5432"},
+		{"forward", "--auto", "--only", "3999-3000", "db"},
+		{"forward", "--auto", "--exclude", "x", "db"},
+		{"forward", "--auto", "--address", "0.0.0.0", "db"},
+		{"forward", "--auto"},
 	} {
 		var out bytes.Buffer
 		err := dispatch(args, &out, &out)

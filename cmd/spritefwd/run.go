@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -66,12 +67,16 @@ func cmdRun(args []string, stderr io.Writer) error {
 }
 
 const forwardHelp = `spritefwd forward SPRITE [LOCAL:]REMOTE ...: forward ports without a config file.
+       spritefwd forward --auto SPRITE [[LOCAL:]REMOTE ...]: and every port the sprite listens on.
 
 Like kubectl port-forward: 5432 forwards local 5432 to the sprite's 5432,
 8080:3000 forwards local 8080 to the sprite's 3000, and :3000 picks any free
 local port. The token comes from $SPRITES_TOKEN or --token-file. With --mux,
 connections ride one link to an agent that spritefwd deploys into the sprite,
-and survive a dropped link (see the README's Mux mode).`
+and survive a dropped link (see the README's Mux mode). With --auto, each
+port the sprite listens on (1024 and up, narrowed by --only and --exclude)
+gets a local listener on the same port, or the next free one, while the
+sprite is in use (see the README's Auto-forward).`
 
 func cmdForward(args []string, stderr io.Writer) error {
 	fs := newFlags("forward", forwardHelp, stderr)
@@ -87,14 +92,20 @@ func cmdForward(args []string, stderr io.Writer) error {
 	muxMode := fs.Bool("mux", false, "carry connections as streams to an agent in the sprite (mode: mux)")
 	fs.StringVar(&cfg.AgentBinary, "agent-binary", "", "with --mux: the linux agent to upload ({arch} becomes amd64 or arm64)")
 	fs.IntVar(&cfg.AgentPort, "agent-port", cfg.AgentPort, "with --mux: the agent's port inside the sprite")
+	auto := fs.Bool("auto", false, "also forward every port the sprite listens on (auto_forward)")
+	only := fs.String("only", "", "with --auto: only these ports and ranges, such as 3000-3999,9229")
+	exclude := fs.String("exclude", "", "with --auto: never these ports and ranges")
 	var lf logFlags
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() < 2 {
+	if fs.NArg() < 2 && !(*auto && fs.NArg() == 1) {
 		fs.Usage()
-		return &exitError{code: 2, msg: "forward: want SPRITE and at least one [LOCAL:]REMOTE port"}
+		return &exitError{code: 2, msg: "forward: want SPRITE and at least one [LOCAL:]REMOTE port, or --auto SPRITE"}
+	}
+	if (*only != "" || *exclude != "") && !*auto {
+		return &exitError{code: 2, msg: "forward: --only and --exclude narrow --auto; add --auto"}
 	}
 	log, err := lf.logger(os.Stderr)
 	if err != nil {
@@ -127,6 +138,31 @@ func cmdForward(args []string, stderr io.Writer) error {
 			f.Mode = config.Mux
 		}
 		cfg.Forwards = append(cfg.Forwards, f)
+	}
+	if *auto {
+		a := config.AutoForward{On: true, Listen: *address}
+		for _, ps := range []struct {
+			flag, text string
+			set        *config.PortSet
+		}{{"only", *only, &a.Only}, {"exclude", *exclude, &a.Exclude}} {
+			if ps.text == "" {
+				continue
+			}
+			set, err := config.ParsePortSet(ps.text)
+			if err != nil {
+				return &exitError{code: 2, msg: fmt.Sprintf("forward: --%s: %v", ps.flag, err)}
+			}
+			*ps.set = set
+		}
+		if ip := net.ParseIP(*address); *address != "localhost" && (ip == nil || !ip.IsLoopback()) && !*allowPublic {
+			return &exitError{code: 2, msg: fmt.Sprintf("forward: --address %s is reachable from other machines; pass --allow-public if you mean it", *address)}
+		}
+		mode := config.DefaultMode
+		if *muxMode {
+			mode = config.Mux
+		}
+		cfg.AllowPublic = cfg.AllowPublic || *allowPublic
+		cfg.Sprites = map[string]config.SpriteSettings{sprite: {Host: config.DefaultHost, KeepAwake: config.DefaultKeepAwake, Mode: mode, Auto: a}}
 	}
 	// Round-trip through the validator, so ad hoc rules get the same checks.
 	if err := config.Validate(cfg); err != nil {

@@ -23,7 +23,8 @@ const statusHelp = `spritefwd status [--json] [-w]: show what the running daemon
 
 One row per forward: its listen address, sprite:port, mode (direct, mux,
 or mux→direct while the agent cannot be deployed), state (listening,
-failed, draining), the sprite's last known state and wake, open and total
+failed, draining; "auto" and the process's name, where known, for the
+forwards that auto_forward made), the sprite's last known state and wake, open and total
 connections, bytes in (to the sprite) and out, and the last error. Then,
 for each mux forward, its agent's state, sessions and deploys, and the
 streams resumed after a dropped link with how long each took. Also any
@@ -120,7 +121,15 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if f.Lingering > 0 {
 			open += "+" + strconv.FormatInt(f.Lingering, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p(f.Name), p(listen), p(f.Target), p(mode), p(string(f.State)),
+		state := string(f.State)
+		if d := f.Discovered; d != nil {
+			state += " (auto"
+			if d.Process != "" {
+				state += ": " + d.Process
+			}
+			state += ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p(f.Name), p(listen), p(f.Target), p(mode), p(state),
 			p(string(f.SpriteState)), wake, open, f.Total, bytesHuman(f.BytesIn), bytesHuman(f.BytesOut), p(lastErr))
 	}
 	tw.Flush()
