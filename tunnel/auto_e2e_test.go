@@ -112,14 +112,16 @@ func TestE2EAutoForward(t *testing.T) {
 }
 
 func autoForwardE2E(t *testing.T, mode string, pg *testsvc.Postgres) {
-	const idle = 2 * time.Second
-	sim := spritestest.NewServer(spritestest.Options{Token: e2eToken, IdleSleep: idle, WakeDelay: 300 * time.Millisecond, MaxMessage: testsvc.SimMaxMessage(t)})
+	// Open links keep the sprite awake, as the notes say of the real
+	// service: no fast pings needed, which a loaded machine would miss.
+	const idle = 3 * time.Second
+	sim := spritestest.NewServer(spritestest.Options{Token: e2eToken, IdleSleep: idle, LinksKeepAwake: true, WakeDelay: 300 * time.Millisecond, MaxMessage: testsvc.SimMaxMessage(t)})
 	t.Cleanup(sim.Close)
 	sim.CreateSprite("dev")
 	_, canary, _ := net.SplitHostPort(testsvc.Serve(t, testsvc.Echo))
 	canaryPort, _ := strconv.Atoi(canary)
 	sim.Map("dev", canaryPort, "127.0.0.1:"+canary)
-	settings := "keepalive: 500ms\nwarm_links: 0\n"
+	settings := "warm_links: 0\n"
 	if mode == "mux" {
 		settings += fmt.Sprintf("agent_binary: %s\nagent_port: %d\nmux_idle_timeout: 1s\n", agentBinary(t), testsvc.FreePort(t))
 	}

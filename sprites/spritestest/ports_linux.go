@@ -15,7 +15,11 @@ import (
 // descendants, listens on. It reads /proc: the socket inodes among each
 // process's open files, matched against the kernel's listening sockets.
 // This is how a real sprite notices ports for its port_opened notices.
-func listeningSockets(pid int) []procnet.Listener {
+func listeningSockets(pid int) []procnet.Listener { return listeningSocketsOf([]int{pid}) }
+
+// listeningSocketsOf is listeningSockets for several processes, with one
+// read of the kernel's tables.
+func listeningSocketsOf(pids []int) []procnet.Listener {
 	inodes := map[string]bool{}
 	var walk func(pid int, depth int)
 	walk = func(pid int, depth int) {
@@ -38,7 +42,9 @@ func listeningSockets(pid int) []procnet.Listener {
 			}
 		}
 	}
-	walk(pid, 0)
+	for _, pid := range pids {
+		walk(pid, 0)
+	}
 	if len(inodes) == 0 {
 		return nil
 	}

@@ -12,6 +12,8 @@ import (
 // reachable through the proxy, nor in the sprite's tables (use Map).
 func listeningSockets(pid int) []procnet.Listener { return nil }
 
+func listeningSocketsOf(pids []int) []procnet.Listener { return nil }
+
 // dieWithParent needs Linux's parent-death signal; elsewhere the emulator's
 // Close kills its commands.
 func dieWithParent(*syscall.SysProcAttr) {}

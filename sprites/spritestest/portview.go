@@ -27,7 +27,7 @@ const procNetDir = "proc/net"
 // portViewEvery is how often the emulator rewrites the tables of running
 // sprites. A real kernel's are current at every read; this is the lag a
 // test sees on top of the reader's own.
-const portViewEvery = 100 * time.Millisecond
+const portViewEvery = 200 * time.Millisecond
 
 // listeningPorts lists the ports that a process, or any of its
 // descendants, listens on.
@@ -79,8 +79,8 @@ func (s *Server) socketsOf(sp *sprite) []procnet.Listener {
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
-	for _, pid := range pids {
-		out = append(out, listeningSockets(pid)...)
+	if len(pids) > 0 {
+		out = append(out, listeningSocketsOf(pids)...)
 	}
 	return out
 }
@@ -100,7 +100,9 @@ func (s *Server) portViews() {
 		s.mu.Lock()
 		var running []*sprite
 		for _, sp := range s.sprites {
-			if sp.state == "running" && sp.root != "" {
+			// A sprite with neither commands nor mapped ports has
+			// nothing to list, and no command to read it.
+			if sp.state == "running" && sp.root != "" && len(sp.sessions) > 0 {
 				running = append(running, sp)
 			}
 		}
