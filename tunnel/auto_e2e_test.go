@@ -103,11 +103,18 @@ func curlStatus(t *testing.T, port string) (string, error) {
 	return curl(t, "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:"+port+"/")
 }
 
+// It owns its emulator, servers, daemons and agent port, and asserts no
+// time: it runs in parallel (see e2e_test.go). The delays it logs are
+// then upper bounds.
 func TestE2EAutoForward(t *testing.T) {
+	t.Parallel()
 	testsvc.Need(t, "curl", "psql", "python3")
 	pg := testsvc.StartPostgres(t)
 	for _, mode := range []string{"direct", "mux"} {
-		t.Run(mode, func(t *testing.T) { autoForwardE2E(t, mode, pg) })
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			autoForwardE2E(t, mode, pg)
+		})
 	}
 }
 
