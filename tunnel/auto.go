@@ -352,11 +352,14 @@ func (a *autoSprite) saveLocked() {
 
 // linkUp and linkDown count the connections up to the sprite. In direct
 // mode, reading the sprite's tables rides on them: while one is open the
-// sprite is awake anyway.
+// sprite is awake anyway. Lock order: d.mu before a.mu.
 func (a *autoSprite) linkUp() {
+	// A mux sprite whose agent cannot be deployed is served, and so
+	// looked at, in direct mode. (Asked before a.mu: d.mu comes first.)
+	fallback := a.d.agentStatus(a.sprite).State == "fallback"
 	a.mu.Lock()
 	a.active++
-	start := a.active == 1 && !a.polling && !a.closed && a.set.Mode == config.Direct
+	start := a.active == 1 && !a.polling && !a.closed && (a.set.Mode == config.Direct || fallback)
 	if start {
 		a.polling = true
 		a.wg.Add(1)

@@ -10,6 +10,7 @@ package tunnel_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -251,4 +252,53 @@ func autoForwardE2E(t *testing.T, mode string, pg *testsvc.Postgres) {
 	}
 	d.Shutdown(time.Second)
 	stopped = true
+}
+
+// A mux sprite whose agent cannot be deployed is served in direct mode,
+// and its ports are found the direct way.
+func TestE2EAutoForwardMuxFallback(t *testing.T) {
+	t.Parallel()
+	sim := spritestest.NewServer(spritestest.Options{Token: e2eToken, IdleSleep: -1, MaxMessage: testsvc.SimMaxMessage(t)})
+	t.Cleanup(sim.Close)
+	sim.CreateSprite("dev")
+	_, canary, _ := net.SplitHostPort(testsvc.Serve(t, testsvc.Echo))
+	canaryPort, _ := strconv.Atoi(canary)
+	sim.Map("dev", canaryPort, "127.0.0.1:"+canary)
+	logs := &testsvc.LogBuffer{}
+	d := autoDaemon(t, sim, t.TempDir(), fmt.Sprintf("agent_binary: /nonexistent/spritefwd-{arch}\nagent_port: %d\n"+
+		"sprites:\n  dev: {auto_forward: true, mode: mux}\nforwards:\n  - {name: canary, listen: 0, sprite: dev, port: %d, mode: mux}\n",
+		testsvc.FreePort(t), canaryPort), logs)
+	defer d.Shutdown(time.Second)
+	e := &e2e{sim: sim, d: d, logs: logs}
+	c, err := net.Dial("tcp", "127.0.0.1:"+e.port(t, "canary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("canary: %v\n%s", err, logs)
+	}
+	// A server "in the sprite": the map's target is an echo server here.
+	port := testsvc.FreePort(t)
+	sim.Map("dev", port, testsvc.Serve(t, testsvc.Echo))
+	testsvc.Eventually(t, "the mapped port on localhost", func() bool { _, ok := autoRow(d, port); return ok })
+	row, _ := autoRow(d, port)
+	if localPort(row) != strconv.Itoa(port) {
+		t.Errorf("port %d is free here, yet its auto-forward listens on %s", port, localPort(row))
+	}
+	ec, err := net.Dial("tcp", row.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	if _, err := ec.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(ec, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo through the auto-forward: %q %v", buf, err)
+	}
 }

@@ -29,12 +29,17 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 			MaxMessage: control.MaxMessage{Bytes: 1024, State: string(sprites.LimitRefused), Since: now.Add(-3 * time.Minute)}},
 		{Name: "socks web:3000", Listen: "socks", Target: "web:3000", Mode: "direct", State: tunnel.StateActive, Counters: control.Counters{Total: 2}},
 		{Name: "stdio db:22", Listen: "stdio", Target: "db:22", Mode: "mux", State: tunnel.StateActive, Counters: control.Counters{Open: 1, Total: 1}},
+		{Name: "auto:dev:3000", Listen: "127.0.0.1:3000", Target: "dev:3000", Mode: "mux", State: tunnel.StateListening,
+			Discovered: &control.Discovered{Process: "node", PID: 42, Since: now}},
+		{Name: "auto:dev:9229", Listen: "127.0.0.1:9230", Target: "dev:9229", Mode: "direct", State: tunnel.StateListening,
+			Discovered: &control.Discovered{Since: now}},
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
 	out := b.String()
 	for _, row := range [][2]string{{"db ", " mux "}, {"ssh ", " direct "}, {"ssh ", " 1+3 "},
-		{"socks web:3000 ", " socks "}, {"stdio db:22 ", " active "}} {
+		{"socks web:3000 ", " socks "}, {"stdio db:22 ", " active "},
+		{"auto:dev:3000 ", " listening (auto: node) "}, {"auto:dev:9229 ", " listening (auto) "}} {
 		found := false
 		for _, l := range strings.Split(out, "\n") {
 			if strings.HasPrefix(l, row[0]) && strings.Contains(l, row[1]) {
