@@ -30,7 +30,7 @@ var (
 	out       = flag.String("out", "", "write results as JSON to this file; empty skips the benchmark")
 	gib       = flag.Int64("bytes", 1<<30, "bytes per throughput measurement")
 	idleConns = flag.Int("idle", 10000, "concurrent idle connections to hold (capped by the open-file limit)")
-	only      = flag.String("only", "", "run only these sections, comma-separated: throughput, setup, wan, pgbench, idle; for bench-wan: wan-setup, wan-throughput, wan-apps")
+	only      = flag.String("only", "", "run only these sections, comma-separated: throughput, setup, wan, pgbench, idle; for bench-wan: wan-setup, wan-mux-first, wan-throughput, wan-apps")
 )
 
 func want(section string) bool {
@@ -308,9 +308,14 @@ func newEnv(t *testing.T) *env {
 	limit := raiseFileLimit()
 	e := &env{t: t, dir: t.TempDir(), fwd: map[string]string{}, fileLimit: limit}
 	e.bin = filepath.Join(e.dir, "spritefwd")
-	// The daemon finds spritefwd-agent next to itself and uploads it.
+	// The daemon finds spritefwd-agent next to itself and uploads it. Both
+	// are built as make build builds them: the agent's upload is part of
+	// what a first mux connection costs, and without -s -w it is half as
+	// large again.
 	for pkg, dst := range map[string]string{"../cmd/spritefwd": e.bin, "../cmd/spritefwd-agent": filepath.Join(e.dir, "spritefwd-agent")} {
-		if out, err := exec.Command("go", "build", "-o", dst, pkg).CombinedOutput(); err != nil {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", dst, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build: %v\n%s", err, out)
 		}
 	}

@@ -12,10 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +42,10 @@ type wanRig struct {
 	socket string // the daemon's control socket
 	shaper *shaper
 	fwd    map[string]string
+	name   string    // the daemon's, for its config and socket files
+	url    string    // the API, through the shaper
+	config string    // the daemon's config, less the API and the token
+	daemon *exec.Cmd // the daemon
 }
 
 // wanRig starts a rig whose resources end with e.t; name must be unique.
@@ -65,9 +72,21 @@ func (e *env) wanRigWith(name string, rtt time.Duration, bitsPerSec int64, maps 
 	r.simURL = e.startSim(args...)
 	r.shaper = newShaper(e.t, strings.TrimPrefix(r.simURL, "https://"))
 	r.shaper.set(rtt, 0, bitsPerSec)
-	_, r.fwd = e.startDaemon(name, "https://"+r.shaper.addr, fmt.Sprintf("ca_file: %s\nagent_port: %d\nagent_dir: %s\nforwards:%s",
-		r.caFile, testsvc.FreePort(e.t), filepath.Join(e.dir, "agent-"+name), forwards))
+	r.name, r.url = name, "https://"+r.shaper.addr
+	r.config = fmt.Sprintf("ca_file: %s\nagent_port: %d\nagent_dir: %s\nforwards:%s",
+		r.caFile, testsvc.FreePort(e.t), filepath.Join(e.dir, "agent-"+name), forwards)
+	r.daemon, r.fwd = e.startDaemon(name, r.url, r.config)
 	return r
+}
+
+// restart stops the rig's daemon and starts a new one with the same
+// config: it finds the agent that the old one left running in the sprite.
+func (r *wanRig) restart() {
+	r.daemon.Process.Signal(syscall.SIGTERM)
+	r.daemon.Wait()
+	r.name += "-again"
+	r.socket = filepath.Join(r.e.dir, r.name+".sock")
+	r.daemon, r.fwd = r.e.startDaemon(r.name, r.url, r.config)
 }
 
 // wanApps runs real programs across the shaper: scp of 256 MiB into the
@@ -312,6 +331,52 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 	}
 }
 
+// wanMuxFirst measures a mux forward's first connection, connect to first
+// echoed byte, at rtt and a rate: with no agent in the sprite (deployed
+// then), and from a fresh daemon to a sprite whose agent runs (the old
+// daemon's). Direct mode's first connection, from the same daemon, is the
+// alternative a deploying forward could take. Each sample is a new
+// emulator and daemon.
+func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) result {
+	times := map[string][]time.Duration{}
+	conns := map[string]float64{}
+	for i := range samples {
+		e.t.Run(fmt.Sprintf("mux-first-%v-%d", rtt, i), func(t *testing.T) {
+			se := *e
+			se.t = t
+			r := se.wanRig(fmt.Sprintf("muxfirst-%v-%d", rtt, i), rtt, bitsPerSec)
+			// A user's first connection meets a daemon that has been idle.
+			time.Sleep(time.Second + 4*rtt)
+			for _, p := range []struct{ name, fwd string }{{"direct", "echo"}, {"absent", "mecho"}} {
+				ds, hs := r.timed(r.fwd[p.fwd], 1)
+				times[p.name] = append(times[p.name], ds...)
+				conns[p.name] += float64(hs.Full+hs.Resumed) / float64(samples)
+			}
+			r.restart()
+			time.Sleep(time.Second + 4*rtt)
+			ds, hs := r.timed(r.fwd["mecho"], 1)
+			times["present"] = append(times["present"], ds...)
+			conns["present"] += float64(hs.Full+hs.Resumed) / float64(samples)
+		})
+	}
+	v := map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "rate_mbit": float64(bitsPerSec) / 1e6}
+	for k, ds := range times {
+		v[k+"_s_p50"] = percentile(ds, 0.5).Seconds()
+		v[k+"_s_max"] = slices.Max(ds).Seconds()
+		v[k+"_rt_p50"] = float64(percentile(ds, 0.5)) / float64(rtt)
+		v[k+"_tcp_conns"] = conns[k]
+	}
+	if fi, err := os.Stat(filepath.Join(e.dir, "spritefwd-agent")); err == nil {
+		v["agent_bytes"] = float64(fi.Size())
+	}
+	return result{
+		Name:  fmt.Sprintf("a mux forward's first connection at %v round trip and %d Mbit/s, connect to first echoed byte", rtt, bitsPerSec/1_000_000),
+		Value: v,
+		Note: fmt.Sprintf("%d fresh emulators and daemons; absent: no agent in the sprite, so it is deployed (agent_bytes before compression); present: a fresh daemon, the agent of the one before still running; "+
+			"direct: the same daemon's first direct connection; times exclude TCP handshakes to the API (*_tcp_conns counts them)", samples),
+	}
+}
+
 // wanThroughput is one and 8 streams' upload at rtt and a rate, as a
 // fraction of the link's rate: through the shaper alone (plain TCP to the
 // sink), direct mode and mux. Each transfer's fixed cost (connect, setup,
@@ -393,6 +458,9 @@ func TestBenchWAN(t *testing.T) {
 		}
 	}
 	const rtt = 100 * time.Millisecond
+	if want("wan-mux-first") {
+		rows = append(rows, e.wanMuxFirst(rtt, 20_000_000, 3))
+	}
 	if want("wan-throughput") {
 		r := e.wanRig("throughput", rtt, 0)
 		plain := newShaper(t, e.sinkAddr)
@@ -428,6 +496,16 @@ func wanMarkdown(rows []result) string {
 		}
 		warm := fmt.Sprintf("%.1f / %.1f (%.0f%% on a spare)", v["direct_warm_rt_p50"], v["direct_warm_rt_p90"], 100*v["direct_warm_hit_fraction"])
 		fmt.Fprintf(&b, "| %.0f ms | %s | %s | %s | %s | %s |\n", v["rtt_ms"], cell("direct_first"), cell("direct_later"), warm, cell("mux_first"), cell("mux_later"))
+	}
+	for _, r := range rows {
+		v := r.Value
+		if _, ok := v["absent_s_p50"]; !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "\n| first connection, %.0f ms, %.0f Mbit/s | seconds, p50 / max | round trips, p50 (+TCP) |\n| --- | --- | --- |\n", v["rtt_ms"], v["rate_mbit"])
+		for _, k := range []struct{ key, what string }{{"absent", "mux, no agent in the sprite (deploys it)"}, {"present", "mux, agent running, fresh daemon"}, {"direct", "direct"}} {
+			fmt.Fprintf(&b, "| %s | %.2f / %.2f | %.1f (+%.1f) |\n", k.what, v[k.key+"_s_p50"], v[k.key+"_s_max"], v[k.key+"_rt_p50"], v[k.key+"_tcp_conns"])
+		}
 	}
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
