@@ -67,8 +67,12 @@ const (
 	// agentStartup bounds a started agent's way to its ready line: it stops
 	// the agent it replaces (3 s) and waits for that one's port (5 s).
 	agentStartup = 10 * time.Second
-	// maxUname bounds what uname -m may print; it prints one word.
-	maxUname = 4 << 10
+	// maxLook bounds what the look into the sprite may print before its
+	// last line: a few short lines, one per agent binary it finds.
+	maxLook = 16 << 10
+	// lookWait bounds how long the look's shell waits to be told what to
+	// start, should the daemon that asked go away without a word.
+	lookWait = 10 * time.Minute
 	// maxAgentStdout bounds what the agent may print before its ready line.
 	maxAgentStdout = 64 << 10
 	// helloTimeout bounds the handshake once the link is up. An agent
@@ -98,8 +102,8 @@ type agentPool struct {
 	port         int
 	moved        string
 	binaryLogged bool
-	packName     string // the binary whose gzip is pack
-	pack         []byte
+	images       map[string]*image // by binary path
+	arch         string            // the sprite's, once a look has said
 	fallback     error
 	retryAt      time.Time
 	deploys      int64
@@ -197,17 +201,44 @@ func (p *agentPool) agentPort() int {
 // ours, and moving to another port when something that is not our agent
 // holds its port. It is mux.ClientOptions.Connect. Nothing but the
 // handshake reaches a port until the agent there has proved the secret.
+//
+// A pool that knows no secret yet looks into the sprite first, in one exec
+// (see lookScript), while a link toward the agent is upgraded beside it:
+// with the agent running, the handshake follows on that link at once;
+// without it, the look's shell starts the agent as soon as it is uploaded.
 func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, bool, error) {
-	env := p.d.env.Load()
+	c := p.d.env.Load().client
 	deployedOn, given := 0, 0
+	var lk *look
+	var spare *spareDial
+	defer func() {
+		lk.close()
+		spare.close()
+	}()
 	for {
+		start := p.d.clock.Now()
 		port := p.agentPort()
-		secret, err := p.currentSecret(ctx, env.client)
-		if err != nil {
-			return nil, false, err
+		secret, running := p.cachedSecret(), true
+		if secret == "" && lk == nil {
+			spare = p.dialSpare(ctx, c)
+			// Compressing the agent takes as long as the look, or longer
+			// on a busy machine: begin it now, for the machine it most
+			// likely is, in case the look says it must be uploaded.
+			p.prepare(p.likelyBinary())
+			// The look's exec takes the HTTP client's idle connection for its
+			// WebSocket, and an upload would wait for TLS on a new one: a call
+			// that the API answers itself, without the sprite, opens that one
+			// meanwhile.
+			defer p.warmHTTP(ctx, c)()
+			var err error
+			if lk, err = p.look(ctx, c, port); err != nil {
+				return nil, false, err
+			}
+			secret, running = lk.secret, lk.running
+			p.setSecret(secret)
 		}
-		if secret != "" {
-			sess, resumed, err := p.handshake(ctx, env.client, port, secret, h)
+		if secret != "" && running {
+			sess, resumed, err := p.handshake(ctx, c, port, secret, h, spare.take(ctx))
 			var absent *agentAbsent
 			switch {
 			case err == nil:
@@ -234,8 +265,14 @@ func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, boo
 				return nil, false, fmt.Errorf("sprite %s: agent handshake on port %d: %w", p.sprite, port, err)
 			}
 		}
-		start := p.d.clock.Now()
-		err = p.deploy(ctx, env.client, port)
+		if lk == nil || lk.sess == nil || lk.port != port {
+			lk.close()
+			var err error
+			if lk, err = p.look(ctx, c, port); err != nil {
+				return nil, false, err
+			}
+		}
+		err := p.deploy(ctx, c, port, lk)
 		if held := (*portHeld)(nil); errors.As(err, &held) {
 			if err := p.moveOn(port, "holds it", err, &given); err != nil {
 				return nil, false, err
@@ -256,8 +293,96 @@ func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, boo
 	}
 }
 
-// handshake dials the agent on port and proves the secret both ways.
-func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, secret string, h mux.Hello) (*mux.Session, bool, error) {
+// warmHTTP asks the API about the sprite, for the connection it leaves
+// idle; the answer does not matter. The function it returns waits for it.
+func (p *agentPool) warmHTTP(ctx context.Context, c *sprites.Client) func() {
+	ctx, cancel := context.WithTimeout(ctx, p.waker.timeoutValue())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Get(ctx, p.sprite)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// spareDial is a proxy link to the sprite being upgraded ahead of the
+// handshake that may use it.
+type spareDial struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	spare  *sprites.Spare
+	err    error
+	taken  bool
+}
+
+// dialSpare starts upgrading a link without a target, for the handshake
+// that may follow the look into the sprite.
+func (p *agentPool) dialSpare(ctx context.Context, c *sprites.Client) *spareDial {
+	ctx, cancel := context.WithCancel(ctx)
+	sd := &spareDial{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(sd.done)
+		sd.spare, sd.err = c.DialSpare(ctx, p.sprite)
+	}()
+	return sd
+}
+
+// take waits for the link, and returns it unless its upgrade failed or it
+// died waiting; nil the second time. The caller owns what it returns.
+func (sd *spareDial) take(ctx context.Context) *sprites.Spare {
+	if sd == nil || sd.taken {
+		return nil
+	}
+	select {
+	case <-sd.done:
+	case <-ctx.Done():
+		return nil
+	}
+	sd.taken = true
+	if sd.err != nil {
+		return nil
+	}
+	if sd.spare.Dead() {
+		sd.spare.CloseNow()
+		return nil
+	}
+	return sd.spare
+}
+
+// close drops the link unless it was taken.
+func (sd *spareDial) close() {
+	if sd == nil {
+		return
+	}
+	sd.cancel()
+	<-sd.done
+	if !sd.taken && sd.spare != nil {
+		sd.spare.CloseNow()
+	}
+}
+
+// handshake dials the agent on port and proves the secret both ways. A
+// spare link, upgraded while the deployment looked into the sprite, saves
+// the upgrade: the hello follows its target at once.
+func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, secret string, h mux.Hello, spare *sprites.Spare) (*mux.Session, bool, error) {
+	if spare != nil {
+		if link, err := spare.Start("localhost", port); err == nil {
+			sess, resumed, err := p.hello(ctx, link, secret, h)
+			if sprites.IsRefused(err) {
+				err = &agentAbsent{err}
+			}
+			if err == nil || !errors.Is(err, io.EOF) && (errors.As(err, new(*agentAbsent)) || errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion) ||
+				errors.Is(err, mux.ErrNotAgent) || errors.Is(err, mux.ErrAgentProof) || ctx.Err() != nil) {
+				return sess, resumed, err
+			}
+			// Whatever else ended the spare (the API's edge closed it while
+			// it waited), a link dialled now says more.
+			p.log.Debug().Err(err).Msg("the spare link to the agent failed; dialling one")
+		}
+	}
 	link, err := Connect(ctx, p.waker, port, func(ctx context.Context) (*sprites.Link, error) {
 		l, err := c.Dial(ctx, p.sprite, "localhost", port)
 		if sprites.IsRefused(err) {
@@ -269,6 +394,11 @@ func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, 
 	if err != nil {
 		return nil, false, err
 	}
+	return p.hello(ctx, link, secret, h)
+}
+
+// hello shakes hands with the agent on link.
+func (p *agentPool) hello(ctx context.Context, link *sprites.Link, secret string, h mux.Hello) (*mux.Session, bool, error) {
 	hctx, cancel := context.WithTimeout(ctx, helloTimeout)
 	defer cancel()
 	sess, resumed, err := mux.Dial(hctx, link, secret, h, p.log)
@@ -341,111 +471,220 @@ func (p *agentPool) timedOut(name string, limit time.Duration, err error) error 
 	return &deployError{fmt.Errorf("sprite %s: deploy agent: %s: no answer within %s (from wake_timeout): %w", p.sprite, name, limit, err)}
 }
 
-// currentSecret returns the deployment secret: cached, or read from the
-// sprite, where the deployment left it (mode 0600). Any daemon with the
-// token can read it, which grants nothing: the token can run commands in
-// the sprite anyway. "" means no agent was deployed.
-func (p *agentPool) currentSecret(ctx context.Context, c *sprites.Client) (string, error) {
+// cachedSecret is the deployment secret this pool knows: read by a look
+// into the sprite, or made by its deploy. "" means none yet.
+func (p *agentPool) cachedSecret() string {
 	p.mu.Lock()
-	s := p.secret
-	p.mu.Unlock()
-	if s != "" {
-		return s, nil
-	}
-	limit := p.waker.timeoutValue()
-	rctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	b, err := c.ReadFile(rctx, p.sprite, path.Join(p.set.dir, "secret"))
-	switch {
-	case sprites.IsNotFound(err):
-		return "", nil
-	case err != nil && ranOut(ctx, rctx):
-		return "", p.timedOut("read the agent's secret", limit, err)
-	case err != nil:
-		// Not a deploy failure: the sprite may be waking or the network
-		// flapping, and the next connection tries again.
-		return "", fmt.Errorf("sprite %s: read the agent's secret: %w", p.sprite, err)
-	}
-	s = strings.TrimSpace(string(b))
-	p.setSecret(s)
-	return s, nil
+	defer p.mu.Unlock()
+	return p.secret
 }
 
-// deploy uploads the agent unless the sprite has it, and starts it on
-// port, replacing the agent recorded in its directory, and returns once it
-// listens.
-func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) error {
-	wake := p.waker.timeoutValue()
-	var arch string
-	if err := p.step(ctx, "uname -m", wake, func(ctx context.Context) error {
-		var err error
-		arch, err = p.arch(ctx, c)
-		return err
-	}); err != nil {
-		return err
+// lookScript runs in the agent's directory. It prints what a deployment
+// needs to know, one fact a line: the machine, whether gzip is there, each
+// agent binary with the sha256 recorded beside it, the secret, whether the
+// agent recorded in the pid file runs, and "looked". Then it waits for one
+// line on stdin, "NAME SHA256 HOW SECRET", where HOW is gz (NAME.gz was
+// uploaded), plain or have: it unpacks the binary if need be, records its
+// hash beside it (only now is it known whole), writes the secret and
+// becomes the agent, with its own arguments as the agent's. End of input
+// instead ends it, and so does a watchdog after lookWait (the %d): the
+// shell runs on when the exec is gone, as the agent it becomes must.
+const lookScript = `( trap 'kill $s 2>/dev/null; exit' TERM; sleep %d & s=$!; wait $s && kill $$ ) >/dev/null 2>&1 </dev/null &
+w=$!
+echo "arch $(uname -m)"
+command -v gzip >/dev/null 2>&1 && echo gzip
+for f in spritefwd-agent-*.sha256; do
+	[ -f "$f" ] && [ -f "${f%%.sha256}" ] && echo "have ${f%%.sha256} $(cat -- "$f")"
+done
+[ -f secret ] && echo "secret $(cat secret)"
+[ -f agent.pid ] && kill -0 "$(cat agent.pid)" 2>/dev/null && echo running
+echo looked
+if ! read -r name sum how secret; then kill $w; exit 0; fi
+kill $w
+if [ "$how" = gz ]; then gzip -df -- "$name.gz" || exit 1; fi
+echo "$sum" > "$name.sha256" || exit 1
+(umask 077 && echo "$secret" > secret) || exit 1
+exec "./$name" "$@" </dev/null
+`
+
+// look is what one exec found in the sprite (see lookScript), and the
+// shell that found it, which waits to be told what to start.
+type look struct {
+	port    int    // on the agent's command line that the shell holds
+	arch    string // as uname -m prints it
+	gzip    bool
+	have    map[string]string // agent binaries by name: the sha256 beside each
+	secret  string
+	running bool
+	sess    *sprites.ExecSession // nil once told what to start, or closed
+	rest    []byte               // stdout after "looked"
+}
+
+// look asks the sprite, in one exec, what a deployment needs to know and
+// the secret of the one before, and keeps the shell that answered, which
+// starts the agent on port when deploy tells it to.
+func (p *agentPool) look(ctx context.Context, c *sprites.Client, port int) (*look, error) {
+	cmd := append([]string{"sh", "-c", fmt.Sprintf(lookScript, int(lookWait/time.Second)), "spritefwd-deploy", agent.Command},
+		agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(port), SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...)
+	opts := sprites.ExecOptions{Cmd: cmd, Dir: p.set.dir, Stdin: true, KeepRunning: true}
+	var lk *look
+	made := false
+	err := p.step(ctx, "look into the sprite", p.waker.timeoutValue(), func(ctx context.Context) error {
+		sess, err := c.Exec(ctx, p.sprite, opts)
+		if err != nil && ctx.Err() == nil && !made {
+			// A server may refuse to run a command in a directory that is
+			// not there yet; writing a file into it makes it.
+			if werr := c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, ".dir"), 0o600, strings.NewReader("")); werr != nil {
+				return werr
+			}
+			made = true
+			sess, err = c.Exec(ctx, p.sprite, opts)
+		}
+		if err != nil {
+			return err
+		}
+		if lk, err = readLook(ctx, sess); err != nil {
+			sess.Close()
+			return err
+		}
+		lk.sess, lk.port = sess, port
+		return nil
+	})
+	return lk, err
+}
+
+// readLook reads the look's lines, up to "looked".
+func readLook(ctx context.Context, sess *sprites.ExecSession) (*look, error) {
+	var out []byte
+	var errOut bytes.Buffer
+	for {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w (stderr: %s)", err, tail(errOut.Bytes()))
+		}
+		switch {
+		case ev.Exited:
+			return nil, fmt.Errorf("it exited with code %d: %s", ev.Code, tail(errOut.Bytes()))
+		case ev.Stream == sprites.StreamStderr:
+			if errOut.Len() < 8<<10 {
+				errOut.Write(ev.Data)
+			}
+		case ev.Stream == sprites.StreamStdout:
+			if len(out)+len(ev.Data) > maxLook {
+				return nil, fmt.Errorf("it printed more than %d bytes", maxLook)
+			}
+			out = append(out, ev.Data...)
+			if i := bytes.Index(out, []byte("looked\n")); i >= 0 && (i == 0 || out[i-1] == '\n') {
+				lk := parseLook(out[:i])
+				lk.rest = out[i+len("looked\n"):]
+				return lk, nil
+			}
+		}
 	}
+}
+
+// parseLook reads the lines of lookScript before "looked". What it does
+// not recognise it ignores: a binary without a well-formed hash is not
+// known to be whole, and is uploaded again.
+func parseLook(out []byte) *look {
+	lk := &look{have: map[string]string{}}
+	for _, line := range strings.Split(string(out), "\n") {
+		word, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch word {
+		case "arch":
+			lk.arch = rest
+		case "gzip":
+			lk.gzip = rest == ""
+		case "running":
+			lk.running = rest == ""
+		case "secret":
+			lk.secret = rest
+		case "have":
+			name, sum, _ := strings.Cut(rest, " ")
+			if strings.HasPrefix(name, agentPrefix) && isHex(sum, sha256.Size) {
+				lk.have[name] = sum
+			}
+		}
+	}
+	return lk
+}
+
+func isHex(s string, n int) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == n
+}
+
+// start tells the look's shell to start the agent name, whose sha256 is
+// sum, uploaded as how says, with secret.
+func (lk *look) start(ctx context.Context, name, sum, how, secret string) error {
+	return lk.sess.WriteStdin(ctx, []byte(name+" "+sum+" "+how+" "+secret+"\n"))
+}
+
+// close ends a shell that was not told what to start, and detaches from
+// one that was (the agent it became runs on).
+func (lk *look) close() {
+	if lk == nil || lk.sess == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = lk.sess.CloseStdin(ctx)
+	lk.sess.Close()
+	lk.sess = nil
+}
+
+// deploy starts the agent on port through the look's shell, uploading it
+// first unless the sprite has it already, and returns once it listens.
+// The agent replaces the one recorded in its directory.
+func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int, lk *look) error {
+	wake := p.waker.timeoutValue()
 	fail := func(format string, args ...any) error {
 		return &deployError{fmt.Errorf("sprite %s: deploy agent: "+format, append([]any{p.sprite}, args...)...)}
+	}
+	arch, err := machine(lk.arch)
+	if err != nil {
+		return fail("%w", err)
 	}
 	bin, err := p.binary(arch)
 	if err != nil {
 		return fail("%w", err)
 	}
-	f, err := os.Open(bin)
-	if err != nil {
-		return fail("%w", err)
-	}
-	defer f.Close()
-	name, size, err := contentName(f)
+	p.mu.Lock()
+	p.arch = arch
+	p.mu.Unlock()
+	img, err := p.prepare(bin).wait(ctx)
 	if err != nil {
 		return fail("%s: %w", bin, err)
 	}
+	name, sum := img.name, img.sum
 	// The emulator's fs/write, and perhaps the real one, writes over a
 	// file in place, which fails with ETXTBSY while an agent runs it: a
 	// name of its own per content means a redeploy never writes over a
 	// running agent, and the same content is never sent twice.
 	exe := path.Join(p.set.dir, name)
-	// The secret first: writing it makes the agent's directory on a fresh
-	// sprite, where the look below runs (an exec may refuse a directory
-	// that is not there, and then the upload would go uncompressed).
-	secret := mux.NewSecret()
-	if err := p.step(ctx, "write the secret", wake, func(ctx context.Context) error {
-		return c.WriteFile(ctx, p.sprite, path.Join(p.set.dir, "secret"), 0o600, strings.NewReader(secret+"\n"))
-	}); err != nil {
-		return err
-	}
-	var found uploaded
-	if err := p.step(ctx, "look for an uploaded agent", wake, func(ctx context.Context) error {
-		var err error
-		if found, err = p.lookFor(ctx, c, name); err != nil && ctx.Err() == nil {
-			// Whatever kept us from looking (a directory that is not
-			// there yet, on a server that refuses it), the upload says
-			// more.
-			found = uploaded{size: -1}
-			return nil
-		}
-		return err
-	}); err != nil {
-		return err
-	}
-	unpack := false
-	if found.size == size {
+	how := "have"
+	if lk.have[name] == sum {
 		p.log.Debug().Str("exe", exe).Msg("the sprite has this agent already; not uploading it")
 	} else {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return fail("%s: %w", bin, err)
-		}
 		// Compressed, the agent is about 42% of its size, which is most of
-		// a first deploy's time on a slow uplink; the sprite unpacks it as
-		// the agent starts, in the same call.
-		var body io.Reader = f
-		dst, n := exe, size
-		if found.gzip {
-			packed, err := p.packed(name, f)
+		// a first deploy's time on a slow uplink; the look's shell unpacks
+		// it as it starts the agent.
+		var body io.Reader = bytes.NewReader(img.gz)
+		dst, n := exe+".gz", int64(len(img.gz))
+		how = "gz"
+		if !lk.gzip {
+			f, err := os.Open(bin)
 			if err != nil {
-				return fail("%s: %w", bin, err)
+				return fail("%w", err)
 			}
-			body, dst, n, unpack = bytes.NewReader(packed), exe+".gz", int64(len(packed)), true
+			defer f.Close()
+			if plain, _, size, err := contentName(f); err != nil || plain != name {
+				return fail("%s changed while it was deployed (%v); the next connection tries again", bin, err)
+			} else if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return fail("%s: %w", bin, err)
+			} else {
+				body, dst, n, how = f, exe, size, "plain"
+			}
 		}
 		limit := wake + time.Duration(n/slowUpload)*time.Second
 		if err := p.step(ctx, "upload "+bin, limit, func(ctx context.Context) error {
@@ -453,30 +692,34 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 		}); err != nil {
 			return err
 		}
-		p.log.Debug().Int64("bytes", n).Bool("gzip", unpack).Msg("agent uploaded")
+		p.log.Debug().Int64("bytes", n).Bool("gzip", how == "gz").Msg("agent uploaded")
 	}
-	var sess *sprites.ExecSession
+	secret := mux.NewSecret()
+	sess := lk.sess
 	if err := p.step(ctx, "start", wake, func(ctx context.Context) error {
-		var err error
-		cmd := append([]string{exe, agent.Command}, agent.Args{Listen: "127.0.0.1:" + strconv.Itoa(port),
-			SecretFile: "secret", Replace: true, LogFile: "agent.log"}.Argv()...)
-		if unpack {
-			// The arguments pass as the shell's own, unquoted and unparsed;
-			// exec leaves the agent alone in the process. The name is
-			// relative to the agent's directory, where the command runs.
-			cmd[0] = name
-			cmd = append([]string{"sh", "-c", `gzip -df -- "$0.gz" && exec "./$0" "$@"`}, cmd...)
-		}
-		sess, err = c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: cmd, Dir: p.set.dir, KeepRunning: true})
-		return err
+		return lk.start(ctx, name, sum, how, secret)
 	}); err != nil {
 		return err
 	}
-	defer sess.Close() // detach; it keeps running
+	out := lk.rest
+	lk.rest = nil
 	return p.step(ctx, "wait for it to listen", max(wake, agentStartup), func(ctx context.Context) error {
-		var out []byte
 		var errOut bytes.Buffer
 		for {
+			for {
+				line, rest, ok := bytes.Cut(out, []byte("\n"))
+				if !ok {
+					break
+				}
+				if _, ok := agent.ParseReady(line); ok {
+					p.setSecret(secret)
+					return nil
+				}
+				if agent.ParsePortHeld(line) {
+					return &portHeld{port}
+				}
+				out = rest
+			}
 			ev, err := sess.Next(ctx)
 			if err != nil {
 				return fmt.Errorf("%w (stderr: %s)", err, tail(errOut.Bytes()))
@@ -493,136 +736,107 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int) err
 					return fmt.Errorf("it printed more than %d bytes and no ready line", maxAgentStdout)
 				}
 				out = append(out, ev.Data...)
-				for {
-					line, rest, ok := bytes.Cut(out, []byte("\n"))
-					if !ok {
-						break
-					}
-					if _, ok := agent.ParseReady(line); ok {
-						p.setSecret(secret)
-						return nil
-					}
-					if agent.ParsePortHeld(line) {
-						return &portHeld{port}
-					}
-					out = rest
-				}
 			}
 		}
 	})
 }
 
-// contentName names an agent binary after its content, and measures it.
-func contentName(f *os.File) (string, int64, error) {
+// agentPrefix begins the name of every agent binary in the sprite.
+const agentPrefix = "spritefwd-agent-"
+
+// contentName names an agent binary after its content, and returns its
+// sha256 and size.
+func contentName(f *os.File) (name, sum string, size int64, err error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return "", 0, err
+		return "", "", 0, err
 	}
-	return "spritefwd-agent-" + hex.EncodeToString(h.Sum(nil)[:8]), n, nil
+	b := h.Sum(nil)
+	return agentPrefix + hex.EncodeToString(b[:8]), hex.EncodeToString(b), n, nil
 }
 
-// uploaded is what lookFor found in the sprite: the size of an agent
-// binary of the name asked for (-1 if none), and whether gzip is there to
-// unpack a compressed upload.
-type uploaded struct {
-	size int64
-	gzip bool
+// image is an agent binary as a deploy needs it: its name, its sha256
+// and its gzip, made once per pool and content, off the deploy's path.
+type image struct {
+	done      chan struct{}
+	size      int64
+	mod       time.Time
+	name, sum string
+	gz        []byte
+	err       error
 }
 
-// lookForScript prints "gzip" if the sprite has it, then the size of the
-// file named by $0, or "none".
-const lookForScript = `command -v gzip >/dev/null 2>&1 && echo gzip; stat -c %s -- "$0" 2>/dev/null || echo none`
-
-// lookFor asks the sprite, in one call, whether the agent's directory has
-// the file name and whether it has gzip. sprites.Client has no fs/list.
-func (p *agentPool) lookFor(ctx context.Context, c *sprites.Client, name string) (uploaded, error) {
-	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"sh", "-c", lookForScript, name}, Dir: p.set.dir})
-	if err != nil {
-		return uploaded{size: -1}, err
-	}
-	defer sess.Close()
-	out, _, err := collect(ctx, sess, 64)
-	if err != nil {
-		return uploaded{size: -1}, err
-	}
-	return parseLookFor(out), nil
-}
-
-// parseLookFor reads lookForScript's output. Anything else means no
-// agent there and no gzip: upload it whole.
-func parseLookFor(out []byte) uploaded {
-	u := uploaded{size: -1}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "gzip" {
-			u.gzip = true
-		} else if n, err := strconv.ParseInt(line, 10, 64); err == nil && n >= 0 {
-			u.size = n
-		}
-	}
-	return u
-}
-
-// packed is the agent binary f, named name, compressed with gzip; made
-// once per pool and binary, since deploys repeat.
-func (p *agentPool) packed(name string, f io.Reader) ([]byte, error) {
+// prepare returns the image of the binary at bin, making it in the
+// background if the pool has none of the file as it is now. An empty bin
+// prepares nothing.
+func (p *agentPool) prepare(bin string) *image {
+	fi, err := os.Stat(bin)
 	p.mu.Lock()
-	if p.packName == name {
-		defer p.mu.Unlock()
-		return p.pack, nil
+	defer p.mu.Unlock()
+	if img := p.images[bin]; img != nil && err == nil && img.size == fi.Size() && img.mod.Equal(fi.ModTime()) {
+		return img
 	}
-	p.mu.Unlock()
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	if _, err := io.Copy(zw, f); err != nil {
-		return nil, err
+	img := &image{done: make(chan struct{})}
+	if err != nil || bin == "" {
+		img.err = err
+		close(img.done)
+		return img
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
+	img.size, img.mod = fi.Size(), fi.ModTime()
+	if p.images == nil {
+		p.images = map[string]*image{}
 	}
-	p.mu.Lock()
-	p.packName, p.pack = name, b.Bytes()
-	p.mu.Unlock()
-	return b.Bytes(), nil
-}
-
-// collect reads a short command's stdout, at most limit bytes, and its
-// exit code.
-func collect(ctx context.Context, sess *sprites.ExecSession, limit int) ([]byte, int, error) {
-	var out []byte
-	for {
-		ev, err := sess.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return out, -1, nil // gone without saying how it ended
-		}
+	p.images[bin] = img
+	go func() {
+		defer close(img.done)
+		b, err := os.ReadFile(bin)
 		if err != nil {
-			return nil, 0, err
+			img.err = err
+			return
 		}
-		if ev.Stream == sprites.StreamStdout {
-			if len(out)+len(ev.Data) > limit {
-				return nil, 0, fmt.Errorf("it printed more than %d bytes", limit)
-			}
-			out = append(out, ev.Data...)
+		h := sha256.Sum256(b)
+		img.name, img.sum = agentPrefix+hex.EncodeToString(h[:8]), hex.EncodeToString(h[:])
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		if _, err := zw.Write(b); err != nil {
+			img.err = err
+			return
 		}
-		if ev.Exited {
-			return out, ev.Code, nil
-		}
+		img.err = zw.Close()
+		img.gz = z.Bytes()
+	}()
+	return img
+}
+
+func (img *image) wait(ctx context.Context) (*image, error) {
+	select {
+	case <-img.done:
+		return img, img.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
-// arch asks the sprite what it runs on.
-func (p *agentPool) arch(ctx context.Context, c *sprites.Client) (string, error) {
-	sess, err := c.Exec(ctx, p.sprite, sprites.ExecOptions{Cmd: []string{"uname", "-m"}})
-	if err != nil {
-		return "", err
+// likelyBinary is the binary a look is likely to ask for: the one the
+// sprite last ran, or amd64's; "" when there is none to prepare.
+func (p *agentPool) likelyBinary() string {
+	p.mu.Lock()
+	arch := p.arch
+	p.mu.Unlock()
+	if arch == "" {
+		arch = "amd64"
 	}
-	defer sess.Close()
-	out, _, err := collect(ctx, sess, maxUname)
+	bin, err := p.binary(arch)
 	if err != nil {
-		return "", err
+		return ""
 	}
-	switch m := strings.TrimSpace(string(out)); m {
+	return bin
+}
+
+// machine is the agent build for what uname -m printed.
+func machine(m string) (string, error) {
+	switch m {
 	case "x86_64", "amd64":
 		return "amd64", nil
 	case "aarch64", "arm64":

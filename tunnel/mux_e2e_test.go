@@ -645,6 +645,35 @@ func TestE2EMuxRedeployOverRunningAgent(t *testing.T) {
 	}
 }
 
+// A new pool (as a fresh daemon has) finds the agent running: the look
+// reads its secret, and the handshake follows on the link upgraded beside
+// the look, with nothing deployed.
+func TestE2EMuxFindsRunningAgent(t *testing.T) {
+	echo := testsvc.Serve(t, testsvc.Echo)
+	_, port, _ := net.SplitHostPort(echo)
+	e := startMux(t, spritestest.Options{}, "", "{name: echo, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	addr := "127.0.0.1:" + e.port(t, "echo")
+	if err := echoTransfer(addr, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	pid := sprixec(t, e, "/tmp/spritefwd", "cat", "agent.pid")
+	cfg := *e.d.Config()
+	cfg.ResumeWindow += time.Second // other agent settings: a new pool, which knows no secret
+	if err := e.d.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoTransfer(addr, 1<<20, 1); err != nil {
+		t.Fatalf("through the running agent: %v\n%s", err, e.logs)
+	}
+	st := e.status(t, "echo").Agent
+	if st.State != "connected" || st.Deploys != 0 || st.Sessions != 1 {
+		t.Fatalf("status %+v, want the new pool connected with no deploy of its own\n%s", st, e.logs)
+	}
+	if now := sprixec(t, e, "/tmp/spritefwd", "cat", "agent.pid"); now != pid {
+		t.Fatalf("the agent's pid changed from %s to %s", pid, now)
+	}
+}
+
 // A step of a deployment never answers, or never stops: the connection
 // goes direct within wake_timeout and a margin, and the log names the step.
 func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
@@ -656,9 +685,9 @@ func TestE2EMuxDeployStepFaultsFallBack(t *testing.T) {
 		with []string // what runs instead
 		want string   // in the log and in status
 	}{
-		{"uname hangs", "uname", []string{"sleep", "60"}, "uname -m: no answer within 2s"},
-		{"uname never stops", "uname", []string{"yes", "x86_64"}, "uname -m: it printed more than 4096 bytes"},
-		{"looking for the agent hangs", "stat", []string{"sleep", "60"}, "look for an uploaded agent: no answer within 2s"},
+		{"the look hangs", "uname", []string{"sleep", "60"}, "look into the sprite: no answer within 2s"},
+		{"the look never stops", "uname", []string{"yes", "x86_64"}, "look into the sprite: it printed more than 16384 bytes"},
+		{"the look ends early", "uname", []string{"true"}, "look into the sprite: it exited with code 0"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			echo := testsvc.Serve(t, testsvc.Echo)
