@@ -366,35 +366,52 @@ func (sd *spareDial) close() {
 
 // handshake dials the agent on port and proves the secret both ways. A
 // spare link, upgraded while the deployment looked into the sprite, saves
-// the upgrade: the hello follows its target at once.
+// the upgrade: the hello follows its target at once. A link that drops
+// during the hello is dialled again, twice at most: the drop says nothing
+// about the agent.
 func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, secret string, h mux.Hello, spare *sprites.Spare) (*mux.Session, bool, error) {
-	if spare != nil {
-		if link, err := spare.Start("localhost", port); err == nil {
-			sess, resumed, err := p.hello(ctx, link, secret, h)
-			if sprites.IsRefused(err) {
-				err = &agentAbsent{err}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var link *sprites.Link
+		if spare != nil {
+			link, err = spare.Start("localhost", port)
+			spare = nil
+		} else {
+			link, err = Connect(ctx, p.waker, port, func(ctx context.Context) (*sprites.Link, error) {
+				l, err := c.Dial(ctx, p.sprite, "localhost", port)
+				if sprites.IsRefused(err) {
+					// Permanent for the retry loop: deploying is the remedy.
+					return nil, &sprites.Error{Op: "proxy", Sprite: p.sprite, Port: port, Class: sprites.Permanent, Err: &agentAbsent{err}}
+				}
+				return l, err
+			})
+			if err != nil {
+				return nil, false, err
 			}
-			if err == nil || !errors.Is(err, io.EOF) && (errors.As(err, new(*agentAbsent)) || errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion) ||
-				errors.Is(err, mux.ErrNotAgent) || errors.Is(err, mux.ErrAgentProof) || ctx.Err() != nil) {
-				return sess, resumed, err
-			}
-			// Whatever else ended the spare (the API's edge closed it while
-			// it waited), a link dialled now says more.
-			p.log.Debug().Err(err).Msg("the spare link to the agent failed; dialling one")
 		}
-	}
-	link, err := Connect(ctx, p.waker, port, func(ctx context.Context) (*sprites.Link, error) {
-		l, err := c.Dial(ctx, p.sprite, "localhost", port)
+		var sess *mux.Session
+		var resumed bool
+		if err == nil {
+			sess, resumed, err = p.hello(ctx, link, secret, h)
+		}
 		if sprites.IsRefused(err) {
-			// Permanent for the retry loop: deploying is the remedy.
-			return nil, &sprites.Error{Op: "proxy", Sprite: p.sprite, Port: port, Class: sprites.Permanent, Err: &agentAbsent{err}}
+			// On a spare, the refusal comes as the answer to its target.
+			err = &agentAbsent{err}
 		}
-		return l, err
-	})
-	if err != nil {
-		return nil, false, err
+		if err == nil || !linkLost(ctx, err) {
+			return sess, resumed, err
+		}
+		p.log.Debug().Err(err).Int("port", port).Msg("the link to the agent dropped during the handshake; dialling again")
 	}
-	return p.hello(ctx, link, secret, h)
+	return nil, false, err
+}
+
+// linkLost reports that a handshake failed with its link, not with what
+// answered on it.
+func linkLost(ctx context.Context, err error) bool {
+	var absent *agentAbsent
+	return ctx.Err() == nil && !errors.As(err, &absent) && !errors.Is(err, mux.ErrBadSecret) && !errors.Is(err, mux.ErrVersion) &&
+		!errors.Is(err, mux.ErrNotAgent) && !errors.Is(err, mux.ErrAgentProof) && !errors.Is(err, mux.ErrProtocol) && sprites.ClassOf(err) != sprites.Permanent
 }
 
 // hello shakes hands with the agent on link.
