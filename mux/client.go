@@ -95,26 +95,30 @@ func (c *Client) Stats() ClientStats {
 	return ClientStats{Connected: c.sess != nil, Sessions: c.sessions.Load(), Resumptions: c.resumptions.Load(), Streams: len(c.streams)}
 }
 
-// probeTimeout bounds a probe's ping: a live agent answers in one round
-// trip, and a round trip is well under this even from the far side of the
-// world.
-const probeTimeout = 5 * time.Second
-
 // Open carries local to host:port inside the sprite on a new stream. The
 // stream's own options are extended with the client's buffer, window and
 // hooks; keepAwake streams are pinged for.
+//
+// A session quiet for longer than ProbeAfter may have died unseen (the
+// API's edge does not report a dead agent). With resumption on, the stream
+// opens on it at once and a ping follows its open frame: a live agent
+// costs the connection nothing more, and a dead one is found by the ping,
+// whereupon the stream is carried over to the redialled session like any
+// other (see probe). With resumption off, the ping must come first.
 func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port int, keepAwake bool, so StreamOptions) (*Stream, error) {
 	for attempt := 0; ; attempt++ {
 		sess, err := c.session(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if sess.Quiet() > c.opts.ProbeAfter {
-			if _, err := sess.Ping(probeTimeout); err != nil {
+		quiet := sess.Quiet() > c.opts.ProbeAfter
+		if quiet && c.opts.ResumeWindow <= 0 {
+			if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
 				c.opts.Log.Info().Err(err).Msg("agent session dead; reconnecting")
 				c.dropSession(sess)
 				continue
 			}
+			quiet = false
 		}
 		c.mu.Lock()
 		if c.closed || c.retiring {
@@ -140,6 +144,7 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 			}
 		}
 		st := NewStream(id, local, so)
+		st.unconfirmed.Store(quiet)
 		c.streams[id] = st
 		if keepAwake {
 			c.awake[id] = true
@@ -164,8 +169,29 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 			}
 			return nil, fmt.Errorf("open stream: %w", err)
 		}
+		if quiet {
+			c.probe(sess, st)
+		}
 		return st, nil
 	}
+}
+
+// probe pings sess, just after st's open frame went out on it. The link
+// keeps order, so an answer means the agent has the open, and st is an
+// ordinary stream. No answer closes the session: st detaches, and resumes
+// on the next session, where an agent that never saw the open says so and
+// the stream opens again with its bytes replayed (Session.Resume).
+func (c *Client) probe(sess *Session, st *Stream) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
+			c.opts.Log.Info().Err(err).Msg("agent session dead; reconnecting")
+			c.dropSession(sess)
+			return
+		}
+		st.unconfirmed.Store(false)
+	}()
 }
 
 func (c *Client) remove(id uint64) {
@@ -253,9 +279,13 @@ func (c *Client) connect(ch chan struct{}) {
 		c.sessions.Add(1)
 		if !resumed {
 			// Every stream registered now belongs to an earlier session,
-			// which the agent no longer knows: it restarted.
+			// which the agent no longer knows: it restarted, or forgot a
+			// session whose link it saw die a resume window ago. Only a
+			// stream that may never have reached it can go on (reopens).
 			for _, st := range c.streams {
-				orphans = append(orphans, st)
+				if !st.reopens() {
+					orphans = append(orphans, st)
+				}
 			}
 		}
 		c.wg.Add(1)
@@ -330,7 +360,7 @@ func (c *Client) Probe() {
 	sess := c.sess
 	c.mu.Unlock()
 	if sess != nil {
-		if _, err := sess.Ping(probeTimeout); err != nil {
+		if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
 			c.opts.Log.Info().Err(err).Msg("agent session did not survive; reconnecting")
 		}
 	}

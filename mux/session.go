@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -15,6 +16,10 @@ import (
 type Session struct {
 	ys   *yamux.Session
 	link *coalescer
+	// rtt is the last round trip measured to the agent, in nanoseconds:
+	// the handshake's at first (an overestimate: it may take two), then
+	// each answered ping's. It sizes a probe's patience (ProbeTimeout).
+	rtt atomic.Int64
 }
 
 // Dial shakes hands with the agent over link and starts a yamux client on
@@ -22,7 +27,9 @@ type Session struct {
 // error the link is closed.
 func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, log zerolog.Logger) (*Session, bool, error) {
 	stop := context.AfterFunc(ctx, func() { link.Close() })
+	start := time.Now()
 	resumed, err := ClientHello(link, secret, h)
+	took := time.Since(start)
 	if !stop() {
 		err = errors.Join(ctx.Err(), err)
 	}
@@ -37,7 +44,9 @@ func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, 
 		link.Close()
 		return nil, false, err
 	}
-	return &Session{ys: ys, link: lc}, resumed, nil
+	s := &Session{ys: ys, link: lc}
+	s.rtt.Store(int64(took))
+	return s, resumed, nil
 }
 
 // Open starts a new stream to host:port inside the sprite. It does not
@@ -75,6 +84,10 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 		abortCarrier(c)
 		return err
 	}
+	// The agent answered: it has the stream, or knows it does not and the
+	// open below is the one that counts. Either way no earlier open may be
+	// sent again on some later agent.
+	st.unconfirmed.Store(false)
 	switch f.typ {
 	case frameResumed:
 		return st.Attach(c, f.b, false)
@@ -112,12 +125,30 @@ func (s *Session) Ping(timeout time.Duration) (time.Duration, error) {
 	case r := <-ch:
 		if r.err != nil {
 			s.Close()
+		} else {
+			s.rtt.Store(int64(r.rtt))
 		}
 		return r.rtt, r.err
 	case <-t.C:
 		s.Close() // the ping goroutine returns when the session closes
 		return 0, fmt.Errorf("agent did not answer a ping within %s", timeout)
 	}
+}
+
+// Probe bounds: a probe waits a few of the session's round trips for the
+// answer, and at least minProbeTimeout (a busy agent's scheduler, a jittery
+// Wi-Fi), at most probeTimeout.
+const (
+	minProbeTimeout = time.Second
+	probeTimeout    = 5 * time.Second
+)
+
+// ProbeTimeout is how long a ping on this session may take before the
+// session is judged dead: 3 round trips and half a second, within
+// [minProbeTimeout, probeTimeout]. A live agent answers in one round trip;
+// a false verdict costs a redial and a resume, not data.
+func (s *Session) ProbeTimeout() time.Duration {
+	return min(max(3*time.Duration(s.rtt.Load())+500*time.Millisecond, minProbeTimeout), probeTimeout)
 }
 
 // Quiet is how long the link has delivered nothing.

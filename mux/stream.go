@@ -102,6 +102,11 @@ type Stream struct {
 	ackDue   bool // an ack is scheduled on ackTimer; not lifecycle, pacing
 	ackTimer *time.Timer
 
+	// unconfirmed: the stream was opened on a session that had been quiet,
+	// and the ping sent behind its open frame has not been answered (see
+	// Client.probe).
+	unconfirmed atomic.Bool
+
 	done chan struct{}
 }
 
@@ -274,6 +279,22 @@ func (s *Stream) Detached() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state != stateNew && !s.state.ended() && s.car == nil
+}
+
+// reopens reports whether the stream may open again on an agent that does
+// not know its session (a restarted one): its open went out on a session
+// that then failed its probe, and nothing of it came back, neither a byte
+// nor an acknowledgement. An agent that had taken the open would have
+// answered the ping right behind it, unless it died in that instant; one
+// that answered anything of the stream certainly had it, and a second
+// open would deliver its first bytes twice.
+func (s *Stream) reopens() bool {
+	if !s.unconfirmed.Load() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.state.ended() && s.recv == 0 && s.acked == 0
 }
 
 // Attach puts the stream on carrier c. peerRecv is the peer's received

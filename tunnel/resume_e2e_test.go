@@ -5,8 +5,11 @@ package tunnel_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/spritefwd/spritefwd/internal/testsvc"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
+	"github.com/spritefwd/spritefwd/tunnel"
 )
 
 // dropEvery cuts the sprite's links every period until the test ends.
@@ -237,5 +241,54 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 	e.sim.SetOffline(false)
 	if st := e.status(t, "writers"); !strings.Contains(st.LastError, "resume_window") {
 		t.Errorf("last error %q, want it to name resume_window", st.LastError)
+	}
+}
+
+// A session that died without a word while it was quiet (a laptop that
+// slept, a NAT that forgot it) takes the next connection at once, as a
+// live one would; the probe behind the stream's open finds it dead, and
+// the stream goes on over a new session. ssh's first bytes reach sshd
+// once (a repeat would break its key exchange), and 4 MiB through it
+// arrive intact.
+func TestE2EMuxQuietSessionDiedUnseen(t *testing.T) {
+	sshd := testsvc.StartSSHD(t)
+	_, port, _ := net.SplitHostPort(sshd.Addr)
+	// Every connection finds the session quiet, and opens before its probe.
+	probeAlways := func(o *tunnel.Options) { o.MuxProbeAfter = time.Nanosecond }
+	e := startMuxTuned(t, probeAlways, spritestest.Options{}, "", "{name: ssh, listen: 0, sprite: box, port: "+port+", mode: mux}")
+	local := e.port(t, "ssh")
+	ssh := func(stdin []byte, cmd string) (string, error) {
+		args := append(sshd.SSHArgs("-p", "127.0.0.1", local), sshd.User+"@127.0.0.1", cmd)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := testsvc.Command(ctx, t, "ssh", args...)
+		c.Stdin = bytes.NewReader(stdin)
+		out, err := c.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := ssh(nil, "echo up"); err != nil || out != "up" {
+		t.Fatalf("ssh before: %v %q\n%s", err, out, e.logs)
+	}
+	// The session is quiet once that connection has ended (it lingers
+	// until the agent's side closes), and then dies.
+	testsvc.Eventually(t, "the first connection ends", func() bool {
+		st := e.status(t, "ssh")
+		return st.Open == 0 && st.Agent.Streams == 0
+	})
+	e.sim.Blackhole("box")
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	sum := sha256.Sum256(data)
+	out, err := ssh(data, "sha256sum")
+	if err != nil {
+		t.Fatalf("ssh on the dead session: %v %q\n%s", err, out, e.logs)
+	}
+	if got, want := strings.Fields(out + " ")[0], hex.EncodeToString(sum[:]); got != want {
+		t.Fatalf("sshd read %s, want %s", got, want)
+	}
+	st := e.status(t, "ssh")
+	if st.Agent.Sessions != 2 || st.Resumptions != 1 || st.Total != 2 {
+		t.Errorf("%d sessions, %d resumptions, %d connections; want 2, 1, 2 (the second connection carried over once)\n%s",
+			st.Agent.Sessions, st.Resumptions, st.Total, e.logs)
 	}
 }

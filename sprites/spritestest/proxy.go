@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -23,6 +24,9 @@ type link struct {
 	ws     *websocket.Conn
 	target net.Conn
 	once   sync.Once
+	// hole: the link carries nothing more either way, and neither end is
+	// told (see Server.Blackhole).
+	hole atomic.Bool
 }
 
 // cut drops the link the way sleep or a network fault does: no close frame.
@@ -299,6 +303,9 @@ func (s *Server) client2sprite(ctx context.Context, sp *sprite, l *link) {
 		}
 		for {
 			n, rerr := r.Read(buf)
+			if n > 0 && l.hole.Load() {
+				n = 0
+			}
 			if n > 0 {
 				s.mu.Lock()
 				sp.stats.BytesIn += int64(n)
@@ -324,6 +331,13 @@ func (s *Server) sprite2client(ctx context.Context, sp *sprite, l *link) {
 	buf := make([]byte, maxServerMessage) // reused; the delay line gets copies
 	for {
 		n, err := l.target.Read(buf)
+		if l.hole.Load() {
+			if err != nil {
+				<-ctx.Done() // a dead path carries no close either
+				return
+			}
+			continue
+		}
 		if n > 0 {
 			s.mu.Lock()
 			s.touchLocked(sp)

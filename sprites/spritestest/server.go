@@ -391,6 +391,23 @@ func (s *Server) DropLinks(name string) error {
 	return nil
 }
 
+// Blackhole makes every proxy link into a sprite silent: what either end
+// sends vanishes, and neither is told, as over a path that died without a
+// word (a laptop that slept, a NAT that forgot the connection). Links made
+// later are not affected.
+func (s *Server) Blackhole(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sp, ok := s.sprites[name]
+	if !ok {
+		return fmt.Errorf("no sprite %q", name)
+	}
+	for l := range sp.links {
+		l.hole.Store(true)
+	}
+	return nil
+}
+
 // SpriteStats returns a sprite's counters without counting as activity.
 func (s *Server) SpriteStats(name string) (Stats, bool) {
 	s.mu.Lock()

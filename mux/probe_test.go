@@ -1,0 +1,235 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
+)
+
+// holeRig puts a path between the daemon's sessions and the agent that can
+// go dead without a word, as a link whose laptop slept or whose NAT forgot
+// it: bytes sent into it vanish, and neither end sees a close.
+type holeRig struct {
+	*agentRig
+	mu    sync.Mutex
+	paths []*holePath
+	dials atomic.Int64
+}
+
+type holePath struct {
+	dead           atomic.Bool
+	daemon, toward net.Conn
+}
+
+func newHoleRig(t *testing.T) *holeRig { return &holeRig{agentRig: newAgentRig(t)} }
+
+func (h *holeRig) connect(ctx context.Context, hello Hello) (*Session, bool, error) {
+	h.dials.Add(1)
+	daemon, near := testsvc.TCPPair(h.t)
+	h.mu.Lock()
+	addr := h.addr
+	h.mu.Unlock()
+	var d net.Dialer
+	agent, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		daemon.Close()
+		near.Close()
+		return nil, false, err
+	}
+	p := &holePath{daemon: near, toward: agent}
+	h.mu.Lock()
+	h.paths = append(h.paths, p)
+	h.mu.Unlock()
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if p.dead.Load() {
+				if err != nil && src == near {
+					agent.Close() // the daemon gave up on the path
+				}
+				if err != nil {
+					return
+				}
+				continue // into the hole
+			}
+			if n > 0 {
+				dst.Write(buf[:n])
+			}
+			if err != nil {
+				near.Close()
+				agent.Close()
+				return
+			}
+		}
+	}
+	go pipe(agent, near)
+	go pipe(near, agent)
+	return Dial(ctx, daemon, h.secret, hello, zerolog.Nop())
+}
+
+// kill makes every path so far dead.
+func (h *holeRig) kill() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.paths {
+		p.dead.Store(true)
+	}
+}
+
+func (h *holeRig) client(t *testing.T, window time.Duration) *Client {
+	c := NewClient(ClientOptions{Connect: h.connect, Buffer: 256 << 10, ResumeWindow: window, IdleTimeout: time.Minute,
+		ProbeAfter: time.Nanosecond, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	return c
+}
+
+// echoOnce writes msg on c and reads exactly its echo back.
+func echoOnce(t *testing.T, c net.Conn, msg []byte) {
+	t.Helper()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a failure detector
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echo %q, want %q", got, msg)
+	}
+}
+
+// TestQuietSessionOpensAtOnce: on a session quiet for longer than
+// ProbeAfter, a new stream is not held back for a ping; a live agent
+// answers the ping behind it, and the session stays.
+func TestQuietSessionOpensAtOnce(t *testing.T) {
+	port := echoServer(t)
+	h := newHoleRig(t)
+	c := h.client(t, 10*time.Second)
+	for i := range 3 {
+		client, local := testsvc.TCPPair(t)
+		st, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(t, client, []byte("hello"))
+		testsvc.Eventually(t, "the probe is answered", func() bool { return !st.unconfirmed.Load() })
+		client.CloseWrite()
+		io.Copy(io.Discard, client)
+		<-st.Done()
+		if err := st.Err(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	if s := c.Stats(); s.Sessions != 1 || s.Resumptions != 0 {
+		t.Errorf("%d sessions, %d resumptions; want 1 and 0 (every probe answered)", s.Sessions, s.Resumptions)
+	}
+}
+
+// TestOpenOnDeadQuietSession: the session died without a word while it
+// was quiet. The stream opens on it at once, with its first bytes; the
+// ping behind them goes unanswered, the session is redialled, and the
+// stream goes on there: its bytes reach the target once, and its client
+// gets every byte of the reply once. Twice over: with the agent alive (it
+// answers that it never saw the open) and restarted (it knows nothing).
+func TestOpenOnDeadQuietSession(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		name := map[bool]string{false: "agent alive", true: "agent restarted"}[restart]
+		t.Run(name, func(t *testing.T) {
+			port := echoServer(t)
+			h := newHoleRig(t)
+			c := h.client(t, 10*time.Second)
+			warm, local := testsvc.TCPPair(t)
+			first, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			echoOnce(t, warm, []byte("up"))
+			warm.CloseWrite()
+			io.Copy(io.Discard, warm)
+			<-first.Done()
+
+			h.kill()
+			if restart {
+				h.agentRig.restart()
+			}
+			client, local := testsvc.TCPPair(t)
+			start := time.Now()
+			st, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took >= minProbeTimeout {
+				t.Errorf("Open took %v on a dead session: it waited for the probe", took)
+			}
+			// 300 KiB: more than a yamux window's first flight, less than
+			// the stream's buffer, so all of it waits for the replay.
+			err = transfer(client, 300<<10, 7)
+			<-st.Done()
+			if err != nil || st.Err() != nil {
+				t.Fatalf("the stream opened on the dead session: %v (stream: %v)", err, st.Err())
+			}
+			if n := h.dials.Load(); n != 2 {
+				t.Errorf("%d sessions dialled, want 2", n)
+			}
+			if s := c.Stats(); s.Resumptions != 1 {
+				t.Errorf("%d resumptions, want 1", s.Resumptions)
+			}
+		})
+	}
+}
+
+// TestAnsweredStreamDoesNotReopen: a stream some of whose bytes came back
+// is known to the agent; when a restarted agent knows nothing of it, it
+// resets, rather than send its first bytes to the target a second time.
+func TestAnsweredStreamDoesNotReopen(t *testing.T) {
+	port := echoServer(t)
+	h := newHoleRig(t)
+	c := h.client(t, 10*time.Second)
+	client, local := testsvc.TCPPair(t)
+	st, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The echo comes back before the ping's answer is looked at; hold the
+	// stream unconfirmed to stand for a ping still on its way.
+	echoOnce(t, client, []byte("once"))
+	testsvc.Eventually(t, "the probe is answered", func() bool { return !st.unconfirmed.Load() })
+	st.unconfirmed.Store(true)
+	h.kill()
+	h.agentRig.restart()
+	c.Probe()
+	<-st.Done()
+	if !errors.Is(st.Err(), ErrUnknownStream) {
+		t.Fatalf("stream ended with %v, want ErrUnknownStream", st.Err())
+	}
+}
+
+// TestProbeTimeout: a probe waits a few round trips, within its bounds.
+func TestProbeTimeout(t *testing.T) {
+	for _, tc := range []struct{ rtt, want time.Duration }{
+		{0, minProbeTimeout},
+		{100 * time.Millisecond, minProbeTimeout},
+		{300 * time.Millisecond, 1400 * time.Millisecond},
+		{time.Second, 3500 * time.Millisecond},
+		{10 * time.Second, probeTimeout},
+	} {
+		var s Session
+		s.rtt.Store(int64(tc.rtt))
+		if got := s.ProbeTimeout(); got != tc.want {
+			t.Errorf("round trip %v: probe timeout %v, want %v", tc.rtt, got, tc.want)
+		}
+	}
+}
