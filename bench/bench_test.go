@@ -30,7 +30,7 @@ var (
 	out       = flag.String("out", "", "write results as JSON to this file; empty skips the benchmark")
 	gib       = flag.Int64("bytes", 1<<30, "bytes per throughput measurement")
 	idleConns = flag.Int("idle", 10000, "concurrent idle connections to hold (capped by the open-file limit)")
-	only      = flag.String("only", "", "run only these sections, comma-separated: throughput, setup, wan, pgbench, idle; for bench-wan: wan-setup, wan-mux-first, wan-throughput, wan-apps")
+	only      = flag.String("only", "", "run only these sections, comma-separated: throughput, setup, wan, pgbench, idle; for bench-wan: wan-setup, wan-mux-first, wan-mux-quiet, wan-throughput, wan-apps, wan-resume")
 )
 
 func want(section string) bool {

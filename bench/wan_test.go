@@ -478,8 +478,17 @@ func TestBenchWAN(t *testing.T) {
 	if want("wan-apps") {
 		rows = append(rows, e.wanApps(rtt, 100_000_000)...)
 	}
+	if want("wan-mux-quiet") {
+		for _, rtt := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond} {
+			rows = append(rows, e.wanMuxSetup(rtt))
+		}
+	}
+	if want("wan-resume") {
+		rows = append(rows, e.wanResume(200*time.Millisecond, 100_000_000)...)
+	}
 	writeReport(t, "spritefwd WAN benchmarks", rows)
 	fmt.Print(wanMarkdown(rows))
+	fmt.Print(muxMarkdown(rows))
 }
 
 // wanMarkdown renders the rows as the README's tables.

@@ -100,7 +100,11 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 			// saw this stream, so opening it again duplicates nothing.
 			return s.Open(st, st.host, st.port)
 		}
-		st.fail(fmt.Errorf("%w: %s", ErrUnknownStream, reason), false)
+		err := ErrUnknownStream
+		if string(reason) != err.Error() {
+			err = fmt.Errorf("%w: %s", err, reason)
+		}
+		st.fail(err, false)
 		return nil
 	}
 	abortCarrier(c)
