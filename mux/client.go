@@ -68,6 +68,7 @@ type Client struct {
 	dialErr   error
 	streams   map[uint64]*Stream
 	awake     map[uint64]bool // streams that want pings
+	probing   map[*Session]*probeRun
 	nextID    uint64
 	idle      *time.Timer
 	repairing bool
@@ -85,7 +86,7 @@ func NewClient(opts ClientOptions) *Client {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{opts: opts, id: NewSessionID(), ctx: ctx, cancel: cancel,
-		streams: map[uint64]*Stream{}, awake: map[uint64]bool{}}
+		streams: map[uint64]*Stream{}, awake: map[uint64]bool{}, probing: map[*Session]*probeRun{}}
 }
 
 // Stats reports the client's counters.
@@ -181,18 +182,46 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 // ordinary stream. No answer closes the session: st detaches, and resumes
 // on the next session, where an agent that never saw the open says so and
 // the stream opens again with its bytes replayed (Session.Resume).
+//
+// Streams opened while a probe is on its way join it rather than send
+// pings of their own: a burst of connections on a quiet session costs one
+// ping. The answer confirms them too, though their opens may have gone
+// after the ping; confirmed only keeps a stream from opening a second
+// time on a restarted agent, so that errs on the safe side.
 func (c *Client) probe(sess *Session, st *Stream) {
+	c.mu.Lock()
+	if run := c.probing[sess]; run != nil {
+		run.streams = append(run.streams, st)
+		c.mu.Unlock()
+		return
+	}
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	run := &probeRun{streams: []*Stream{st}}
+	c.probing[sess] = run
 	c.wg.Add(1)
+	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
-		if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
+		_, err := sess.Ping(sess.ProbeTimeout())
+		c.mu.Lock()
+		delete(c.probing, sess)
+		c.mu.Unlock()
+		if err != nil {
 			c.opts.Log.Info().Err(err).Msg("agent session dead; reconnecting")
 			c.dropSession(sess)
 			return
 		}
-		st.unconfirmed.Store(false)
+		for _, st := range run.streams {
+			st.unconfirmed.Store(false)
+		}
 	}()
 }
+
+// probeRun is a probe on its way, and the streams it will confirm.
+type probeRun struct{ streams []*Stream }
 
 func (c *Client) remove(id uint64) {
 	c.mu.Lock()
@@ -264,7 +293,18 @@ func (c *Client) session(ctx context.Context) (*Session, error) {
 
 func (c *Client) connect(ch chan struct{}) {
 	defer c.wg.Done()
-	sess, resumed, err := c.opts.Connect(c.ctx, Hello{Session: c.id, ResumeWindow: c.opts.ResumeWindow, Buffer: c.bufferSize()})
+	c.mu.Lock()
+	var waiting []StreamCount
+	for _, st := range c.streams {
+		if st.lostWith() {
+			waiting = append(waiting, StreamCount{ID: st.id, Received: st.Received()})
+		}
+	}
+	c.mu.Unlock()
+	sess, resumed, err := c.opts.Connect(c.ctx, Hello{Session: c.id, ResumeWindow: c.opts.ResumeWindow, Buffer: c.bufferSize(), Resume: waiting})
+	if err == nil && !resumed {
+		sess.DropEarly() // the agent knows none of them
+	}
 	c.mu.Lock()
 	c.dialing, c.dialErr = nil, err
 	var orphans []*Stream
@@ -419,6 +459,7 @@ func (c *Client) repair() {
 			}
 			wg.Wait()
 			cancel()
+			sess.DropEarly() // resumes for streams that ended meanwhile
 			if failed.Load() {
 				c.dropSession(sess) // its streams detach again; go round
 			}

@@ -3,6 +3,7 @@ package mux
 import (
 	"encoding/binary"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -13,15 +14,44 @@ import (
 // its body, so holding the header between the two calls is safe.
 // It also notes when the link last delivered anything, so that a session
 // that has been quiet can be probed before it is trusted with a stream.
+//
+// Its reads can wait at a gate: yamux may send before the agent's proof is
+// read off the same link (see Dial), but reads nothing until then.
 type coalescer struct {
 	io.ReadWriteCloser
 	hdr      [12]byte
 	held     bool
 	buf      []byte
 	lastRead atomic.Int64
+
+	gate      chan struct{} // nil, or closed when reads may start
+	closed    chan struct{} // with gate: closed by Close
+	closeOnce sync.Once
+}
+
+// gated returns a coalescer whose reads wait for open.
+func gated(link io.ReadWriteCloser) *coalescer {
+	return &coalescer{ReadWriteCloser: link, gate: make(chan struct{}), closed: make(chan struct{})}
+}
+
+// open lets reads start.
+func (c *coalescer) open() { close(c.gate) }
+
+func (c *coalescer) Close() error {
+	if c.closed != nil {
+		c.closeOnce.Do(func() { close(c.closed) })
+	}
+	return c.ReadWriteCloser.Close()
 }
 
 func (c *coalescer) Read(p []byte) (int, error) {
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-c.closed:
+			return 0, io.ErrClosedPipe
+		}
+	}
 	n, err := c.ReadWriteCloser.Read(p)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())

@@ -104,6 +104,16 @@ type Hello struct {
 	ResumeWindow time.Duration
 	// Buffer bounds each stream's replay buffer, at both ends.
 	Buffer int
+	// Resume lists streams that wait for this session, with their
+	// received counts. Their resume frames follow our proof without
+	// waiting for the agent's (see Dial); they are not part of the hello.
+	Resume []StreamCount
+}
+
+// StreamCount is a stream's id and received count: what a resume frame
+// says.
+type StreamCount struct {
+	ID, Received uint64
 }
 
 // proof is one side's HMAC. Both nonces are always given daemon's first,
@@ -168,23 +178,38 @@ func readGreeting(r io.Reader, role byte) ([]byte, error) {
 // reading (a socket or a WebSocket does; net.Pipe does not), since both
 // sides greet at once.
 func ClientHello(rw io.ReadWriter, secret string, h Hello) (resumed bool, err error) {
+	p, err := clientProve(rw, secret, h)
+	if err != nil {
+		return false, err
+	}
+	return p.verify(rw, secret)
+}
+
+// provenHello is the daemon's half of a handshake whose proof is sent: the
+// agent's answer is still to be read and checked (verify).
+type provenHello struct {
+	ours, theirs, body []byte
+}
+
+// clientProve greets, reads the agent's greeting and sends our proof.
+func clientProve(rw io.ReadWriter, secret string, h Hello) (*provenHello, error) {
 	ours := greeting(roleDaemon)
 	if _, err := rw.Write(ours); err != nil {
-		return false, fmt.Errorf("agent hello: %w", err)
+		return nil, fmt.Errorf("agent hello: %w", err)
 	}
 	theirs, err := readGreeting(rw, roleAgent)
 	var ge *greetingError
 	switch {
 	case errors.As(err, &ge) && ge.otherVersion:
-		return false, fmt.Errorf("agent hello: %w (%s); refusing it", ErrVersion, ge.detail)
+		return nil, fmt.Errorf("agent hello: %w (%s); refusing it", ErrVersion, ge.detail)
 	case errors.As(err, &ge):
-		return false, fmt.Errorf("agent hello: %w: %s", ErrNotAgent, ge.detail)
+		return nil, fmt.Errorf("agent hello: %w: %s", ErrNotAgent, ge.detail)
 	case err != nil:
-		return false, fmt.Errorf("agent hello: %w", err)
+		return nil, fmt.Errorf("agent hello: %w", err)
 	}
 	if bytes.Equal(theirs, ours[6:]) {
 		// Only a reflection sends our nonce back: 2^-256 otherwise.
-		return false, fmt.Errorf("%w: it sent our own nonce back", ErrNotAgent)
+		return nil, fmt.Errorf("%w: it sent our own nonce back", ErrNotAgent)
 	}
 	out := make([]byte, proofLen)
 	body := out[:bodyLen]
@@ -193,14 +218,19 @@ func ClientHello(rw io.ReadWriter, secret string, h Hello) (resumed bool, err er
 	binary.BigEndian.PutUint32(body[20:], uint32(h.Buffer))
 	copy(out[bodyLen:], proof(secret, labelDaemon, ours[6:], theirs, body))
 	if _, err := rw.Write(out); err != nil {
-		return false, fmt.Errorf("agent hello: %w", err)
+		return nil, fmt.Errorf("agent hello: %w", err)
 	}
+	return &provenHello{ours: ours, theirs: theirs, body: body}, nil
+}
+
+// verify reads the agent's answer to our proof and checks its own.
+func (p *provenHello) verify(r io.Reader, secret string) (resumed bool, err error) {
 	var st [4]byte
-	if _, err := io.ReadFull(rw, st[:]); err != nil {
+	if _, err := io.ReadFull(r, st[:]); err != nil {
 		return false, fmt.Errorf("agent hello reply: %w", err)
 	}
 	msg := make([]byte, binary.BigEndian.Uint16(st[2:]))
-	if _, err := io.ReadFull(rw, msg); err != nil {
+	if _, err := io.ReadFull(r, msg); err != nil {
 		return false, fmt.Errorf("agent hello reply: %w", err)
 	}
 	switch st[0] {
@@ -214,10 +244,10 @@ func ClientHello(rw io.ReadWriter, secret string, h Hello) (resumed bool, err er
 		return false, fmt.Errorf("%w: resumed flag %d", ErrAgentProof, st[1])
 	}
 	got := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(rw, got); err != nil {
+	if _, err := io.ReadFull(r, got); err != nil {
 		return false, fmt.Errorf("%w: no proof after its status: %w", ErrAgentProof, err)
 	}
-	if !hmac.Equal(got, proof(secret, labelAgent, ours[6:], theirs, body, st[:2])) {
+	if !hmac.Equal(got, proof(secret, labelAgent, p.ours[6:], p.theirs, p.body, st[:2])) {
 		return false, ErrAgentProof
 	}
 	return st[1] == 1, nil

@@ -221,15 +221,83 @@ func TestAnsweredStreamDoesNotReopen(t *testing.T) {
 func TestProbeTimeout(t *testing.T) {
 	for _, tc := range []struct{ rtt, want time.Duration }{
 		{0, minProbeTimeout},
-		{100 * time.Millisecond, minProbeTimeout},
-		{300 * time.Millisecond, 1400 * time.Millisecond},
-		{time.Second, 3500 * time.Millisecond},
-		{10 * time.Second, probeTimeout},
+		{200 * time.Millisecond, minProbeTimeout},
+		{300 * time.Millisecond, 2200 * time.Millisecond},
+		{500 * time.Millisecond, 3 * time.Second},
+		{2 * time.Second, probeTimeout},
 	} {
 		var s Session
 		s.rtt.Store(int64(tc.rtt))
 		if got := s.ProbeTimeout(); got != tc.want {
 			t.Errorf("round trip %v: probe timeout %v, want %v", tc.rtt, got, tc.want)
 		}
+	}
+}
+
+// TestRedialSendsResumesWithHello: when a link drops under open streams,
+// the redial's hello carries their resumes (ids and received counts), so
+// the agent's answers are on their way as soon as it has proved the
+// secret, and the streams go on intact.
+func TestRedialSendsResumesWithHello(t *testing.T) {
+	port := echoServer(t)
+	h := newHoleRig(t)
+	var mu sync.Mutex
+	var hellos []Hello
+	var early []int
+	connect := func(ctx context.Context, hello Hello) (*Session, bool, error) {
+		s, resumed, err := h.connect(ctx, hello)
+		if err == nil {
+			s.earlyMu.Lock()
+			mu.Lock()
+			hellos = append(hellos, hello)
+			early = append(early, len(s.early))
+			mu.Unlock()
+			s.earlyMu.Unlock()
+		}
+		return s, resumed, err
+	}
+	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute,
+		Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	const n = 3
+	clients := make([]*net.TCPConn, n)
+	streams := make([]*Stream, n)
+	for i := range n {
+		client, local := testsvc.TCPPair(t)
+		st, err := c.Open(context.Background(), local, "127.0.0.1", port, true, StreamOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(t, client, []byte{byte(i)})
+		clients[i], streams[i] = client, st
+	}
+	h.mu.Lock()
+	for _, p := range h.paths {
+		p.daemon.Close() // a cut the daemon hears of at once
+		p.toward.Close()
+	}
+	h.mu.Unlock()
+	testsvc.Eventually(t, "a second session", func() bool { return c.Stats().Sessions == 2 })
+	for i := range n {
+		if err := transfer(clients[i], 100<<10, uint64(i)); err != nil {
+			t.Fatalf("stream %d after the redial: %v", i, err)
+		}
+		<-streams[i].Done()
+		if err := streams[i].Err(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hellos) < 2 || len(hellos[1].Resume) != n || early[1] != n {
+		t.Fatalf("the redial's hello carried %v, and %v resumes went with it; want all %d streams", hellos[len(hellos)-1].Resume, early, n)
+	}
+	for _, r := range hellos[1].Resume {
+		if r.Received != 1 {
+			t.Errorf("stream %d resumed from %d, want 1 (its echo)", r.ID, r.Received)
+		}
+	}
+	if s := c.Stats(); s.Resumptions != n {
+		t.Errorf("%d resumptions, want %d", s.Resumptions, n)
 	}
 }

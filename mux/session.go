@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,9 @@ import (
 type Session struct {
 	ys   *yamux.Session
 	link *coalescer
+	// early holds the carriers of resumes sent with the hello, by stream.
+	earlyMu sync.Mutex
+	early   map[uint64]*yamux.Stream
 	// rtt is the last round trip measured to the agent, in nanoseconds:
 	// the handshake's at first (an overestimate: it may take two), then
 	// each answered ping's. It sizes a probe's patience (ProbeTimeout).
@@ -25,28 +29,104 @@ type Session struct {
 // Dial shakes hands with the agent over link and starts a yamux client on
 // it. resumed reports that the agent still holds h.Session's streams. On
 // error the link is closed.
+//
+// The resume frames of h.Resume go right behind our proof, before the
+// agent's answer: a redial then costs the resume exchange no round trip of
+// its own. They carry ids and counts, never a client's byte, and yamux
+// reads nothing from the link until the agent has proved the secret; the
+// replays, which do carry bytes, wait for the answers to the resumes, so
+// for that proof too. Their carriers wait in the session for Resume.
 func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, log zerolog.Logger) (*Session, bool, error) {
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	start := time.Now()
-	resumed, err := ClientHello(link, secret, h)
-	took := time.Since(start)
+	var (
+		lc      = &coalescer{ReadWriteCloser: link}
+		ys      *yamux.Session
+		early   map[uint64]*yamux.Stream
+		resumed bool
+	)
+	p, err := clientProve(link, secret, h)
+	took := time.Since(start) // a round trip, or two if the agent's greeting was late
+	if err == nil && len(h.Resume) > 0 {
+		lc = gated(link)
+		ys, early = pipelineResumes(lc, h.Resume, log)
+	}
+	if err == nil {
+		resumed, err = p.verify(link, secret)
+	}
 	if !stop() {
 		err = errors.Join(ctx.Err(), err)
 	}
 	if err != nil {
+		if ys != nil {
+			ys.Close()
+		}
 		link.Close()
 		return nil, false, err
 	}
-	lc := &coalescer{ReadWriteCloser: link}
 	lc.lastRead.Store(time.Now().UnixNano())
-	ys, err := yamux.Client(lc, yamuxConfig(log))
-	if err != nil {
-		link.Close()
-		return nil, false, err
+	if ys == nil {
+		if ys, err = yamux.Client(lc, yamuxConfig(log)); err != nil {
+			link.Close()
+			return nil, false, err
+		}
 	}
-	s := &Session{ys: ys, link: lc}
+	if lc.gate != nil {
+		lc.open()
+	}
+	s := &Session{ys: ys, link: lc, early: early}
 	s.rtt.Store(int64(took))
 	return s, resumed, nil
+}
+
+// maxEarly bounds the resumes sent ahead of the agent's proof: yamux
+// blocks an open once AcceptBacklog opens await the peer's reply, which
+// cannot be read until then. The rest resume the usual way.
+const maxEarly = 256
+
+// pipelineResumes starts yamux on lc, whose reads wait, and sends a resume
+// frame for each stream in rs on a carrier of its own.
+func pipelineResumes(lc *coalescer, rs []StreamCount, log zerolog.Logger) (*yamux.Session, map[uint64]*yamux.Stream) {
+	ys, err := yamux.Client(lc, yamuxConfig(log))
+	if err != nil {
+		return nil, nil
+	}
+	early := map[uint64]*yamux.Stream{}
+	for _, r := range rs[:min(len(rs), maxEarly)] {
+		c, err := ys.OpenStream()
+		if err != nil {
+			break
+		}
+		if err := writeFrame(c, frame{typ: frameResume, a: r.ID, b: r.Received}, nil); err != nil {
+			abortCarrier(c)
+			break
+		}
+		early[r.ID] = c
+	}
+	return ys, early
+}
+
+// takeEarly returns the carrier whose resume frame for stream id went out
+// with the hello, if one did and it is still unclaimed.
+func (s *Session) takeEarly(id uint64) *yamux.Stream {
+	s.earlyMu.Lock()
+	defer s.earlyMu.Unlock()
+	c := s.early[id]
+	delete(s.early, id)
+	return c
+}
+
+// DropEarly aborts the carriers of early resumes no stream claimed (it
+// ended meanwhile, or the agent did not know the session): the agent sees
+// them fail, and its streams wait on, or reset, as after any drop.
+func (s *Session) DropEarly() {
+	s.earlyMu.Lock()
+	early := s.early
+	s.early = nil
+	s.earlyMu.Unlock()
+	for _, c := range early {
+		abortCarrier(c)
+	}
 }
 
 // Open starts a new stream to host:port inside the sprite. It does not
@@ -62,22 +142,31 @@ func (s *Session) Open(st *Stream, host string, port int) error {
 		abortCarrier(c)
 		return err
 	}
+	st.on.Store(s)
 	return st.Attach(c, 0, false)
 }
 
 // Resume moves a detached stream onto this session. It costs one round
-// trip: the agent answers with how much it has received.
+// trip, the agent's answer with how much it has received, unless the
+// resume went out with the hello (Hello.Resume): then the answer is
+// already on its way.
 func (s *Session) Resume(ctx context.Context, st *Stream) error {
-	c, err := s.ys.OpenStream()
-	if err != nil {
-		return err
+	// An early resume's count may be below the stream's count now (it was
+	// taken as the stream was detaching): the replay then repeats bytes we
+	// have, and deliver skips them.
+	c := s.takeEarly(st.id)
+	if c == nil {
+		var err error
+		if c, err = s.ys.OpenStream(); err != nil {
+			return err
+		}
+		if err := writeFrame(c, frame{typ: frameResume, a: st.id, b: st.Received()}, nil); err != nil {
+			abortCarrier(c)
+			return err
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { abortCarrier(c) })
 	defer stop()
-	if err := writeFrame(c, frame{typ: frameResume, a: st.id, b: st.Received()}, nil); err != nil {
-		abortCarrier(c)
-		return err
-	}
 	var hdr [headerLen]byte
 	f, err := readFrame(c, hdr[:])
 	if err != nil {
@@ -90,6 +179,7 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 	st.unconfirmed.Store(false)
 	switch f.typ {
 	case frameResumed:
+		st.on.Store(s)
 		return st.Attach(c, f.b, false)
 	case frameReset:
 		reason := make([]byte, f.n)
@@ -140,24 +230,34 @@ func (s *Session) Ping(timeout time.Duration) (time.Duration, error) {
 }
 
 // Probe bounds: a probe waits a few of the session's round trips for the
-// answer, and at least minProbeTimeout (a busy agent's scheduler, a jittery
-// Wi-Fi), at most probeTimeout.
+// answer, and at least minProbeTimeout (a starved CPU at either end, a
+// jittery Wi-Fi), at most probeTimeout.
 const (
-	minProbeTimeout = time.Second
+	minProbeTimeout = 2 * time.Second
 	probeTimeout    = 5 * time.Second
 )
 
 // ProbeTimeout is how long a ping on this session may take before the
-// session is judged dead: 3 round trips and half a second, within
+// session is judged dead: 4 round trips and a second, within
 // [minProbeTimeout, probeTimeout]. A live agent answers in one round trip;
-// a false verdict costs a redial and a resume, not data.
+// a false verdict costs a redial and a resume of every stream, not data.
 func (s *Session) ProbeTimeout() time.Duration {
-	return min(max(3*time.Duration(s.rtt.Load())+500*time.Millisecond, minProbeTimeout), probeTimeout)
+	return min(max(4*time.Duration(s.rtt.Load())+time.Second, minProbeTimeout), probeTimeout)
 }
 
 // Quiet is how long the link has delivered nothing.
 func (s *Session) Quiet() time.Duration {
 	return time.Since(time.Unix(0, s.link.lastRead.Load()))
+}
+
+// dead reports that the session has failed or closed.
+func (s *Session) dead() bool {
+	select {
+	case <-s.ys.CloseChan():
+		return true
+	default:
+		return false
+	}
 }
 
 // Done is closed when the session has failed or closed.

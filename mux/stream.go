@@ -106,6 +106,8 @@ type Stream struct {
 	// and the ping sent behind its open frame has not been answered (see
 	// Client.probe).
 	unconfirmed atomic.Bool
+	// on is the daemon's session the stream was last put on.
+	on atomic.Pointer[Session]
 
 	done chan struct{}
 }
@@ -279,6 +281,21 @@ func (s *Stream) Detached() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state != stateNew && !s.state.ended() && s.car == nil
+}
+
+// lostWith reports whether the stream is detached, or about to be: its
+// session has died, and its in pump is on the way to noticing.
+func (s *Stream) lostWith() bool {
+	if s.Detached() {
+		return true
+	}
+	on := s.on.Load()
+	if on == nil || !on.dead() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state != stateNew && !s.state.ended()
 }
 
 // reopens reports whether the stream may open again on an agent that does
