@@ -114,7 +114,7 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 		}
 		quiet := sess.Quiet() > c.opts.ProbeAfter
 		if quiet && c.opts.ResumeWindow <= 0 {
-			if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
+			if err := sess.Alive(sess.ProbeTimeout()); err != nil {
 				c.opts.Log.Info().Err(err).Msg("agent session dead; reconnecting")
 				c.dropSession(sess)
 				continue
@@ -179,7 +179,8 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 
 // probe pings sess, just after st's open frame went out on it. The link
 // keeps order, so an answer means the agent has the open, and st is an
-// ordinary stream. No answer closes the session: st detaches, and resumes
+// ordinary stream (anything else the link delivers meanwhile counts as an
+// answer too: see Session.Alive; it errs on the safe side, below). No answer closes the session: st detaches, and resumes
 // on the next session, where an agent that never saw the open says so and
 // the stream opens again with its bytes replayed (Session.Resume).
 //
@@ -205,7 +206,7 @@ func (c *Client) probe(sess *Session, st *Stream) {
 	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
-		_, err := sess.Ping(sess.ProbeTimeout())
+		err := sess.Alive(sess.ProbeTimeout())
 		c.mu.Lock()
 		delete(c.probing, sess)
 		c.mu.Unlock()
@@ -385,7 +386,7 @@ func (c *Client) watch(sess *Session) {
 			want := len(c.awake) > 0
 			c.mu.Unlock()
 			if want {
-				if _, err := sess.Ping(probeTimeout + c.opts.PingInterval); err != nil {
+				if err := sess.Alive(probeTimeout + c.opts.PingInterval); err != nil {
 					c.opts.Log.Info().Err(err).Msg("agent stopped answering pings; reconnecting")
 				}
 			}
@@ -400,7 +401,7 @@ func (c *Client) Probe() {
 	sess := c.sess
 	c.mu.Unlock()
 	if sess != nil {
-		if _, err := sess.Ping(sess.ProbeTimeout()); err != nil {
+		if err := sess.Alive(sess.ProbeTimeout()); err != nil {
 			c.opts.Log.Info().Err(err).Msg("agent session did not survive; reconnecting")
 		}
 	}

@@ -229,6 +229,42 @@ func (s *Session) Ping(timeout time.Duration) (time.Duration, error) {
 	}
 }
 
+// Alive waits for a sign of life from the agent: the answer to a ping, or
+// anything the link delivers after the ping went out, since on a busy link
+// the answer queues behind data at both ends. No sign within timeout
+// closes the session.
+func (s *Session) Alive(timeout time.Duration) error {
+	sent := time.Now().UnixNano()
+	answer := make(chan error, 1)
+	go func() {
+		rtt, err := s.ys.Ping() // returns when the session closes, if not before
+		if err == nil {
+			s.rtt.Store(int64(rtt))
+		}
+		answer <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	tick := time.NewTicker(min(timeout/20, 50*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-answer:
+			if err != nil {
+				s.Close()
+			}
+			return err
+		case <-tick.C:
+			if s.link.lastRead.Load() > sent {
+				return nil
+			}
+		case <-t.C:
+			s.Close()
+			return fmt.Errorf("agent did not answer a ping within %s", timeout)
+		}
+	}
+}
+
 // Probe bounds: a probe waits a few of the session's round trips for the
 // answer, and at least minProbeTimeout (a starved CPU at either end, a
 // jittery Wi-Fi), at most probeTimeout.

@@ -307,7 +307,7 @@ func TestE2EMux200StreamsOneReset(t *testing.T) {
 		t.Error(err)
 	}
 	if st := e.status(t, "echo"); st.Agent.Sessions != 1 {
-		t.Errorf("%d sessions, want 1: a stream's reset must not take the session down", st.Agent.Sessions)
+		t.Errorf("%d sessions, want 1: a stream's reset must not take the session down\n%s", st.Agent.Sessions, e.logs)
 	}
 }
 
