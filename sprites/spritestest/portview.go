@@ -24,10 +24,14 @@ const ProcNetEnv = "SPRITEFWD_PROC_NET"
 // same path a command in a real sprite reads them from.
 const procNetDir = "proc/net"
 
-// portViewEvery is how often the emulator rewrites the tables of running
-// sprites. A real kernel's are current at every read; this is the lag a
-// test sees on top of the reader's own.
-const portViewEvery = 200 * time.Millisecond
+// portViewEvery is how often the emulator looks for sockets that a
+// sprite's commands began or stopped listening on, and rewrites its
+// tables. A real kernel's are current at every read; this is the lag a
+// test sees on top of the reader's own. Each look walks every open file
+// of every command of every running sprite, which an agent carrying 200
+// streams makes costly, so it is not done more often; Map, Unmap and a
+// command's start rewrite the tables at once.
+const portViewEvery = time.Second
 
 // listeningPorts lists the ports that a process, or any of its
 // descendants, listens on.
@@ -42,9 +46,26 @@ func listeningPorts(pid int) map[int]bool {
 // Unmap removes a port that Map routed: the sprite's server stopped.
 func (s *Server) Unmap(name string, port int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sp, ok := s.sprites[name]; ok {
+	sp := s.sprites[name]
+	if sp != nil {
 		delete(sp.ports, port)
+	}
+	s.mu.Unlock()
+	s.refreshTables(sp)
+}
+
+// refreshTables rewrites a sprite's tables now, if it has a directory and
+// runs: a sleeping sprite's stay as they were.
+func (s *Server) refreshTables(sp *sprite) {
+	if sp == nil {
+		return
+	}
+	s.mu.Lock()
+	root, running := sp.root, sp.state == "running"
+	s.mu.Unlock()
+	if root != "" && running {
+		v4, v6 := renderTables(s.socketsOf(sp))
+		_ = writeTables(root, v4, v6)
 	}
 }
 
@@ -144,11 +165,24 @@ func writeTables(root string, v4, v6 []byte) error {
 		return err
 	}
 	for name, b := range map[string][]byte{"tcp": v4, "tcp6": v6} {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		// A temporary file of its own: Map and the periodic look may
+		// write at once.
+		tmp, err := os.CreateTemp(dir, "."+name+"-*")
+		if err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		_, err = tmp.Write(b)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Chmod(tmp.Name(), 0o644)
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), filepath.Join(dir, name))
+		}
+		if err != nil {
+			os.Remove(tmp.Name())
 			return err
 		}
 	}

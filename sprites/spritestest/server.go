@@ -307,8 +307,10 @@ func (s *Server) Close() {
 // ("127.0.0.1:5432" or "unix:/path/to/socket"), creating the sprite if needed.
 func (s *Server) Map(name string, port int, target string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.createLocked(name).ports[port] = target
+	sp := s.createLocked(name)
+	sp.ports[port] = target
+	s.mu.Unlock()
+	s.refreshTables(sp)
 }
 
 // CreateSprite adds a running sprite with no ports.
