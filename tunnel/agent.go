@@ -103,6 +103,7 @@ type agentPool struct {
 	moved        string
 	binaryLogged bool
 	images       map[string]*image // by binary path
+	preparing    sync.WaitGroup    // prepare's goroutines, which Shutdown waits for
 	arch         string            // the sprite's, once a look has said
 	fallback     error
 	retryAt      time.Time
@@ -805,7 +806,9 @@ func (p *agentPool) prepare(bin string) *image {
 		p.images = map[string]*image{}
 	}
 	p.images[bin] = img
+	p.preparing.Add(1)
 	go func() {
+		defer p.preparing.Done()
 		defer close(img.done)
 		b, err := os.ReadFile(bin)
 		if err != nil {

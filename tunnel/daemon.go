@@ -495,6 +495,7 @@ func (d *Daemon) Shutdown(grace time.Duration) {
 	d.mu.Unlock()
 	for _, p := range pools {
 		p.client.Close()
+		p.preparing.Wait() // a gzip of the agent may still be running
 	}
 	d.stopOnce.Do(func() { close(d.stopWatch) })
 	d.watchDone.Wait()
