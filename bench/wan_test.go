@@ -31,6 +31,9 @@ import (
 var (
 	wanSeconds = flag.Float64("wan-seconds", 1.5, "bench-wan: seconds of the link's rate per throughput transfer")
 	wanRates   = flag.String("wan-rates", "20,100,1000", "bench-wan: link rates for the throughput rows, in Mbit/s")
+	// Long enough that mux's window, which doubles or better each round
+	// trip from 256 KiB, spends a small part of it growing at 300 ms.
+	wanWindowSeconds = flag.Float64("wan-window-seconds", 4, "bench-wan: seconds of the link's rate per one-stream transfer (wan-window)")
 )
 
 // wanRig is one emulator over TLS, a shaper in front of it and a daemon
@@ -56,7 +59,7 @@ func (e *env) wanRig(name string, rtt time.Duration, bitsPerSec int64) *wanRig {
 	return e.wanRigWith(name, rtt, bitsPerSec, []string{"s:7=" + e.echoAddr, "s:9=" + e.sinkAddr}, fmt.Sprintf(`
   - {name: echo, listen: 0, sprite: s, port: 7}
   - {name: sink, listen: 0, sprite: s, port: 9}
-  - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux}
+  - {name: mecho, listen: 0, sprite: s, port: %s, mode: mux, max_connections: 100000}
   - {name: msink, listen: 0, sprite: s, port: %s, mode: mux}
 `, echoPort, sinkPort))
 }
@@ -377,6 +380,98 @@ func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) resu
 	}
 }
 
+// wanWindow is one stream's upload through the shaper alone, direct mode
+// and mux, at rtt and a rate, as a fraction of the link's rate: mux's
+// window starts small and must grow to the link's bandwidth-delay product,
+// which at 1 Gbit/s and 300 ms is 37.5 MB.
+func (e *env) wanWindow(r *wanRig, plain *shaper, rtt time.Duration, bitsPerSec int64) result {
+	r.shaper.set(rtt, 0, bitsPerSec)
+	plain.set(rtt, 0, bitsPerSec)
+	size := max(int64(float64(bitsPerSec)/8**wanWindowSeconds), 1<<20)
+	addrs := map[string]string{"tcp": plain.addr, "direct": r.fwd["sink"], "mux": r.fwd["msink"]}
+	fracs := map[string][]float64{}
+	paths := []string{"tcp", "direct", "mux"}
+	interleaved(e.t, paths, func(path string) error {
+		t0 := time.Now()
+		if err := push(addrs[path], 0); err != nil {
+			return err
+		}
+		fixed := time.Since(t0)
+		start := time.Now()
+		if err := push(addrs[path], size); err != nil {
+			return err
+		}
+		took := time.Since(start) - fixed
+		fracs[path] = append(fracs[path], float64(size)*8/took.Seconds()/float64(bitsPerSec))
+		return nil
+	})
+	v := map[string]float64{"rate_mbit": float64(bitsPerSec) / 1e6, "rtt_ms": float64(rtt.Milliseconds()), "bytes_per_run": float64(size)}
+	for _, p := range paths {
+		v[p+"_of_rate"] = median(fracs[p])
+	}
+	v["mux_vs_direct"] = v["mux_of_rate"] / v["direct_of_rate"]
+	return result{
+		Name:  fmt.Sprintf("one stream's upload at %v round trip and %d Mbit/s, as a fraction of the link's rate", rtt, bitsPerSec/1_000_000),
+		Value: v,
+		Note: fmt.Sprintf("median of %d alternating runs of %d MiB (-wan-window-seconds of the link), each path in the same run; tcp is the shaper alone to the sink; "+
+			"mux's window starts at 256 KiB and grows with what the link delivers, up to resume_buffer; direct mode has no window of its own through the shaper, whose delay line buffers without bound", rounds, size>>20),
+	}
+}
+
+// wanMemory is the daemon's RSS with 10,000 idle mux streams open
+// (make bench's idle section), then with 8 bulk
+// streams uploading at once through a 1 Gbit/s link at rtt, sampled while
+// they run.
+func (e *env) wanMemory(r *wanRig, rtt time.Duration) []result {
+	// The idle section checks each connection with an echo, one after
+	// another: unshaped, so that 10,000 of them take seconds, not 17
+	// minutes of round trips. Idle streams' memory does not depend on it.
+	r.shaper.set(0, 0, 0)
+	re := *e
+	re.fwd, re.socket = r.fwd, r.socket
+	idle := re.idle("mecho")
+	r.shaper.set(rtt, 0, 1_000_000_000)
+
+	time.Sleep(3 * time.Second) // the idle streams wind down
+	const bulk = 8
+	size := int64(1e9 / 8 * *wanWindowSeconds / bulk * 2)
+	done := make(chan struct{})
+	sampled := make(chan int64)
+	before := re.status().RSSBytes
+	go func() {
+		var peak int64
+		for {
+			select {
+			case <-done:
+				sampled <- peak
+				return
+			case <-time.After(250 * time.Millisecond):
+				peak = max(peak, re.status().RSSBytes)
+			}
+		}
+	}()
+	errs := make(chan error, bulk)
+	start := time.Now()
+	for range bulk {
+		go func() { errs <- push(r.fwd["msink"], size) }()
+	}
+	for range bulk {
+		if err := <-errs; err != nil {
+			e.t.Error(err)
+		}
+	}
+	took := time.Since(start)
+	close(done)
+	peak := <-sampled
+	return []result{idle, {
+		Name: fmt.Sprintf("the daemon's RSS during %d bulk mux uploads at %v round trip and 1 Gbit/s", bulk, rtt),
+		Value: map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "bulk_streams": bulk, "bytes_per_stream": float64(size),
+			"daemon_rss_mib_before": float64(before) / (1 << 20), "daemon_rss_mib_bulk_peak": float64(peak) / (1 << 20),
+			"bulk_of_rate": float64(size*bulk) * 8 / took.Seconds() / 1e9},
+		Note: "RSS from status, sampled every 250 ms while all 8 run; what the windows grow beyond 256 KiB shares a budget of 256 MiB per process",
+	}}
+}
+
 // wanThroughput is one and 8 streams' upload at rtt and a rate, as a
 // fraction of the link's rate: through the shaper alone (plain TCP to the
 // sink), direct mode and mux. Each transfer's fixed cost (connect, setup,
@@ -475,6 +570,23 @@ func TestBenchWAN(t *testing.T) {
 			rows = append(rows, e.wanThroughput(r, plain, rtt, n*1_000_000))
 		}
 	}
+	if want("wan-window") || want("wan-memory") {
+		r := e.wanRig("window", rtt, 0)
+		plain := newShaper(t, e.sinkAddr)
+		if _, err := setupTimes(nil, r.fwd["mecho"], 1); err != nil { // the agent, deployed once
+			t.Fatal(err)
+		}
+		if want("wan-window") {
+			for _, rt := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond} {
+				for _, rate := range []int64{100_000_000, 1_000_000_000} {
+					rows = append(rows, e.wanWindow(r, plain, rt, rate))
+				}
+			}
+		}
+		if want("wan-memory") {
+			rows = append(rows, e.wanMemory(r, rtt)...)
+		}
+	}
 	if want("wan-apps") {
 		rows = append(rows, e.wanApps(rtt, 100_000_000)...)
 	}
@@ -514,6 +626,19 @@ func wanMarkdown(rows []result) string {
 		fmt.Fprintf(&b, "\n| first connection, %.0f ms, %.0f Mbit/s | seconds, p50 / max | round trips, p50 (+TCP) |\n| --- | --- | --- |\n", v["rtt_ms"], v["rate_mbit"])
 		for _, k := range []struct{ key, what string }{{"absent", "mux, no agent in the sprite (deploys it)"}, {"present", "mux, agent running, fresh daemon"}, {"direct", "direct"}} {
 			fmt.Fprintf(&b, "| %s | %.2f / %.2f | %.1f (+%.1f) |\n", k.what, v[k.key+"_s_p50"], v[k.key+"_s_max"], v[k.key+"_rt_p50"], v[k.key+"_tcp_conns"])
+		}
+	}
+	fmt.Fprintf(&b, "\n| one stream | TCP alone | direct | mux | mux / direct |\n| --- | --- | --- | --- | --- |\n")
+	for _, r := range rows {
+		v := r.Value
+		if _, ok := v["mux_vs_direct"]; ok {
+			fmt.Fprintf(&b, "| %.0f ms, %.0f Mbit/s | %.2f | %.2f | %.2f | %.2f |\n", v["rtt_ms"], v["rate_mbit"], v["tcp_of_rate"], v["direct_of_rate"], v["mux_of_rate"], v["mux_vs_direct"])
+		}
+		if _, ok := v["rss_kib_per_conn"]; ok {
+			fmt.Fprintf(&b, "\ndaemon RSS with %.0f idle mux streams: %.0f MiB (%.0f MiB before; %.1f KiB each)\n", v["held"], v["daemon_rss_mib_held"], v["daemon_rss_mib_before"], v["rss_kib_per_conn"])
+		}
+		if _, ok := v["daemon_rss_mib_bulk_peak"]; ok {
+			fmt.Fprintf(&b, "\ndaemon RSS during %.0f bulk mux uploads: %.0f MiB at the peak (%.0f MiB before; together %.2f of 1 Gbit/s)\n", v["bulk_streams"], v["daemon_rss_mib_bulk_peak"], v["daemon_rss_mib_before"], v["bulk_of_rate"])
 		}
 	}
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")

@@ -49,7 +49,7 @@ forwards:
 			t.Errorf("forward %d = %+v\nwant %+v", i, f, want[i])
 		}
 	}
-	if cfg.ResumeWindow != DefaultResumeWindow || cfg.ResumeBuffer != 4<<20 || cfg.AgentPort != DefaultAgentPort {
+	if cfg.ResumeWindow != DefaultResumeWindow || cfg.ResumeBuffer != 64<<20 || cfg.AgentPort != DefaultAgentPort {
 		t.Errorf("mux defaults: window %v buffer %d port %d", cfg.ResumeWindow, cfg.ResumeBuffer, cfg.AgentPort)
 	}
 	if cfg.Forwards[2].Pos != (Pos{8, 5}) {

@@ -26,7 +26,7 @@ const (
 	DefaultAgentDir       = "/tmp/spritefwd" // where the daemon puts the agent inside the sprite
 	DefaultMuxIdleTimeout = 30 * time.Second // close an agent session this long after its last stream
 	DefaultResumeWindow   = 2 * time.Minute  // how long streams wait for a dropped link to come back
-	DefaultResumeBuffer   = 4 << 20          // bytes kept for replay per stream and direction
+	DefaultResumeBuffer   = 64 << 20         // the most one stream's window (bytes in flight, kept for replay) grows to, per direction
 
 	// MaxFileSize bounds what Load reads, so a runaway file cannot eat memory.
 	MaxFileSize = 1 << 20

@@ -142,7 +142,7 @@ var topSettings = []setting[*topState]{
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			s.cfg.ResumeWindow = p.duration(v, k, 0, 24*time.Hour, s.cfg.ResumeWindow)
 		}},
-	{"resume_buffer", strconv.Itoa(DefaultResumeBuffer), "mux: bytes kept for replay per stream and direction",
+	{"resume_buffer", strconv.Itoa(DefaultResumeBuffer), "mux: the most one stream's window grows to, per direction: its bytes in flight, kept for replay",
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			s.cfg.ResumeBuffer = p.size(v, k, 64<<10, 1<<30, s.cfg.ResumeBuffer)
 		}},

@@ -20,8 +20,12 @@ type ClientOptions struct {
 	// waking the sprite and deploying the agent, and should give up within
 	// its own bound (wake_timeout).
 	Connect func(ctx context.Context, h Hello) (*Session, bool, error)
-	// Buffer and ResumeWindow are each stream's, at both ends.
-	Buffer       int
+	// Buffer and ResumeWindow are each stream's, at both ends: Buffer is
+	// the most a stream's window grows to.
+	Buffer int
+	// Budget is what the windows of this client's streams share, and
+	// perhaps other clients'; nil: each window is Buffer.
+	Budget       *Budget
 	ResumeWindow time.Duration
 	// IdleTimeout closes the session this long after its last stream ends,
 	// so that the sprite can sleep.
@@ -128,7 +132,7 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 		}
 		c.nextID++
 		id := c.nextID
-		so.Buffer, so.ResumeWindow, so.LingerForPeer = c.opts.Buffer, c.opts.ResumeWindow, true
+		so.Buffer, so.ResumeWindow, so.LingerForPeer, so.Budget = c.opts.Buffer, c.opts.ResumeWindow, true, c.opts.Budget
 		so.OnDetach = func(*Stream) { c.kick() }
 		onEnd := so.OnEnd
 		so.OnEnd = func(st *Stream) {

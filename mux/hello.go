@@ -40,7 +40,11 @@ const (
 	// 3 agent would take a watch for a broken carrier; the daemon redeploys
 	// it, as for every change of version, which costs nothing: the streams
 	// it held belonged to a daemon that is gone.
-	Version  = 4
+	//
+	// Version 5 grows each stream's window from StartWindow on a budget. A
+	// version 4 agent would take the hello's buffer, now 64 MiB, for every
+	// stream's fixed window, with no budget over them.
+	Version  = 5
 	nonceLen = 32
 	// greetingLen is magic, version, role and nonce.
 	greetingLen = len(magic) + 1 + 1 + nonceLen

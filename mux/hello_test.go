@@ -105,6 +105,13 @@ func TestClientHelloRefusesImpostors(t *testing.T) {
 				c.Write(g)
 				io.Copy(io.Discard, c)
 			}},
+		{name: "version 4 agent, whose windows do not grow on a budget", want: ErrVersion,
+			agent: func(c net.Conn) {
+				g := greeting(roleAgent)
+				g[4] = 4
+				c.Write(g)
+				io.Copy(io.Discard, c)
+			}},
 		{name: "version 3 agent, which cannot watch ports", want: ErrVersion,
 			agent: func(c net.Conn) {
 				g := greeting(roleAgent)

@@ -25,12 +25,29 @@ type Server struct {
 	// carrier: it calls changed with the whole list at once and at every
 	// change, until ctx ends.
 	Ports func(ctx context.Context, changed func(PortList))
+	// Budget is what the windows of the streams toward the daemon share;
+	// nil: DefaultBudget.
+	Budget *Budget
 
 	mu       sync.Mutex
 	cond     *sync.Cond // on mu: a carrier's first frame was handled
+	budgetOf *Budget    // Budget, or the default made once
 	sessions map[SessionID]*serverSession
 	watches  map[*context.CancelFunc]struct{}
 	wg       sync.WaitGroup
+}
+
+// budget is the Budget that the server's streams share.
+func (s *Server) budget() *Budget {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.budgetOf == nil {
+		s.budgetOf = s.Budget
+		if s.budgetOf == nil {
+			s.budgetOf = NewBudget(DefaultBudget)
+		}
+	}
+	return s.budgetOf
 }
 
 type serverSession struct {
@@ -303,7 +320,7 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 		refuse(DialResetCode(err), err.Error())
 		return
 	}
-	st := NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow})
+	st := NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow, Budget: s.budget()})
 	_ = st.Attach(c, 0, false)
 	entry.st = st
 	close(entry.ready)

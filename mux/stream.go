@@ -21,7 +21,7 @@ type Carrier interface {
 
 // Buffer bounds.
 const (
-	DefaultBuffer = 4 << 20
+	DefaultBuffer = 64 << 20
 	minBuffer     = 64 << 10
 	maxBuffer     = 1 << 30
 )
@@ -38,9 +38,12 @@ var (
 // StreamOptions tune a Stream. The zero value works.
 type StreamOptions struct {
 	// Buffer bounds the bytes sent but not yet acknowledged, which are kept
-	// for replay. It also bounds one stream's bytes in flight, so one
-	// stream's throughput is at most Buffer per round trip.
+	// for replay: the stream's window, which bounds its throughput to a
+	// window per round trip, grows up to it (see window).
 	Buffer int
+	// Budget is what the windows of many streams share beyond
+	// StartWindow. Nil: the window is Buffer from the start.
+	Budget *Budget
 	// ResumeWindow is how long a stream whose carrier failed waits for a
 	// new one before it resets. Zero resets at once.
 	ResumeWindow time.Duration
@@ -95,6 +98,7 @@ type Stream struct {
 	acked     uint64 // the peer has everything below
 	next      uint64 // the next offset to send
 	finOff    uint64 // our FIN's offset, once the state has sentFin
+	win       window // how much of buf may be in flight
 
 	// Receiving.
 	recv     uint64 // delivered to local; +1 once the peer's FIN is in
@@ -250,6 +254,7 @@ func NewStream(id uint64, local sock.Conn, opts StreamOptions) *Stream {
 		opts.DrainTimeout = 5 * time.Second
 	}
 	s := &Stream{id: id, local: local, opts: opts, done: make(chan struct{})}
+	s.win = newWindow(opts.Budget, opts.Buffer)
 	s.cond.L = &s.mu
 	return s
 }
@@ -463,8 +468,8 @@ func (s *Stream) pumpOut() {
 		// then wait in its own socket, as TCP flow control would have them.
 		// While detached, that holds until the link is back or the resume
 		// window expires; a bulk transfer survives a drop, and memory stays
-		// bounded by the buffer.
-		for !s.state.ended() && s.buf.len()+maxChunk > s.opts.Buffer {
+		// bounded by the stream's window.
+		for !s.state.ended() && s.buf.len()+maxChunk > s.win.size {
 			s.cond.Wait()
 		}
 		ended := s.state.ended()
@@ -512,6 +517,7 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 	s.buf.push(p, s.opts.Buffer)
 	off := s.next
 	s.next += uint64(len(p))
+	s.win.sent(s.next, s.acked, time.Now())
 	return off, true
 }
 
@@ -578,7 +584,9 @@ func (s *Stream) localEOF() {
 
 // ackEvery is how much the receiver takes in before it acknowledges at
 // once; smaller amounts wait ackDelay, or ride on data going the other way.
-func (s *Stream) ackEvery() uint64 { return uint64(min(max(s.opts.Buffer/8, 16<<10), 512<<10)) }
+// A growing window starts at StartWindow, and must be acknowledged
+// several times a round trip to grow from there.
+func (s *Stream) ackEvery() uint64 { return uint64(min(max(s.opts.Buffer/8, 16<<10), StartWindow/4)) }
 
 const ackDelay = 20 * time.Millisecond
 
@@ -757,6 +765,10 @@ func (s *Stream) ackLocked(a uint64) {
 	}
 	trim := min(a, s.acked+uint64(s.buf.len())) - s.acked
 	s.buf.drop(int(trim))
+	s.win.acked(a, time.Now())
+	if s.buf.len() == 0 {
+		s.win.idle()
+	}
 	if s.buf.len() == 0 && s.buf.store != nil && !s.releasing {
 		// Everything sent is acknowledged: give the store back, so a stream
 		// that has gone quiet holds none. (Its bytes may be read by a
@@ -872,6 +884,7 @@ func (s *Stream) finishAndUnlock(err error, notifyPeer bool) {
 		return
 	}
 	from, cs := s.state, s.car
+	s.win.end()
 	if err != nil {
 		s.err, s.car = err, nil
 		s.to(stateReset)

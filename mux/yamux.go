@@ -9,11 +9,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// WindowSize is yamux's per-stream receive window at both ends: enough for
-// one stream to fill 1 Gbit/s at a 200 ms round trip (25 MB). yamux
-// allocates as data arrives, and the replay buffer bounds what a peer may
-// have in flight, so the window costs no memory by itself.
-const WindowSize = 32 << 20
+// WindowSize is yamux's per-stream receive window at both ends: the
+// largest Buffer, so that a stream's own window (see window) is what
+// bounds it. yamux allocates as data arrives, and the peer's window bounds
+// what it may have in flight, so the size costs no memory by itself.
+const WindowSize = maxBuffer
 
 func yamuxConfig(log zerolog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()

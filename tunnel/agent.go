@@ -115,7 +115,7 @@ func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, kee
 	p := &agentPool{d: d, sprite: sprite, set: set, waker: waker, port: set.port,
 		log: d.log.With().Str("sprite", sprite).Str("agent", "mux").Logger()}
 	p.client = mux.NewClient(mux.ClientOptions{
-		Connect: p.connect, Buffer: set.buffer, ResumeWindow: set.window, IdleTimeout: set.idle,
+		Connect: p.connect, Buffer: set.buffer, Budget: d.budget, ResumeWindow: set.window, IdleTimeout: set.idle,
 		PingInterval: keepalive, ProbeAfter: d.hooks.MuxProbeAfter, Log: p.log,
 		OnSession: func(s *mux.Session) {
 			if a := d.autoFor(sprite); a != nil {

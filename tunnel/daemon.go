@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/spritefwd/spritefwd/config"
+	"github.com/spritefwd/spritefwd/mux"
 	"github.com/spritefwd/spritefwd/sprites"
 )
 
@@ -85,6 +86,7 @@ type Daemon struct {
 	drainers map[*forward]struct{} // removed or replaced, still finishing
 	wakers   map[string]*Waker
 	agents   map[string]*agentPool   // by sprite, for mux forwards
+	budget   *mux.Budget             // what the windows of every mux stream share
 	retired  map[*agentPool]struct{} // replaced by a reload; closed when their streams end
 	agentSet agentSettings
 	autos    map[string]*autoSprite // by sprite, for auto_forward
@@ -104,7 +106,7 @@ func New(opts Options) *Daemon {
 	d := &Daemon{
 		log: opts.Log, clock: opts.Clock, listen: opts.Listen, getenv: opts.Getenv, ua: opts.UserAgent, hooks: opts,
 		forwards: map[string]*forward{}, fronts: map[string]*forward{}, drainers: map[*forward]struct{}{}, wakers: map[string]*Waker{},
-		agents: map[string]*agentPool{}, retired: map[*agentPool]struct{}{}, stopWatch: make(chan struct{}),
+		agents: map[string]*agentPool{}, budget: mux.NewBudget(mux.DefaultBudget), retired: map[*agentPool]struct{}{}, stopWatch: make(chan struct{}),
 		autos: map[string]*autoSprite{},
 	}
 	if d.clock == nil {
