@@ -84,7 +84,7 @@ bench: test-deps
 	$(GO) test -run '^TestBench$$' -v -count=1 -timeout 0 ./bench/ -args -out=$(CURDIR)/bench/results.json
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./tunnel/
 
-## bench-wan: connection setup (in round trips), throughput (as a fraction of the link), scp and pgbench, mux on a quiet session and resumption's pause through an in-process WAN shaper at 50-200 ms and 20-1000 Mbit/s, to TLS; about 12 minutes
+## bench-wan: connection setup (in round trips), a mux forward's first connection, throughput (as a fraction of the link), one stream against direct mode, the daemon's RSS with 10,000 idle and 8 bulk mux streams, scp and pgbench, mux on a quiet session and resumption's pause through an in-process WAN shaper at 50-300 ms and 20-1000 Mbit/s, to TLS; about 30 minutes
 bench-wan: test-deps
 	$(GO) test -run '^(TestShaper|TestBenchWAN)$$' -v -count=1 -timeout 30m ./bench/ -args -out=$(CURDIR)/bench/results-wan.json
 
