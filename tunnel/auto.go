@@ -40,6 +40,14 @@ const (
 	maxTablesOutput = 4 << 20
 	// autoRetry spaces direct-mode reads after one failed.
 	autoRetry = 30 * time.Second
+	// DefaultAutoListEvery is how often a sprite that no connection is
+	// looking at is checked in the list of sprites, which wakes none.
+	DefaultAutoListEvery = 15 * time.Second
+	// lookSpacing parts two looks at a sprite found running in the list.
+	// A look is an exec, and an exec is activity: spaced wider than the
+	// service's idle timer (about 30 s), looks can delay a sleep by one
+	// idle period at most, and never keep a sprite awake.
+	lookSpacing = 45 * time.Second
 )
 
 // tablesCmd prints the sprite's TCP tables. $SPRITEFWD_PROC_NET is the
@@ -90,6 +98,8 @@ type autoSprite struct {
 	static    map[int]bool // ports that a configured forward reaches
 	ports     map[int]*autoPort
 	active    int // direct: connections up to the sprite
+	watching  int // mux: agent sessions whose port watch runs
+	lastLook  time.Time
 	polling   bool
 	readErrAt time.Time
 	overLimit bool
@@ -121,8 +131,9 @@ func newAutoSprite(d *Daemon, sprite string, set config.SpriteSettings, agentPor
 		}
 	}
 	a.mu.Unlock()
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go a.loop()
+	go a.listLoop()
 	return a
 }
 
@@ -147,6 +158,7 @@ func (a *autoSprite) report(l mux.PortList) {
 	if a.closed {
 		return
 	}
+	a.lastLook = now
 	ports := append([]mux.ListeningPort(nil), l.Ports...)
 	sort.Slice(ports, func(i, j int) bool { return ports[i].Port < ports[j].Port })
 	seen := map[int]mux.ListeningPort{}
@@ -376,12 +388,67 @@ func (a *autoSprite) linkDown() {
 	a.mu.Unlock()
 }
 
+// listLoop looks at a sprite that is running with no connection of
+// ours: the user woke it (a console, sprite exec) and started a server
+// there. The list of sprites says which run without waking any; a
+// sprite that does run is then looked at with one exec, at most once per
+// lookSpacing, and not at all while a connection or an agent session
+// already looks.
+func (a *autoSprite) listLoop() {
+	defer a.wg.Done()
+	every := a.d.hooks.AutoListEvery
+	if every < 0 {
+		return
+	}
+	if every == 0 {
+		every = DefaultAutoListEvery
+	}
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.d.clock.After(every):
+		}
+		a.lookIfRunning()
+	}
+}
+
+func (a *autoSprite) lookIfRunning() {
+	env := a.d.env.Load()
+	now := a.d.clock.Now()
+	a.mu.Lock()
+	busy := a.closed || a.active > 0 || a.watching > 0 || a.polling ||
+		(!a.lastLook.IsZero() && now.Sub(a.lastLook) < lookSpacing) ||
+		(!a.readErrAt.IsZero() && now.Sub(a.readErrAt) < autoRetry)
+	a.mu.Unlock()
+	if busy || env == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 15*time.Second)
+	list, err := env.client.List(ctx)
+	cancel()
+	if err != nil {
+		if a.ctx.Err() == nil {
+			a.log.Debug().Err(err).Msg("auto-forward: could not list sprites")
+		}
+		return
+	}
+	for _, s := range list {
+		if s.Name == a.sprite && s.Status == "running" {
+			a.log.Debug().Msg("auto-forward: sprite running with no connection; looking at its ports once")
+			a.readTables()
+			return
+		}
+	}
+}
+
 func (a *autoSprite) poll() {
 	defer a.wg.Done()
 	for {
 		a.mu.Lock()
 		if a.active <= 0 || a.closed {
 			a.polling = false
+			a.lastLook = a.d.clock.Now()
 			a.mu.Unlock()
 			return
 		}
@@ -447,6 +514,15 @@ func (a *autoSprite) watch(sess *mux.Session) {
 			cancel()
 		case <-ctx.Done():
 		}
+	}()
+	a.mu.Lock()
+	a.watching++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.watching--
+		a.lastLook = a.d.clock.Now()
+		a.mu.Unlock()
 	}()
 	err := sess.WatchPorts(ctx, a.report)
 	switch {

@@ -302,3 +302,90 @@ func TestE2EAutoForwardMuxFallback(t *testing.T) {
 		t.Fatalf("echo through the auto-forward: %q %v", buf, err)
 	}
 }
+
+// A sprite that no connection of ours reaches: asleep, only the list of
+// sprites is asked, which wakes nothing; woken by the user, it is looked
+// at once and the server it runs appears on localhost; idle again, it
+// sleeps on its own timer.
+func TestE2EAutoForwardRunningSpriteWithNoConnection(t *testing.T) {
+	t.Parallel()
+	testsvc.Need(t, "curl", "python3")
+	for _, mode := range []string{"direct", "mux"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			const idle = 3 * time.Second
+			sim := spritestest.NewServer(spritestest.Options{Token: e2eToken, IdleSleep: idle, LinksKeepAwake: true, WakeDelay: 300 * time.Millisecond, MaxMessage: testsvc.SimMaxMessage(t)})
+			t.Cleanup(sim.Close)
+			sim.CreateSprite("dev")
+			// The user's server, started before the sprite last slept.
+			web := testsvc.FreePort(t)
+			startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", web))
+			testsvc.Eventually(t, "the web server to listen in the sprite", func() bool { return slices.Contains(sim.Listening("dev"), web) })
+			if err := sim.Sleep("dev"); err != nil {
+				t.Fatal(err)
+			}
+
+			cfg, err := config.Parse("auto.yaml", []byte(fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\nwarm_links: 0\nagent_port: %d\nsprites:\n  dev: {auto_forward: true, mode: %s}\n",
+				sim.URL, testsvc.FreePort(t), mode)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &testsvc.LogBuffer{}
+			d := tunnel.New(tunnel.Options{
+				Log: zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger(), StateDir: t.TempDir(), AutoListEvery: 100 * time.Millisecond,
+				Getenv: func(k string) string {
+					if k == config.TokenEnv {
+						return e2eToken
+					}
+					return ""
+				},
+			})
+			t.Cleanup(func() {
+				d.Shutdown(time.Second)
+				if t.Failed() {
+					t.Logf("daemon log:\n%s", logs)
+				}
+			})
+			if err := d.Apply(cfg); err != nil {
+				t.Fatal(err)
+			}
+
+			asleep, _ := sim.SpriteStats("dev")
+			lists := sim.ListCalls()
+			testsvc.Eventually(t, "three looks at the list of sprites", func() bool { return sim.ListCalls() >= lists+3 })
+			if st, _ := sim.SpriteStats("dev"); st.Wakes != asleep.Wakes || st.APICalls != asleep.APICalls || st.State == "running" {
+				t.Fatalf("asleep, the sprite had %d wakes and %d API calls from spritefwd (state %s); want none", st.Wakes-asleep.Wakes, st.APICalls-asleep.APICalls, st.State)
+			}
+			if _, ok := autoRow(d, web); ok {
+				t.Fatal("a port of a sprite never looked at is listening")
+			}
+
+			// The user wakes the sprite (a status call here; a console in life).
+			c, err := sprites.New(sprites.Options{APIURL: sim.URL, Token: e2eToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Get(context.Background(), "dev"); err != nil {
+				t.Fatal(err)
+			}
+			woke := time.Now()
+			testsvc.Eventually(t, "the server of a sprite with no connection on localhost", func() bool { _, ok := autoRow(d, web); return ok })
+			t.Logf("%s: found %v after the user woke the sprite (list every 100 ms)", mode, time.Since(woke).Round(10*time.Millisecond))
+			looked, _ := sim.SpriteStats("dev")
+			if n := looked.Execs - asleep.Execs; n != 1 {
+				t.Errorf("%d execs to look at a running sprite, want 1", n)
+			}
+			if mode == "direct" {
+				row, _ := autoRow(d, web)
+				if out, err := curlStatus(t, localPort(row)); err != nil || out != "200" {
+					t.Fatalf("curl: %v %s", err, out)
+				}
+			}
+			testsvc.Eventually(t, "the idle sprite to sleep", func() bool { st, _ := sim.SpriteStats("dev"); return st.State != "running" })
+			if st, _ := sim.SpriteStats("dev"); st.Wakes != looked.Wakes {
+				t.Errorf("the sprite woke %d times after it was looked at", st.Wakes-looked.Wakes)
+			}
+		})
+	}
+}

@@ -46,6 +46,10 @@ type Options struct {
 	// but starts no listener. For a daemon in process that serves one
 	// front's connection (spritefwd stdio without a running daemon).
 	NoListeners bool
+	// AutoListEvery is how often auto-forward checks the list of sprites
+	// for one that runs with no connection of ours (zero: every
+	// DefaultAutoListEvery; negative: never).
+	AutoListEvery time.Duration
 	// StateDir is where auto-forward keeps each sprite's discovered ports
 	// (see config.DefaultStateDir); empty keeps nothing across restarts.
 	StateDir string

@@ -109,6 +109,7 @@ type Server struct {
 	nextID int
 
 	requests atomic.Int64
+	lists    atomic.Int64 // GET /v1/sprites: see ListCalls
 	// TLS handshakes, when served by StartTLS.
 	tlsFull, tlsResumed atomic.Int64
 }
@@ -654,7 +655,12 @@ func (s *Server) viewLocked(sp *sprite) spriteJSON {
 	}
 }
 
+// ListCalls counts the requests for the list of sprites, which is about
+// no sprite: it wakes none and counts in no sprite's APICalls.
+func (s *Server) ListCalls() int64 { return s.lists.Load() }
+
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	s.lists.Add(1)
 	s.mu.Lock()
 	out := []spriteJSON{}
 	for _, sp := range s.sprites {
