@@ -158,5 +158,5 @@ func readFirst(r io.Reader) (o openFrame, resume bool, recvd uint64, err error) 
 	case frameWatch:
 		return openFrame{Watch: true}, false, 0, nil
 	}
-	return openFrame{}, false, 0, fmt.Errorf("%w: a carrier must start with open or resume, not %s", ErrProtocol, f.typ)
+	return openFrame{}, false, 0, fmt.Errorf("%w: a carrier must start with open, resume or watch, not %s", ErrProtocol, f.typ)
 }

@@ -21,12 +21,18 @@ func FuzzFrame(f *testing.F) {
 	b.Reset()
 	writeFrame(&b, frame{typ: frameData, a: 0, b: 0}, []byte("hello"))
 	f.Add(b.Bytes())
+	b.Reset()
+	writeFrame(&b, frame{typ: frameWatch}, nil)
+	f.Add(b.Bytes())
 	f.Add([]byte{})
 	f.Add(bytes.Repeat([]byte{0xff}, headerLen))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, resume, _, err := readFirst(bytes.NewReader(data))
 		if err == nil {
-			if !resume && (o.Port < 1 || o.Port > 65535 || len(o.Host) == 0 || len(o.Host) > maxHost) {
+			switch {
+			case o.Watch && (resume || o.Host != "" || o.Port != 0):
+				t.Fatalf("a watch carrier that also names %q:%d (resume %v)", o.Host, o.Port, resume)
+			case !resume && !o.Watch && (o.Port < 1 || o.Port > 65535 || len(o.Host) == 0 || len(o.Host) > maxHost):
 				t.Fatalf("accepted an open frame for %q:%d", o.Host, o.Port)
 			}
 		}
