@@ -29,14 +29,14 @@ import (
 )
 
 // autoDaemon runs a daemon against sim with cfgYAML, keeping auto-forward
-// state in stateDir.
-func autoDaemon(t *testing.T, sim *spritestest.Server, stateDir, cfgYAML string, logs *testsvc.LogBuffer) *tunnel.Daemon {
+// state in stateDir; tune adjusts its options.
+func autoDaemon(t *testing.T, sim *spritestest.Server, stateDir, cfgYAML string, logs *testsvc.LogBuffer, tune ...func(*tunnel.Options)) *tunnel.Daemon {
 	t.Helper()
 	cfg, err := config.Parse("auto.yaml", []byte(fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\n%s", sim.URL, cfgYAML)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := tunnel.New(tunnel.Options{
+	opts := tunnel.Options{
 		Log:      zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger(),
 		StateDir: stateDir,
 		Getenv: func(k string) string {
@@ -45,7 +45,11 @@ func autoDaemon(t *testing.T, sim *spritestest.Server, stateDir, cfgYAML string,
 			}
 			return ""
 		},
-	})
+	}
+	for _, f := range tune {
+		f(&opts)
+	}
+	d := tunnel.New(opts)
 	if err := d.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -325,30 +329,15 @@ func TestE2EAutoForwardRunningSpriteWithNoConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			cfg, err := config.Parse("auto.yaml", []byte(fmt.Sprintf("api_url: %s\ntoken_file: /nonexistent\nshutdown_grace: 1s\nwarm_links: 0\nagent_port: %d\nsprites:\n  dev: {auto_forward: true, mode: %s}\n",
-				sim.URL, testsvc.FreePort(t), mode)))
-			if err != nil {
-				t.Fatal(err)
-			}
 			logs := &testsvc.LogBuffer{}
-			d := tunnel.New(tunnel.Options{
-				Log: zerolog.New(logs).Level(zerolog.DebugLevel).With().Timestamp().Logger(), StateDir: t.TempDir(), AutoListEvery: 100 * time.Millisecond,
-				Getenv: func(k string) string {
-					if k == config.TokenEnv {
-						return e2eToken
-					}
-					return ""
-				},
-			})
+			d := autoDaemon(t, sim, t.TempDir(), fmt.Sprintf("warm_links: 0\nagent_port: %d\nsprites:\n  dev: {auto_forward: true, mode: %s}\n", testsvc.FreePort(t), mode), logs,
+				func(o *tunnel.Options) { o.AutoListEvery = 100 * time.Millisecond })
 			t.Cleanup(func() {
 				d.Shutdown(time.Second)
 				if t.Failed() {
 					t.Logf("daemon log:\n%s", logs)
 				}
 			})
-			if err := d.Apply(cfg); err != nil {
-				t.Fatal(err)
-			}
 
 			asleep, _ := sim.SpriteStats("dev")
 			lists := sim.ListCalls()
