@@ -388,6 +388,38 @@ func (a *autoSprite) linkDown() {
 	a.mu.Unlock()
 }
 
+// autoLink is one connection's count in its sprite's auto-forwarder. A
+// link may come up on a spare's goroutine while its relay ends on another:
+// the end is counted once, and a link that is up only after its end never
+// counts, or the sprite would be looked at for ever.
+type autoLink struct {
+	mu    sync.Mutex
+	a     *autoSprite
+	ended bool
+}
+
+func (l *autoLink) up(a *autoSprite) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended || l.a != nil || a == nil {
+		return
+	}
+	l.a = a
+	a.linkUp()
+}
+
+func (l *autoLink) down() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended {
+		return
+	}
+	l.ended = true
+	if l.a != nil {
+		l.a.linkDown()
+	}
+}
+
 // listLoop looks at a sprite that is running with no connection of
 // ours: the user woke it (a console, sprite exec) and started a server
 // there. The list of sprites says which run without waking any; a

@@ -293,3 +293,51 @@ func FuzzAutoState(f *testing.F) {
 		_ = fmt.Sprint(st)
 	})
 }
+
+// A connection counts once in its sprite's auto-forwarder, whatever the
+// order its link's up and end arrive in, from whichever goroutines: a
+// count left behind would have the sprite looked at for ever.
+func TestAutoLinkCountsEachConnectionOnce(t *testing.T) {
+	d := New(Options{Log: zerolog.New(zerolog.NewTestWriter(t)), Listen: newFakeNet().listen})
+	set := autoSettings(config.AutoForward{})
+	set.Mode = config.Mux // no direct-mode reads: this daemon has no API client
+	a := newAutoSprite(d, "dev", set, 7022, nil)
+	defer a.close(0, true)
+	active := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.active
+	}
+	var l autoLink
+	l.up(a)
+	l.up(a)
+	if n := active(); n != 1 {
+		t.Fatalf("up twice: %d connections, want 1", n)
+	}
+	l.down()
+	l.down()
+	if n := active(); n != 0 {
+		t.Fatalf("down twice: %d connections, want 0", n)
+	}
+	var late autoLink
+	late.down()
+	late.up(a)
+	if n := active(); n != 0 {
+		t.Fatalf("up after its end: %d connections, want 0", n)
+	}
+	var none autoLink
+	none.up(nil)
+	none.down()
+
+	links := make([]autoLink, 200)
+	var wg sync.WaitGroup
+	for i := range links {
+		wg.Add(2)
+		go func() { defer wg.Done(); links[i].up(a) }()
+		go func() { defer wg.Done(); links[i].down() }()
+	}
+	wg.Wait()
+	if n := active(); n != 0 {
+		t.Fatalf("after 200 links ended: %d connections, want 0", n)
+	}
+}

@@ -288,7 +288,7 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 		f.conns.Done()
 	}
 	start := f.d.clock.Now()
-	var auto *autoSprite // this connection's part in direct-mode discovery
+	var auto autoLink // this connection's part in direct-mode discovery
 	h := Hooks{
 		Confirm: opened != nil,
 		Up:      &f.stats.BytesIn, Down: &f.stats.BytesOut,
@@ -299,9 +299,7 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 			if f.d.hooks.OnLinkSetup != nil {
 				f.d.hooks.OnLinkSetup(f.rule.Name, setup)
 			}
-			if auto = f.d.autoFor(f.rule.Sprite); auto != nil {
-				auto.linkUp()
-			}
+			auto.up(f.d.autoFor(f.rule.Sprite))
 		},
 		OnResume: f.stats.recordResume,
 		// The client said it was done: the connection no longer keeps the
@@ -324,9 +322,7 @@ func (f *forward) serve(c net.Conn, opened, done func(error)) {
 			f.log.Warn().Err(err).Stringer("retry_in", fallbackRetry).Msg("agent unavailable; this sprite's mux forwards use direct mode for now")
 		},
 		OnEnd: func(res Result) {
-			if auto != nil {
-				auto.linkDown()
-			}
+			auto.down()
 			if !evicted.Load() { // made room for a new connection: counted as lingering_evicted
 				f.ended(res, log)
 			}
