@@ -206,7 +206,7 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 			}
 		}()
 	}
-	var peak uint64
+	var peak, peakInuse uint64
 	sampling := make(chan struct{})
 	go func() {
 		defer close(sampling)
@@ -216,20 +216,25 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 			var m runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&m)
-			peak = max(peak, m.HeapInuse)
+			peak = max(peak, m.HeapAlloc)
+			peakInuse = max(peakInuse, m.HeapInuse)
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
 	wg.Wait()
 	<-sampling
-	grew := int64(peak) - int64(before.HeapInuse)
-	t.Logf("while down: clients wrote %v bytes each before blocking (the rest waits in their sockets); heap grew %d KiB", written, grew>>10)
+	grew := int64(peak) - int64(before.HeapAlloc)
+	t.Logf("while down: clients wrote %v bytes each before blocking (the rest waits in their sockets); live heap grew %d KiB (in-use spans %d KiB)", written, grew>>10, (int64(peakInuse)-int64(before.HeapInuse))>>10)
 	for i, n := range written {
 		if n >= 64<<20 {
 			t.Errorf("client %d wrote all 64 MiB into a link that was down", i)
 		}
 	}
-	if limit := int64(clients*(256+64)<<10 + 4<<20); grew > limit {
+	// The heap is the whole test process's. Run alone this grows by about
+	// 2.5 MiB; one full run of the package on a machine at load 9 saw 14
+	// MiB. Unbounded buffers would hold the 64 MiB each client tries to
+	// write, 512 MiB in all: the slack is far from that.
+	if limit := int64(clients*(256+64)<<10 + 16<<20); grew > limit {
 		t.Errorf("heap grew %d bytes while down, over %d: the buffers are not bounded", grew, limit)
 	}
 	for i, c := range conns {
