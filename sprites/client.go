@@ -442,13 +442,41 @@ func (c *Client) Get(ctx context.Context, name string) (Sprite, error) {
 	return s, err
 }
 
-// List returns every sprite the token can see.
-func (c *Client) List(ctx context.Context) ([]Sprite, error) {
-	var out struct {
-		Sprites []Sprite `json:"sprites"`
+// List returns the sprites the token can see whose names start with
+// prefix ("" for all). It follows the API's pages (has_more and
+// next_continuation_token, as the official SDK does): a first page alone
+// would hide the sprites of a large organization.
+func (c *Client) List(ctx context.Context, prefix string) ([]Sprite, error) {
+	var all []Sprite
+	seen := map[string]bool{}
+	token := ""
+	for range maxListPages {
+		q := url.Values{"max_results": {strconv.Itoa(listPageSize)}}
+		if prefix != "" {
+			q.Set("prefix", prefix)
+		}
+		if token != "" {
+			q.Set("continuation_token", token)
+		}
+		var page struct {
+			Sprites []Sprite `json:"sprites"`
+			HasMore bool     `json:"has_more"`
+			Next    string   `json:"next_continuation_token"`
+		}
+		if err := c.doURL(ctx, "list", "", http.MethodGet, c.endpoint(false, "v1", "sprites")+"?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Sprites...)
+		if !page.HasMore || page.Next == "" {
+			return all, nil
+		}
+		if seen[page.Next] {
+			return nil, &Error{Op: "list", Class: Permanent, Err: fmt.Errorf("%w: the same continuation token came back twice (%s)", ErrProtocol, clip([]byte(page.Next)))}
+		}
+		seen[page.Next] = true
+		token = page.Next
 	}
-	err := c.do(ctx, "list", "", http.MethodGet, nil, &out, "v1", "sprites")
-	return out.Sprites, err
+	return nil, &Error{Op: "list", Class: Permanent, Err: fmt.Errorf("%w: more than %d pages of sprites", ErrProtocol, maxListPages)}
 }
 
 // Create creates a sprite.
@@ -463,7 +491,18 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 	return c.do(ctx, "delete", name, http.MethodDelete, nil, nil, "v1", "sprites", name)
 }
 
+// Pages of the list of sprites: the official SDK's page size, and a
+// bound that only an API handing out pages without end reaches.
+const (
+	listPageSize = 100
+	maxListPages = 1000
+)
+
 func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any, elem ...string) error {
+	return c.doURL(ctx, op, sprite, method, c.endpoint(false, elem...), in, out)
+}
+
+func (c *Client) doURL(ctx context.Context, op, sprite, method, target string, in, out any) error {
 	fail := func(class Class, cause error, status int, reason string) error {
 		return &Error{Op: op, Sprite: sprite, Class: class, Status: status, Reason: reason, Err: cause}
 	}
@@ -478,7 +517,7 @@ func (c *Client) do(ctx context.Context, op, sprite, method string, in, out any,
 		}
 		body = strings.NewReader(string(b))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.endpoint(false, elem...), body)
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return fail(Permanent, err, 0, "")
 	}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,7 +372,7 @@ func TestSpriteCRUD(t *testing.T) {
 	if _, err := e.client.Create(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
-	list, err := e.client.List(ctx)
+	list, err := e.client.List(ctx, "")
 	if err != nil || len(list) != 2 || list[0].Name != "db" || list[1].Name != "web" {
 		t.Fatalf("list = %+v, %v", list, err)
 	}
@@ -383,6 +387,71 @@ func TestSpriteCRUD(t *testing.T) {
 	_, err = e.client.Get(ctx, "web")
 	if !errors.Is(err, sprites.ErrNotFound) || !sprites.IsPermanent(err) {
 		t.Fatalf("get after delete: %v", err)
+	}
+}
+
+// An organization with more sprites than a page holds: List follows the
+// pages, and a prefix narrows them.
+func TestListFollowsPages(t *testing.T) {
+	e := newEnv(t, spritestest.Options{ListPageSize: 3}, sprites.Options{})
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := e.client.Create(ctx, fmt.Sprintf("web-%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		prefix string
+		want   int
+		pages  int64
+	}{
+		{"", 11, 4},      // db and ten web-NN
+		{"web-0", 10, 4}, // web-00 to web-09
+		{"db", 1, 1},
+		{"nope", 0, 1},
+	} {
+		before := e.sim.ListCalls()
+		list, err := e.client.List(ctx, tc.prefix)
+		if err != nil {
+			t.Fatalf("prefix %q: %v", tc.prefix, err)
+		}
+		names := map[string]bool{}
+		for _, s := range list {
+			if !strings.HasPrefix(s.Name, tc.prefix) || names[s.Name] {
+				t.Errorf("prefix %q: %q listed wrongly or twice", tc.prefix, s.Name)
+			}
+			names[s.Name] = true
+		}
+		if len(names) != tc.want {
+			t.Errorf("prefix %q: %d sprites, want %d", tc.prefix, len(names), tc.want)
+		}
+		if got := e.sim.ListCalls() - before; got != tc.pages {
+			t.Errorf("prefix %q: %d calls, want %d pages", tc.prefix, got, tc.pages)
+		}
+	}
+}
+
+// An API that hands out the same page without end is an error, not a
+// loop.
+func TestListStopsOnARepeatedToken(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"sprites":[{"name":"a"}],"has_more":true,"next_continuation_token":"again"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := sprites.New(sprites.Options{APIURL: srv.URL, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	_, err = c.List(context.Background(), "")
+	if !errors.Is(err, sprites.ErrProtocol) || !sprites.IsPermanent(err) {
+		t.Fatalf("err = %v, want a permanent protocol error", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d calls, want 2: the token repeats on the second page", n)
 	}
 }
 

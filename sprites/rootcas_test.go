@@ -64,7 +64,7 @@ func TestRootCAs(t *testing.T) {
 		roundTrip(t, link, "through a private CA")
 		link.CloseNow()
 	}
-	if _, err := c.List(context.Background()); err != nil {
+	if _, err := c.List(context.Background(), ""); err != nil {
 		t.Fatalf("REST call with RootCAs: %v", err)
 	}
 	c.Close() // waits for the message-size probe, whose handshake counts too
@@ -95,7 +95,7 @@ func TestSSLCertFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.List(context.Background()); err != nil {
+		if _, err := c.List(context.Background(), ""); err != nil {
 			t.Fatalf("with SSL_CERT_FILE=%s: %v", os.Getenv("SSL_CERT_FILE"), err)
 		}
 		return
@@ -139,7 +139,7 @@ func TestUpgradesBesideRESTCalls(t *testing.T) {
 			}
 			errs <- err
 		}()
-		go func() { _, err := c.List(context.Background()); errs <- err }()
+		go func() { _, err := c.List(context.Background(), ""); errs <- err }()
 	}
 	for range 8 {
 		if err := <-errs; err != nil {

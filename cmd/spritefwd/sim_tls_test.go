@@ -134,7 +134,7 @@ func TestSimTLSCertFlags(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.List(ctx); err != nil {
+	if _, err := c.List(ctx, ""); err != nil {
 		t.Fatalf("list with the CA: %v", err)
 	}
 

@@ -3,6 +3,7 @@ package spritestest
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +65,9 @@ type Options struct {
 	WakeDelay  time.Duration // how long a wake takes
 	MaxWait    time.Duration // how long ColdBlock holds a request before 503
 	MaxMessage int64         // largest client message accepted; larger closes with 1009
+	// ListPageSize caps a page of the list of sprites below what the
+	// client asks for, as a server may: 0 means maxListPageSize.
+	ListPageSize int
 	// NoQueryInit plays a server that ignores ?host=&port= and waits for
 	// the init message, as the API reference describes it.
 	NoQueryInit bool
@@ -655,20 +659,61 @@ func (s *Server) viewLocked(sp *sprite) spriteJSON {
 	}
 }
 
+// The list of sprites comes in pages, as the official SDK expects: of
+// listPageSize sprites, or max_results when the client asks, and never
+// more than Options.ListPageSize.
+const (
+	listPageSize    = 50
+	maxListPageSize = 1000
+)
+
 // ListCalls counts the requests for the list of sprites, which is about
 // no sprite: it wakes none and counts in no sprite's APICalls.
 func (s *Server) ListCalls() int64 { return s.lists.Load() }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	s.lists.Add(1)
+	q := r.URL.Query()
+	size := listPageSize
+	if v := q.Get("max_results"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListPageSize {
+			apiError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("max_results must be 1 to %d", maxListPageSize))
+			return
+		}
+		size = n
+	}
+	if s.opts.ListPageSize > 0 {
+		size = min(size, s.opts.ListPageSize)
+	}
+	// The token is opaque to clients: here, the last name of the page
+	// before, which a page resumes after.
+	after := ""
+	if v := q.Get("continuation_token"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "bad_request", "invalid continuation_token")
+			return
+		}
+		after = string(b)
+	}
+	prefix := q.Get("prefix")
 	s.mu.Lock()
 	out := []spriteJSON{}
 	for _, sp := range s.sprites {
-		out = append(out, s.viewLocked(sp))
+		if strings.HasPrefix(sp.name, prefix) && sp.name > after {
+			out = append(out, s.viewLocked(sp))
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	writeJSON(w, http.StatusOK, map[string]any{"sprites": out})
+	page := map[string]any{"sprites": out, "has_more": false}
+	if len(out) > size {
+		page["sprites"] = out[:size]
+		page["has_more"] = true
+		page["next_continuation_token"] = base64.RawURLEncoding.EncodeToString([]byte(out[size-1].Name))
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
