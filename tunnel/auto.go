@@ -101,6 +101,7 @@ type autoSprite struct {
 	watching  int // mux: agent sessions whose port watch runs
 	lastLook  time.Time
 	polling   bool
+	looking   bool // lookOnce's read runs
 	readErrAt time.Time
 	overLimit bool
 	noWatch   bool
@@ -131,9 +132,8 @@ func newAutoSprite(d *Daemon, sprite string, set config.SpriteSettings, agentPor
 		}
 	}
 	a.mu.Unlock()
-	a.wg.Add(2)
+	a.wg.Add(1)
 	go a.loop()
-	go a.listLoop()
 	return a
 }
 
@@ -420,58 +420,41 @@ func (l *autoLink) down() {
 	}
 }
 
-// listLoop looks at a sprite that is running with no connection of
-// ours: the user woke it (a console, sprite exec) and started a server
-// there. The list of sprites says which run without waking any; a
-// sprite that does run is then looked at with one exec, at most once per
-// lookSpacing, and not at all while a connection or an agent session
-// already looks.
-func (a *autoSprite) listLoop() {
-	defer a.wg.Done()
-	every := a.d.hooks.AutoListEvery
-	if every < 0 {
-		return
-	}
-	if every == 0 {
-		every = DefaultAutoListEvery
-	}
-	for {
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-a.d.clock.After(every):
-		}
-		a.lookIfRunning()
-	}
+// wantsLookLocked reports whether the list of sprites should be asked
+// about this sprite: nothing of ours looks at it now, and it was not
+// looked at lately (lookSpacing), nor failed to be (autoRetry).
+func (a *autoSprite) wantsLookLocked(now time.Time) bool {
+	return !a.closed && a.active <= 0 && a.watching <= 0 && !a.polling && !a.looking &&
+		(a.lastLook.IsZero() || now.Sub(a.lastLook) >= lookSpacing) &&
+		(a.readErrAt.IsZero() || now.Sub(a.readErrAt) >= autoRetry)
 }
 
-func (a *autoSprite) lookIfRunning() {
-	env := a.d.env.Load()
-	now := a.d.clock.Now()
+func (a *autoSprite) wantsLook(now time.Time) bool {
 	a.mu.Lock()
-	busy := a.closed || a.active > 0 || a.watching > 0 || a.polling ||
-		(!a.lastLook.IsZero() && now.Sub(a.lastLook) < lookSpacing) ||
-		(!a.readErrAt.IsZero() && now.Sub(a.readErrAt) < autoRetry)
-	a.mu.Unlock()
-	if busy || env == nil {
+	defer a.mu.Unlock()
+	return a.wantsLookLocked(now)
+}
+
+// lookOnce reads the tables of a sprite that the list shows running with
+// no connection of ours, unless it closed or began to be looked at
+// meanwhile.
+func (a *autoSprite) lookOnce() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.wantsLookLocked(a.d.clock.Now()) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.ctx, 15*time.Second)
-	list, err := env.client.List(ctx)
-	cancel()
-	if err != nil {
-		if a.ctx.Err() == nil {
-			a.log.Debug().Err(err).Msg("auto-forward: could not list sprites")
-		}
-		return
-	}
-	for _, s := range list {
-		if s.Name == a.sprite && s.Status == "running" {
-			a.log.Debug().Msg("auto-forward: sprite running with no connection; looking at its ports once")
-			a.readTables()
-			return
-		}
-	}
+	a.looking = true
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.log.Debug().Msg("auto-forward: sprite running with no connection; looking at its ports once")
+		a.readTables()
+		a.mu.Lock()
+		a.looking = false
+		a.lastLook = a.d.clock.Now()
+		a.mu.Unlock()
+	}()
 }
 
 func (a *autoSprite) poll() {
@@ -689,6 +672,7 @@ func (d *Daemon) applyAuto(cfg *config.Config) {
 			return
 		}
 		d.autos[sprite] = a
+		d.startAutoListLocked()
 		d.mu.Unlock()
 	}
 }

@@ -94,6 +94,7 @@ type Daemon struct {
 	retired  map[*agentPool]struct{} // replaced by a reload; closed when their streams end
 	agentSet agentSettings
 	autos    map[string]*autoSprite // by sprite, for auto_forward
+	listing  bool                   // autoListLoop runs
 	socks    *socksFront
 	socksWG  sync.WaitGroup // SOCKS ports' Serve, current and replaced
 	draining sync.WaitGroup

@@ -140,7 +140,8 @@ type existsCache struct {
 }
 
 // spriteExists asks the API whether sprite exists, once per existsTTL
-// (missingTTL when it does not). Asking does not wake the sprite.
+// (missingTTL when it does not). Asking wakes the sprite, as any call
+// about it does; the connection that follows would wake it anyway.
 func (d *Daemon) spriteExists(ctx context.Context, sprite string) (bool, error) {
 	now := d.clock.Now()
 	d.exists.mu.Lock()
