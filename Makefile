@@ -72,7 +72,7 @@ fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
 		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
 		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello \
-		./control/:FuzzParseTarget ./socks/:FuzzRequest ./procnet/:FuzzParse ./tunnel/:FuzzAutoState
+		./control/:FuzzParseTarget ./socks/:FuzzRequest ./procnet/:FuzzParse ./tunnel/:FuzzAutoState ./tunnel/:FuzzAgentRecord
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:

@@ -109,11 +109,24 @@ type agentPool struct {
 	retryAt      time.Time
 	deploys      int64
 	lastDeploy   time.Duration
+	// What the state directory's agent record says (see agentRecord):
+	// recalled once it was read, remembered while the secret is the
+	// record's and not yet proved this run, saved as last written.
+	apiURL     string
+	recalled   bool
+	remembered bool
+	saved      agentRecord
+	// sum is the sha256 of the agent this pool deployed on port, for the
+	// record; "" when it found the agent running.
+	sum string
 }
 
 func newAgentPool(d *Daemon, sprite string, set agentSettings, waker *Waker, keepalive time.Duration) *agentPool {
 	p := &agentPool{d: d, sprite: sprite, set: set, waker: waker, port: set.port,
 		log: d.log.With().Str("sprite", sprite).Str("agent", "mux").Logger()}
+	if d.cfg != nil {
+		p.apiURL = d.cfg.APIURL
+	}
 	p.client = mux.NewClient(mux.ClientOptions{
 		Connect: p.connect, Buffer: set.buffer, Budget: d.budget, ResumeWindow: set.window, IdleTimeout: set.idle,
 		PingInterval: keepalive, ProbeAfter: d.hooks.MuxProbeAfter, Log: p.log,
@@ -203,12 +216,18 @@ func (p *agentPool) agentPort() int {
 // holds its port. It is mux.ClientOptions.Connect. Nothing but the
 // handshake reaches a port until the agent there has proved the secret.
 //
+// A pool takes the secret and port from the agent record that a daemon
+// before it left in the state directory (see agentRecord), and tries them
+// first: with the agent running, no exec at all. A record that proves
+// stale costs that one attempt, then the pool carries on as one without.
+//
 // A pool that knows no secret yet looks into the sprite first, in one exec
 // (see lookScript), while a link toward the agent is upgraded beside it:
 // with the agent running, the handshake follows on that link at once;
 // without it, the look's shell starts the agent as soon as it is uploaded.
 func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, bool, error) {
 	c := p.d.env.Load().client
+	p.recall()
 	deployedOn, given := 0, 0
 	var lk *look
 	var spare *spareDial
@@ -236,14 +255,30 @@ func (p *agentPool) connect(ctx context.Context, h mux.Hello) (*mux.Session, boo
 				return nil, false, err
 			}
 			secret, running = lk.secret, lk.running
-			p.setSecret(secret)
+			p.setLooked(secret)
 		}
 		if secret != "" && running {
 			sess, resumed, err := p.handshake(ctx, c, port, secret, h, spare.take(ctx))
 			var absent *agentAbsent
+			remembered := p.triedRecord(err)
 			switch {
 			case err == nil:
+				p.remember(port, secret)
 				return sess, resumed, nil
+			case remembered && (errors.As(err, &absent) || errors.Is(err, mux.ErrBadSecret)):
+				// The record is stale: the sprite lost its agent (a restart
+				// that lost /tmp), or another deployment replaced it. Look,
+				// as a daemon with no record does: the agent there may run
+				// with the other deployment's secret, which the look reads.
+				p.log.Info().Err(err).Int("port", port).Msg("the agent this daemon remembered is not there as it was; looking into the sprite")
+				p.mu.Lock()
+				p.secret = ""
+				if errors.As(err, &absent) {
+					// Whatever held agent_port before may be gone with it.
+					p.port, p.moved = p.set.port, ""
+				}
+				p.mu.Unlock()
+				continue
 			case errors.As(err, &absent):
 				if deployedOn == port {
 					return nil, false, &deployError{fmt.Errorf("sprite %s: agent started but cannot be reached on port %d", p.sprite, port)}
@@ -451,6 +486,94 @@ func (p *agentPool) moveOn(port int, what string, why error, given *int) error {
 	}
 	p.mu.Unlock()
 	return nil
+}
+
+// setLooked takes the secret a look read in the sprite. Which agent
+// binary it goes with is not known, unless it is the record's.
+func (p *agentPool) setLooked(secret string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.secret, p.sum = secret, ""
+	if secret != "" && secret == p.saved.Secret {
+		p.sum = p.saved.SHA256
+	}
+}
+
+// recall reads the sprite's agent record once per pool, and takes its
+// secret and port as if this pool had deployed the agent: the first
+// connection goes straight to the handshake. A record that cannot be read,
+// or is for another API, protocol or agent_port, is not used.
+func (p *agentPool) recall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recalled || p.secret != "" {
+		p.recalled = true
+		return
+	}
+	p.recalled = true
+	dir := p.d.hooks.StateDir
+	r, ok, err := loadAgentRecord(dir, p.sprite)
+	switch {
+	case err != nil:
+		p.log.Warn().Err(err).Str("file", agentRecordFile(dir, p.sprite)).Msg("agent record unreadable; looking into the sprite instead, and overwriting it once connected")
+		return
+	case !ok:
+		return
+	case r.APIURL != p.apiURL, r.Protocol != mux.Version, r.Port < p.set.port || r.Port >= p.set.port+agentPorts:
+		p.log.Debug().Str("file", agentRecordFile(dir, p.sprite)).Int("port", r.Port).Int("protocol", r.Protocol).
+			Msg("the agent record is for another api_url, protocol or agent_port; not using it")
+		return
+	}
+	p.secret, p.port, p.sum, p.saved, p.remembered = r.Secret, r.Port, r.SHA256, r, true
+	if r.Port != p.set.port {
+		p.moved = fmt.Sprintf("an earlier run found agent_port %d of sprite %s held", p.set.port, p.sprite)
+	}
+}
+
+// triedRecord reports whether a handshake that ended with err tried the
+// record's secret. Once the agent has given its verdict, right or wrong,
+// the secret is this run's; a verdict against it removes the record, so
+// that a daemon started next does not try it again.
+func (p *agentPool) triedRecord(err error) bool {
+	var absent *agentAbsent
+	verdict := err == nil || errors.As(err, &absent) || errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion) ||
+		errors.Is(err, mux.ErrNotAgent) || errors.Is(err, mux.ErrAgentProof)
+	p.mu.Lock()
+	tried := p.remembered
+	if verdict {
+		p.remembered = false
+	}
+	p.mu.Unlock()
+	if tried && err != nil && verdict {
+		p.mu.Lock()
+		p.saved = agentRecord{}
+		p.mu.Unlock()
+		if ferr := forgetAgentRecord(p.d.hooks.StateDir, p.sprite); ferr != nil {
+			p.log.Warn().Err(ferr).Msg("could not remove the stale agent record")
+		}
+	}
+	return tried
+}
+
+// remember writes the agent record once a handshake on port with secret
+// succeeded, unless it says that already. A failure is logged: the next
+// daemon looks into the sprite, as without a record.
+func (p *agentPool) remember(port int, secret string) {
+	dir := p.d.hooks.StateDir
+	p.mu.Lock()
+	r := agentRecord{Version: agentRecordVersion, Sprite: p.sprite, APIURL: p.apiURL, Port: port, Secret: secret, Protocol: mux.Version, SHA256: p.sum}
+	same := r == p.saved
+	p.mu.Unlock()
+	if dir == "" || same || !isHex(secret, len(mux.NewSecret())/2) {
+		return
+	}
+	if err := saveAgentRecord(dir, r); err != nil {
+		p.log.Warn().Err(err).Str("file", agentRecordFile(dir, p.sprite)).Msg("could not save the agent record; the next daemon will look into the sprite for the secret")
+		return
+	}
+	p.mu.Lock()
+	p.saved = r
+	p.mu.Unlock()
 }
 
 func (p *agentPool) setSecret(s string) {
@@ -730,7 +853,9 @@ func (p *agentPool) deploy(ctx context.Context, c *sprites.Client, port int, lk 
 					break
 				}
 				if _, ok := agent.ParseReady(line); ok {
-					p.setSecret(secret)
+					p.mu.Lock()
+					p.secret, p.sum = secret, sum
+					p.mu.Unlock()
 					return nil
 				}
 				if agent.ParsePortHeld(line) {
