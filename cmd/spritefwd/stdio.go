@@ -138,7 +138,11 @@ func inProcess(path string, verbose bool, stderr io.Writer) (*tunnel.Daemon, err
 	if verbose {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	}
-	d := tunnel.New(tunnel.Options{Log: log, UserAgent: "spritefwd/" + versionString(), AgentBinary: agentBinary, NoListeners: true})
+	// The state directory holds the agent's record: each ssh that runs
+	// stdio is a fresh process, and without it each would look into the
+	// sprite for the agent's secret before its first byte.
+	d := tunnel.New(tunnel.Options{Log: log, UserAgent: "spritefwd/" + versionString(), AgentBinary: agentBinary, NoListeners: true,
+		StateDir: config.DefaultStateDir(os.Getenv)})
 	if err := d.Apply(cfg); err != nil {
 		return nil, err
 	}

@@ -80,7 +80,8 @@ func startStdio(t *testing.T, bin, agent, mode string, daemon bool) *stdioRig {
 	yaml := fmt.Sprintf("api_url: %s\ntoken_file: %s\nagent_binary: %s\nshutdown_grace: 1s\nhalf_close_timeout: 300ms\nforwards:\n  - {name: db-ssh, listen: 0, sprite: db, port: %s, mode: %s}\n",
 		sim.URL, tokenFile, agent, port, mode)
 	os.WriteFile(cfgPath, []byte(yaml), 0o600)
-	rig.env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"), "SPRITES_TOKEN=")
+	rig.env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
+		"XDG_STATE_HOME="+filepath.Join(dir, "state"), "SPRITES_TOKEN=")
 	if daemon {
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
@@ -211,8 +212,14 @@ func testStdioSSH(t *testing.T, bin, agent string) {
 				if err != nil || !strings.Contains(out, "hello from 42") {
 					t.Fatalf("ssh db.sprite: %v\n%s", err, out)
 				}
+				before, _ := r.sim.SpriteStats("db")
 				r.scp(4<<20, nil)
 				if !daemon {
+					// Another stdio process, which finds the agent that the
+					// one before deployed through the record it left.
+					if after, _ := r.sim.SpriteStats("db"); mode == "mux" && after.Execs != before.Execs {
+						t.Errorf("the second stdio process ran %d execs in the sprite, want none: the agent record was not used", after.Execs-before.Execs)
+					}
 					return
 				}
 				testsvc.Eventually(t, "stdio's connections to end", func() bool {
