@@ -386,6 +386,10 @@ func (e *env) startDaemon(name, url, config string) (*exec.Cmd, map[string]strin
 	}
 	d := exec.Command(e.bin, "run", "--config", cfg, "--socket", sock, "--allow-root", "--log-level", "warn", "--no-watch", "--log-format", "json")
 	d.Stderr = os.Stderr
+	// What daemons learn (the agent's record, auto-forward's ports) stays
+	// in the run's directory: a record left by an earlier run must not
+	// change what this one measures. A restarted daemon shares it.
+	d.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(e.dir, "state"))
 	if err := d.Start(); err != nil {
 		e.t.Fatal(err)
 	}

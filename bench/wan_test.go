@@ -25,6 +25,7 @@ import (
 	"github.com/spritefwd/spritefwd/config"
 	"github.com/spritefwd/spritefwd/control"
 	"github.com/spritefwd/spritefwd/internal/testsvc"
+	"github.com/spritefwd/spritefwd/sprites"
 	"github.com/spritefwd/spritefwd/sprites/spritestest"
 )
 
@@ -49,6 +50,7 @@ type wanRig struct {
 	url    string    // the API, through the shaper
 	config string    // the daemon's config, less the API and the token
 	daemon *exec.Cmd // the daemon
+	agent  string    // agent_dir, in the sprite
 }
 
 // wanRig starts a rig whose resources end with e.t; name must be unique.
@@ -76,8 +78,9 @@ func (e *env) wanRigWith(name string, rtt time.Duration, bitsPerSec int64, maps 
 	r.shaper = newShaper(e.t, strings.TrimPrefix(r.simURL, "https://"))
 	r.shaper.set(rtt, 0, bitsPerSec)
 	r.name, r.url = name, "https://"+r.shaper.addr
+	r.agent = filepath.Join(e.dir, "agent-"+name)
 	r.config = fmt.Sprintf("ca_file: %s\nagent_port: %d\nagent_dir: %s\nforwards:%s",
-		r.caFile, testsvc.FreePort(e.t), filepath.Join(e.dir, "agent-"+name), forwards)
+		r.caFile, testsvc.FreePort(e.t), r.agent, forwards)
 	r.daemon, r.fwd = e.startDaemon(name, r.url, r.config)
 	return r
 }
@@ -90,6 +93,42 @@ func (r *wanRig) restart() {
 	r.name += "-again"
 	r.socket = filepath.Join(r.e.dir, r.name+".sock")
 	r.daemon, r.fwd = r.e.startDaemon(r.name, r.url, r.config)
+}
+
+// loseTmp does to the sprite what a restart that lost /tmp does: the
+// agent is gone, and its directory with it. The daemon's record of the
+// agent stays on the laptop.
+func (r *wanRig) loseTmp() {
+	t := r.e.t
+	pool, err := config.LoadCA(r.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sprites.New(sprites.Options{APIURL: r.simURL, Token: r.e.token, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// $PWD is the directory's real path, inside the emulated sprite's.
+	sess, err := c.Exec(ctx, "s", sprites.ExecOptions{Dir: r.agent, Cmd: []string{"sh", "-c", `kill -9 "$(cat agent.pid)" && rm -rf -- "$PWD"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	for {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Exited {
+			if ev.Code != 0 {
+				t.Fatalf("losing /tmp: exit code %d", ev.Code)
+			}
+			return
+		}
+	}
 }
 
 // wanApps runs real programs across the shaper: scp of 256 MiB into the
@@ -336,8 +375,9 @@ func (e *env) wanSetup(rtt time.Duration, samples, later int) result {
 
 // wanMuxFirst measures a mux forward's first connection, connect to first
 // echoed byte, at rtt and a rate: with no agent in the sprite (deployed
-// then), and from a fresh daemon to a sprite whose agent runs (the old
-// daemon's). Direct mode's first connection, from the same daemon, is the
+// then), from a fresh daemon to a sprite whose agent runs (the old
+// daemon's, which that daemon's record of it leads to), and from a fresh
+// daemon whose record is stale: the sprite lost /tmp. Direct mode's first connection, from the same daemon, is the
 // alternative a deploying forward could take. Each sample is a new
 // emulator and daemon.
 func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) result {
@@ -360,6 +400,12 @@ func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) resu
 			ds, hs := r.timed(r.fwd["mecho"], 1)
 			times["present"] = append(times["present"], ds...)
 			conns["present"] += float64(hs.Full+hs.Resumed) / float64(samples)
+			r.loseTmp()
+			r.restart()
+			time.Sleep(time.Second + 4*rtt)
+			ds, hs = r.timed(r.fwd["mecho"], 1)
+			times["stale"] = append(times["stale"], ds...)
+			conns["stale"] += float64(hs.Full+hs.Resumed) / float64(samples)
 		})
 	}
 	v := map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "rate_mbit": float64(bitsPerSec) / 1e6}
@@ -375,7 +421,8 @@ func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) resu
 	return result{
 		Name:  fmt.Sprintf("a mux forward's first connection at %v round trip and %d Mbit/s, connect to first echoed byte", rtt, bitsPerSec/1_000_000),
 		Value: v,
-		Note: fmt.Sprintf("%d fresh emulators and daemons; absent: no agent in the sprite, so it is deployed (agent_bytes before compression); present: a fresh daemon, the agent of the one before still running; "+
+		Note: fmt.Sprintf("%d fresh emulators and daemons; absent: no agent in the sprite, so it is deployed (agent_bytes before compression); present: a fresh daemon, the agent of the one before still running (it has that one's record of the agent); "+
+			"stale: a fresh daemon whose record is stale, the sprite having lost /tmp (agent and all) since; "+
 			"direct: the same daemon's first direct connection; times exclude TCP handshakes to the API (*_tcp_conns counts them)", samples),
 	}
 }

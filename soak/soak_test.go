@@ -253,6 +253,8 @@ func TestSoak(t *testing.T) {
 	logf, _ := os.Create(logPath)
 	daemon := exec.Command(bin, "run", "--config", s.cfgPath, "--socket", s.socket, "--allow-root", "--log-format", "json")
 	daemon.Stdout, daemon.Stderr = logf, logf
+	// What the daemon learns (the agent's record) stays with this run.
+	daemon.Env = append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
