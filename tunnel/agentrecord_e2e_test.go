@@ -159,9 +159,10 @@ func (r *recordRig) agentPathSum(t *testing.T) string {
 }
 
 // A record gone stale: the sprite lost /tmp, agent and all, or another
-// deployment replaced the secret. The restarted daemon redeploys, or
-// takes the agent that runs there with the secret its look reads; either
-// way curl works, and the record is rewritten to what is true now.
+// deployment replaced the secret; or one not to be used: for another
+// api_url, or corrupt. The restarted daemon redeploys, or takes the agent
+// that runs there with the secret its look reads; either way curl works,
+// and the record is rewritten to what is true now.
 func TestE2EMuxRecordStale(t *testing.T) {
 	t.Parallel()
 	t.Run("agent gone", func(t *testing.T) {
@@ -191,33 +192,52 @@ func TestE2EMuxRecordStale(t *testing.T) {
 			t.Errorf("no log line says the record was stale\n%s", r.logs)
 		}
 	})
-	t.Run("secret changed", func(t *testing.T) {
-		t.Parallel()
-		r := startRecordRig(t)
-		r.curl(t, "first")
-		pid := r.agentFile(t, "agent.pid")
-		rec := r.record(t)
-		rec["secret"] = mux.NewSecret() // as if another deployment had replaced it since
-		b, _ := json.Marshal(rec)
-		if err := os.WriteFile(filepath.Join(r.dir, "agent-box.json"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		execs := r.execs(t)
+	// The agent runs; the record does not lead to it, or is not used.
+	// One look reads the secret, and the running agent is taken.
+	for _, tc := range []struct {
+		name, log string
+		edit      func(rec map[string]any) []byte
+	}{
+		{"secret changed", "the agent this daemon remembered is not there as it was", func(rec map[string]any) []byte {
+			rec["secret"] = mux.NewSecret() // as if another deployment had replaced it since
+			b, _ := json.Marshal(rec)
+			return b
+		}},
+		{"another api_url", "the agent record is for another api_url", func(rec map[string]any) []byte {
+			rec["api_url"] = "https://api.example.com"
+			b, _ := json.Marshal(rec)
+			return b
+		}},
+		{"corrupt", "agent record unreadable", func(map[string]any) []byte { return []byte(`{"version":1,"sprite":"box","port":`) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := startRecordRig(t)
+			r.curl(t, "first")
+			pid := r.agentFile(t, "agent.pid")
+			if err := os.WriteFile(filepath.Join(r.dir, "agent-box.json"), tc.edit(r.record(t)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			execs := r.execs(t)
 
-		r.restart(t)
-		r.curl(t, "after")
-		st := r.status(t, "web").Agent
-		if st.State != "connected" || st.Deploys != 0 {
-			t.Errorf("status %+v, want connected to the running agent with no deploy", st)
-		}
-		if n := r.execs(t) - execs; n != 1 {
-			t.Errorf("%d execs, want 1 (the look that reads the secret)", n)
-		}
-		if now := r.agentFile(t, "agent.pid"); now != pid {
-			t.Errorf("the agent was replaced (pid %s, then %s): the look should have found it", pid, now)
-		}
-		if got := r.record(t)["secret"]; got != r.agentFile(t, "secret") {
-			t.Errorf("the record was not rewritten with the secret the agent has")
-		}
-	})
+			r.restart(t)
+			r.curl(t, "after")
+			st := r.status(t, "web").Agent
+			if st.State != "connected" || st.Deploys != 0 {
+				t.Errorf("status %+v, want connected to the running agent with no deploy", st)
+			}
+			if n := r.execs(t) - execs; n != 1 {
+				t.Errorf("%d execs, want 1 (the look that reads the secret)", n)
+			}
+			if now := r.agentFile(t, "agent.pid"); now != pid {
+				t.Errorf("the agent was replaced (pid %s, then %s): the look should have found it", pid, now)
+			}
+			if rec := r.record(t); rec["secret"] != r.agentFile(t, "secret") || rec["api_url"] != r.sim.URL {
+				t.Errorf("the record was not rewritten with the secret the agent has and this api_url: %v", rec["api_url"])
+			}
+			if !strings.Contains(r.logs.String(), tc.log) {
+				t.Errorf("no log line says %q\n%s", tc.log, r.logs)
+			}
+		})
+	}
 }
