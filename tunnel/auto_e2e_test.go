@@ -8,10 +8,12 @@ package tunnel_test
 // psql, survive a restart and a sleep, and are withdrawn when they stop.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,6 +106,41 @@ func startInSprite(t *testing.T, sim *spritestest.Server, cmd string) int {
 	return pid
 }
 
+// startWebInSprite starts python's HTTP server in the emulated sprite on
+// a free port, and returns the port and the server's pid once it listens.
+// A port found free can be taken before python binds it (parallel tests
+// connect from ephemeral ports too): a server that exits is started again
+// on another port.
+func startWebInSprite(t *testing.T, sim *spritestest.Server) (port, pid int) {
+	t.Helper()
+	for range 5 {
+		port = testsvc.FreePort(t)
+		pid = startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", port))
+		listens := false
+		testsvc.Eventually(t, "the web server to listen in the sprite, or exit", func() bool {
+			listens = slices.Contains(sim.Listening("dev"), port)
+			return listens || !running(pid)
+		})
+		if listens {
+			return port, pid
+		}
+		t.Logf("the web server (pid %d) exited before it listened on %d; another port", pid, port)
+	}
+	t.Fatal("the web server never listened in the sprite")
+	return 0, 0
+}
+
+// running reports whether pid is a live process, not gone nor a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
 func curlStatus(t *testing.T, port string) (string, error) {
 	return curl(t, "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:"+port+"/")
 }
@@ -172,9 +209,7 @@ func autoForwardE2E(t *testing.T, mode string, pg *testsvc.Postgres) {
 	before, _ := sim.SpriteStats("dev")
 	busyStart := time.Now()
 
-	web := testsvc.FreePort(t)
-	pid := startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", web))
-	testsvc.Eventually(t, "the web server to listen in the sprite", func() bool { return slices.Contains(sim.Listening("dev"), web) })
+	web, pid := startWebInSprite(t, sim)
 	delay := testsvc.Eventually(t, "the sprite's new web server on localhost", func() bool { _, ok := autoRow(d, web); return ok })
 	t.Logf("%s: discovery delay (the sprite's server listens to the local listener up): %v", mode, delay.Round(10*time.Millisecond))
 	row, _ := autoRow(d, web)
@@ -322,9 +357,7 @@ func TestE2EAutoForwardRunningSpriteWithNoConnection(t *testing.T) {
 			t.Cleanup(sim.Close)
 			sim.CreateSprite("dev")
 			// The user's server, started before the sprite last slept.
-			web := testsvc.FreePort(t)
-			startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", web))
-			testsvc.Eventually(t, "the web server to listen in the sprite", func() bool { return slices.Contains(sim.Listening("dev"), web) })
+			web, _ := startWebInSprite(t, sim)
 			if err := sim.Sleep("dev"); err != nil {
 				t.Fatal(err)
 			}
