@@ -5,7 +5,8 @@ import "sync"
 // ring holds a stream's sent, unacknowledged bytes in order: they start at
 // head and may wrap around the end of store. Acks drop bytes from the
 // front, new data goes in at the back, and nothing already held is moved,
-// except into a larger store while the buffer grows toward its bound.
+// except into a larger store while the buffer grows toward its bound, or
+// into a smaller one after the stream's window shrank.
 //
 // It was a slice that slid its bytes to the front whenever it reached the
 // end of its store; with a bulk upload keeping it nearly full, that copied
@@ -19,9 +20,13 @@ func (r *ring) len() int { return r.n }
 
 // push appends p. A full store is replaced by one large enough, up to
 // bound; the caller has made sure that the bytes held and p fit in bound.
-func (r *ring) push(p []byte, bound int) {
-	if len(r.store)-r.n < len(p) {
-		ns := getStore(storeSize(r.n+len(p), bound))
+// A store twice the size that want (the window) and the bytes held need
+// is replaced by that size: a window that shrank gives its memory back
+// while the stream stays busy, at the cost of one copy of what it holds.
+func (r *ring) push(p []byte, want, bound int) {
+	need := r.n + len(p)
+	if len(r.store) < need || len(r.store) >= 2*storeSize(max(need, want), bound) {
+		ns := getStore(storeSize(max(need, min(want, len(r.store))), bound))
 		a, b := r.segments()
 		copy(ns[copy(ns, a):], b)
 		putStore(r.store)

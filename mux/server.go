@@ -155,6 +155,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		old.Close() // the daemon redialled: the old link is dead to it
 	}
 	s.Log.Debug().Stringer("session", h.Session).Msg("session up")
+	path := &Path{} // what this link's streams learn of it together
 	defer func() {
 		ys.Close()
 		s.mu.Lock()
@@ -182,7 +183,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveStream(h.Session, ss, c, k)
+			s.serveStream(h.Session, ss, c, k, path)
 		}()
 	}
 }
@@ -227,7 +228,7 @@ func (s *Server) condLocked() *sync.Cond {
 	return s.cond
 }
 
-func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k uint64) {
+func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k uint64, path *Path) {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	o, resume, recvd, err := readFirst(c)
 	_ = c.SetReadDeadline(time.Time{})
@@ -288,7 +289,7 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 				refuse(ResetUnreachable, "the target could not be reached")
 				return
 			}
-			if err := entry.st.Attach(c, recvd, true); err != nil {
+			if err := entry.st.Attach(c, path, recvd, true); err != nil {
 				s.Log.Debug().Err(err).Uint64("stream", o.ID).Msg("resume failed")
 			}
 		case finished:
@@ -321,7 +322,7 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 		return
 	}
 	st := NewStream(o.ID, target, StreamOptions{Buffer: h.Buffer, ResumeWindow: h.ResumeWindow, Budget: s.budget()})
-	_ = st.Attach(c, 0, false)
+	_ = st.Attach(c, path, 0, false)
 	entry.st = st
 	close(entry.ready)
 	<-st.Done()

@@ -24,6 +24,8 @@ type Session struct {
 	// the handshake's at first (an overestimate: it may take two), then
 	// each answered ping's. It sizes a probe's patience (ProbeTimeout).
 	rtt atomic.Int64
+	// path is what the streams' windows learn of the link together.
+	path Path
 }
 
 // Dial shakes hands with the agent over link and starts a yamux client on
@@ -143,7 +145,7 @@ func (s *Session) Open(st *Stream, host string, port int) error {
 		return err
 	}
 	st.on.Store(s)
-	return st.Attach(c, 0, false)
+	return st.Attach(c, &s.path, 0, false)
 }
 
 // Resume moves a detached stream onto this session. It costs one round
@@ -180,7 +182,7 @@ func (s *Session) Resume(ctx context.Context, st *Stream) error {
 	switch f.typ {
 	case frameResumed:
 		st.on.Store(s)
-		return st.Attach(c, f.b, false)
+		return st.Attach(c, &s.path, f.b, false)
 	case frameReset:
 		reason := make([]byte, f.n)
 		_, _ = io.ReadFull(c, reason)

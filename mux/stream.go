@@ -319,16 +319,17 @@ func (s *Stream) reopens() bool {
 	return !s.state.ended() && s.recv == 0 && s.acked == 0
 }
 
-// Attach puts the stream on carrier c. peerRecv is the peer's received
+// Attach puts the stream on carrier c, one of link p's (nil: the stream
+// measures the link alone; see Path). peerRecv is the peer's received
 // count (0 for a new stream); everything from there on is replayed. With
 // reply, Attach first tells the peer our received count (the agent's answer
 // to a resume). A previous carrier is aborted, and its in pump finished,
 // before anything is written, so two carriers never deliver at once.
-func (s *Stream) Attach(c Carrier, peerRecv uint64, reply bool) error {
+func (s *Stream) Attach(c Carrier, p *Path, peerRecv uint64, reply bool) error {
 	s.leaveCarrier()
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	cs, r, first, err := s.adopt(c, peerRecv)
+	cs, r, first, err := s.adopt(c, p, peerRecv)
 	if err != nil {
 		return err
 	}
@@ -373,7 +374,7 @@ func (s *Stream) leaveCarrier() {
 // the stream's first carrier. The caller holds sendMu until the replay is
 // written: no push can move or overwrite its bytes before then, and acks
 // only drop from the front. On error c is closed.
-func (s *Stream) adopt(c Carrier, peerRecv uint64) (cs *carrierState, r replay, first bool, err error) {
+func (s *Stream) adopt(c Carrier, p *Path, peerRecv uint64) (cs *carrierState, r replay, first bool, err error) {
 	held(&s.sendMu)
 	s.mu.Lock()
 	if s.state.ended() {
@@ -390,6 +391,7 @@ func (s *Stream) adopt(c Carrier, peerRecv uint64) (cs *carrierState, r replay, 
 		return nil, replay{}, false, err
 	}
 	s.ackLocked(peerRecv)
+	s.win.on(p)
 	r = replay{recv: s.recv, base: s.acked, fin: s.state.sentFin(), finOff: s.finOff}
 	r.data[0], r.data[1] = s.buf.segments()
 	cs = &carrierState{c: c, in: make(chan struct{}), sent: s.next}
@@ -514,7 +516,7 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 	if s.state.ended() {
 		return 0, false
 	}
-	s.buf.push(p, s.opts.Buffer)
+	s.buf.push(p, s.win.size, s.opts.Buffer)
 	off := s.next
 	s.next += uint64(len(p))
 	s.win.sent(s.next, s.acked, time.Now())
@@ -765,7 +767,7 @@ func (s *Stream) ackLocked(a uint64) {
 	}
 	trim := min(a, s.acked+uint64(s.buf.len())) - s.acked
 	s.buf.drop(int(trim))
-	s.win.acked(a, time.Now())
+	s.win.acked(a, s.buf.len(), time.Now())
 	if s.buf.len() == 0 {
 		s.win.idle()
 	}

@@ -134,10 +134,10 @@ func streamDropRun(t *testing.T, seed uint64, dup bool, budget *Budget) {
 	}()
 	cur := newCarrier()
 	carriers = append(carriers, cur)
-	if err := a.Attach(cur.ca, 0, false); err != nil {
+	if err := a.Attach(cur.ca, nil, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Attach(cur.cb, 0, false); err != nil {
+	if err := b.Attach(cur.cb, nil, 0, false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -197,7 +197,7 @@ func streamDropRun(t *testing.T, seed uint64, dup bool, budget *Budget) {
 				next.cb.Close()
 			}()
 		} else {
-			go b.Attach(next.cb, a.Received(), true)
+			go b.Attach(next.cb, nil, a.Received(), true)
 		}
 		var hdr [headerLen]byte
 		f, err := readFrame(next.ca, hdr[:])
@@ -205,7 +205,7 @@ func streamDropRun(t *testing.T, seed uint64, dup bool, budget *Budget) {
 			t.Errorf("resume answer: %v %v", f.typ, err)
 			return
 		}
-		if err := a.Attach(next.ca, f.b, false); err != nil {
+		if err := a.Attach(next.ca, nil, f.b, false); err != nil {
 			t.Error(err)
 		}
 		cur = next
@@ -261,8 +261,8 @@ func TestStreamResetReachesBothClients(t *testing.T) {
 	b := NewStream(1, bLocal, StreamOptions{ResumeWindow: time.Minute})
 	ca, cb := net.Pipe()
 	defer ca.Close()
-	_ = a.Attach(ca, 0, false)
-	_ = b.Attach(cb, 0, false)
+	_ = a.Attach(ca, nil, 0, false)
+	_ = b.Attach(cb, nil, 0, false)
 	if _, err := serverSide.Write([]byte("partial reply")); err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestStreamWindowExpiryResets(t *testing.T) {
 	clientSide, aLocal := testsvc.TCPPair(t)
 	a := NewStream(1, aLocal, StreamOptions{ResumeWindow: 50 * time.Millisecond})
 	ca, cb := net.Pipe()
-	_ = a.Attach(ca, 0, false)
+	_ = a.Attach(ca, nil, 0, false)
 	cb.Close()
 	buf := make([]byte, 1)
 	_, err := clientSide.Read(buf)
@@ -306,7 +306,7 @@ func TestStreamDetachedWriterIsHeldThenReset(t *testing.T) {
 	clientSide, aLocal := testsvc.TCPPair(t)
 	a := NewStream(1, aLocal, StreamOptions{Buffer: 64 << 10, ResumeWindow: 2 * time.Second})
 	ca, cb := net.Pipe()
-	_ = a.Attach(ca, 0, false)
+	_ = a.Attach(ca, nil, 0, false)
 	cb.Close()
 	testsvc.Eventually(t, "detached", a.Detached)
 	var werr error
@@ -350,7 +350,7 @@ func TestStreamNotDetachedBeforeFirstAttach(t *testing.T) {
 	}
 	ca, cb := net.Pipe()
 	defer ca.Close()
-	_ = st.Attach(ca, 0, false)
+	_ = st.Attach(ca, nil, 0, false)
 	cb.Close()
 	testsvc.Eventually(t, "detached after its carrier died", st.Detached)
 	st.Reset(errors.New("done"))
