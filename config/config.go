@@ -76,6 +76,7 @@ type Config struct {
 	MuxIdleTimeout time.Duration
 	ResumeWindow   time.Duration
 	ResumeBuffer   int
+	MuxMemory      int // what the daemon's stream windows hold together, beyond each one's first 256 KiB
 	Forwards       []Forward
 	// SOCKS is where the SOCKS5 (and HTTP CONNECT) front listens, if
 	// anywhere; SOCKSSuffix is stripped from destination names, and
@@ -164,7 +165,7 @@ func Default() *Config {
 		HalfCloseTimeout: DefaultHalfCloseTimeout, MaxMessage: DefaultMaxMessage,
 		WarmLinks: DefaultWarmLinks, WarmLinger: DefaultWarmLinger,
 		AgentPort: DefaultAgentPort, AgentDir: DefaultAgentDir, MuxIdleTimeout: DefaultMuxIdleTimeout,
-		ResumeWindow: DefaultResumeWindow, ResumeBuffer: DefaultResumeBuffer,
+		ResumeWindow: DefaultResumeWindow, ResumeBuffer: DefaultResumeBuffer, MuxMemory: DefaultMuxMemory,
 		SOCKSSuffix: DefaultSOCKSSuffix,
 	}
 }

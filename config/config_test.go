@@ -58,12 +58,12 @@ forwards:
 }
 
 func TestParseMuxSettings(t *testing.T) {
-	cfg, err := Parse("m.yaml", []byte("agent_port: 7100\nagent_binary: /opt/spritefwd-linux-{arch}\nagent_dir: /home/sprite/.spritefwd/\nresume_window: 30s\nresume_buffer: 32MiB\nmux_idle_timeout: 0s\nforwards:\n  - {sprite: db, port: 5432, listen: 5432, mode: mux}\n"))
+	cfg, err := Parse("m.yaml", []byte("agent_port: 7100\nagent_binary: /opt/spritefwd-linux-{arch}\nagent_dir: /home/sprite/.spritefwd/\nresume_window: 30s\nresume_buffer: 32MiB\nmux_memory: 1GiB\nmux_idle_timeout: 0s\nforwards:\n  - {sprite: db, port: 5432, listen: 5432, mode: mux}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.AgentPort != 7100 || cfg.AgentBinary != "/opt/spritefwd-linux-{arch}" || cfg.AgentDir != "/home/sprite/.spritefwd" ||
-		cfg.ResumeWindow != 30*time.Second || cfg.ResumeBuffer != 32<<20 || cfg.MuxIdleTimeout != 0 || cfg.Forwards[0].Mode != Mux {
+		cfg.ResumeWindow != 30*time.Second || cfg.ResumeBuffer != 32<<20 || cfg.MuxMemory != 1<<30 || cfg.MuxIdleTimeout != 0 || cfg.Forwards[0].Mode != Mux {
 		t.Errorf("parsed %+v", cfg)
 	}
 }
@@ -142,6 +142,7 @@ func TestParseErrors(t *testing.T) {
 		{"mux host", "forwards:\n  - {sprite: db, port: 1, host: redis.internal, mode: mux}\n", []string{`2:5: host "redis.internal": a mux forward reaches only loopback`}},
 		{"resume_buffer", "resume_buffer: 4MB\n", []string{`1:16: resume_buffer must be a size such as 4MiB`}},
 		{"resume_buffer small", "resume_buffer: 1KiB\n", []string{`1:16: resume_buffer 1KiB is out of range`}},
+		{"mux_memory", "mux_memory: 100GiB\n", []string{`1:13: mux_memory 100GiB is out of range`}},
 		{"agent_dir", "agent_dir: tmp/x\n", []string{`1:12: agent_dir "tmp/x": want an absolute path`}},
 		{"resume_window", "resume_window: 2\n", []string{`1:16: resume_window "2" is not a duration such as 15s or 2m (a bare number has no unit: write 2s)`}},
 		{"yaml syntax", "forwards:\n  - a: b\n   c: d\n", []string{`f.yaml:1:1: YAML syntax: did not find expected '-' indicator`}},

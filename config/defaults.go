@@ -27,6 +27,7 @@ const (
 	DefaultMuxIdleTimeout = 30 * time.Second // close an agent session this long after its last stream
 	DefaultResumeWindow   = 2 * time.Minute  // how long streams wait for a dropped link to come back
 	DefaultResumeBuffer   = 64 << 20         // the most one stream's window (bytes in flight, kept for replay) grows to, per direction
+	DefaultMuxMemory      = 256 << 20        // what the daemon's mux windows may hold together beyond 256 KiB each
 
 	// MaxFileSize bounds what Load reads, so a runaway file cannot eat memory.
 	MaxFileSize = 1 << 20

@@ -146,6 +146,10 @@ var topSettings = []setting[*topState]{
 		func(p *parser, s *topState, k string, v *yaml.Node) {
 			s.cfg.ResumeBuffer = p.size(v, k, 64<<10, 1<<30, s.cfg.ResumeBuffer)
 		}},
+	{"mux_memory", strconv.Itoa(DefaultMuxMemory), "mux: what all the daemon's stream windows may hold together beyond 256 KiB each (bytes in flight, kept for replay); bounds the daemon's memory under bulk transfers",
+		func(p *parser, s *topState, k string, v *yaml.Node) {
+			s.cfg.MuxMemory = p.size(v, k, 0, 64<<30, s.cfg.MuxMemory)
+		}},
 	{"forwards", "(none)", "the forward rules, each compact or a mapping of the forward keys",
 		func(p *parser, s *topState, k string, v *yaml.Node) { s.forwards = v }},
 	{"socks", "(off)", "SOCKS5 and HTTP CONNECT proxy to every sprite on this host:port: the destination's name is the sprite, its port the sprite's",

@@ -176,6 +176,7 @@ func TestDefaultsAgreeWithPackages(t *testing.T) {
 		// The daemon passes wake_timeout as the handshake timeout.
 		{"sprites.DefaultHandshakeTimeout", sprites.DefaultHandshakeTimeout, DefaultWakeTimeout},
 		{"mux.DefaultBuffer", mux.DefaultBuffer, DefaultResumeBuffer},
+		{"mux.DefaultBudget", mux.DefaultBudget, DefaultMuxMemory},
 		{"agent.DefaultListen", agent.DefaultListen, net.JoinHostPort("127.0.0.1", strconv.Itoa(DefaultAgentPort))},
 	} {
 		if tt.got != tt.want {

@@ -26,12 +26,24 @@ const (
 // beyond StartWindow. The zero value has no room; a nil *Budget leaves
 // each stream its whole Buffer, as before windows grew.
 type Budget struct {
-	limit int64
+	limit atomic.Int64
 	used  atomic.Int64
 }
 
 // NewBudget returns a budget of limit bytes.
-func NewBudget(limit int) *Budget { return &Budget{limit: int64(limit)} }
+func NewBudget(limit int) *Budget {
+	b := &Budget{}
+	b.limit.Store(int64(limit))
+	return b
+}
+
+// SetLimit changes the limit. Below what the streams hold now, nothing is
+// taken from them: they stop growing, and what they give back as their
+// windows shrink or go idle is not taken again until they are under it.
+func (b *Budget) SetLimit(limit int) { b.limit.Store(int64(limit)) }
+
+// Limit is the budget's size.
+func (b *Budget) Limit() int64 { return b.limit.Load() }
 
 // Used is how much of the budget the streams hold now.
 func (b *Budget) Used() int64 { return b.used.Load() }
@@ -40,7 +52,7 @@ func (b *Budget) Used() int64 { return b.used.Load() }
 func (b *Budget) take(n int) int {
 	for {
 		used := b.used.Load()
-		g := min(int64(n), b.limit-used)
+		g := min(int64(n), b.limit.Load()-used)
 		if g <= 0 {
 			return 0
 		}

@@ -277,3 +277,23 @@ func TestWindowGivesBackAsItsShareFalls(t *testing.T) {
 		t.Errorf("holds %d of the budget beyond %d, with %d in flight", first.w.reserved, first.w.start, first.inflight())
 	}
 }
+
+// A limit lowered below what the streams hold takes nothing from them:
+// none grows until enough is given back to be under it.
+func TestBudgetSetLimit(t *testing.T) {
+	b := NewBudget(8 << 20)
+	if got := b.take(6 << 20); got != 6<<20 {
+		t.Fatalf("took %d of 8 MiB", got)
+	}
+	b.SetLimit(4 << 20)
+	if got := b.take(1); got != 0 || b.Used() != 6<<20 {
+		t.Fatalf("over the new limit, took %d; used %d", got, b.Used())
+	}
+	b.give(3 << 20)
+	if got := b.take(2 << 20); got != 1<<20 || b.Used() != 4<<20 {
+		t.Fatalf("under the new limit by 1 MiB, took %d; used %d", got, b.Used())
+	}
+	if b.Limit() != 4<<20 {
+		t.Fatalf("limit %d", b.Limit())
+	}
+}

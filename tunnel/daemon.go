@@ -174,6 +174,10 @@ func (d *Daemon) Apply(cfg *config.Config) error {
 		client.Close()
 		return errors.New("daemon is shut down")
 	}
+	// Running streams take the new limit as they next grow; a smaller one
+	// takes nothing from them, and what they give back is not taken again
+	// until they are under it.
+	d.budget.SetLimit(cfg.MuxMemory)
 	warm := newWarmPools(client, warmSettings{size: cfg.WarmLinks, linger: cfg.WarmLinger, ping: min(cfg.Keepalive, warmPing)}, d.log)
 	old := d.env.Swap(&linkEnv{client: client, warm: warm, keepalive: cfg.Keepalive, halfClose: cfg.HalfCloseTimeout})
 	want := map[string]config.Forward{}

@@ -431,3 +431,17 @@ func TestReloadReleasesRetiredPoolsAndWakers(t *testing.T) {
 		t.Error("the waker of a sprite no rule names is kept")
 	}
 }
+
+// mux_memory bounds what every mux stream's window holds together, and a
+// reload changes it without a restart.
+func TestApplyMuxMemory(t *testing.T) {
+	r := newRig(t, spritestest.Options{}, "", "  - {name: a, listen: 0, sprite: db, port: 7}\n")
+	if got := r.d.budget.Limit(); got != config.DefaultMuxMemory {
+		t.Fatalf("budget %d without mux_memory, want %d", got, config.DefaultMuxMemory)
+	}
+	r.base += "mux_memory: 16MiB\n"
+	r.apply(t, "  - {name: a, listen: 0, sprite: db, port: 7}\n")
+	if got := r.d.budget.Limit(); got != 16<<20 {
+		t.Fatalf("budget %d after a reload with mux_memory: 16MiB", got)
+	}
+}
