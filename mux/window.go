@@ -100,6 +100,12 @@ func (p *Path) observe(rtt time.Duration) time.Duration {
 	}
 }
 
+// reset replaces the shortest round trip with rtt: the one known is stale.
+func (p *Path) reset(rtt time.Duration) time.Duration {
+	p.minRTT.Store(int64(rtt))
+	return rtt
+}
+
 // deliveryRounds is how many of its latest rounds a window remembers the
 // delivery of: enough that a round or two that delivered less (a pause in
 // what the client sends, a peer slow to read) does not shrink it, few
@@ -129,10 +135,12 @@ type window struct {
 	// probe until its acknowledgement.
 	probe   uint64
 	probeAt time.Time
-	roundAt uint64 // acknowledged offset when the timed round began
-	full    bool   // the window was full at some send in the timed round
-	sentEnd uint64 // the end of what was sent
-	eased   uint64 // sentEnd when the window last shrank for a long queue
+	roundAt uint64        // acknowledged offset when the timed round began
+	full    bool          // the window was full at some send in the timed round
+	sentEnd uint64        // the end of what was sent
+	eased   uint64        // sentEnd when the window last shrank for a long queue
+	easedAt time.Duration // the round trip that made it shrink; 0 once a round showed the queue short
+	strikes int           // shrinks in a row after which the round trip stayed as long
 
 	// The shortest round trip: the path's, shared with the other streams
 	// on the link, or the stream's own without one. It does not expire: a
@@ -231,6 +239,9 @@ func (w *window) acked(a uint64, inflight int, now time.Time) {
 		w.grow(w.hint)
 		w.hint = 0
 	}
+	if 2*rtt <= 5*w.minRTT {
+		w.strikes, w.easedAt = 0, 0 // the queue is short again
+	}
 	switch recent := w.space(); {
 	case 2*rtt > 5*w.minRTT && w.roundAt >= w.eased:
 		// The queue in front of the link holds more than one and a half
@@ -240,8 +251,28 @@ func (w *window) acked(a uint64, inflight int, now time.Time) {
 		// to twice what it delivers, which is its share: together, to
 		// twice the link. Once a round: the next that counts is one
 		// sent after what was in flight now is acknowledged.
+		//
+		// Unless shrinking does not shorten it: then the queue is not
+		// ours (the path's own round trip grew, or other traffic fills
+		// a queue on it), and shrinking further would only starve the
+		// stream. After two shrinks in a row that left the round trip
+		// as long, it is taken for the path's.
+		if w.easedAt != 0 && 5*rtt > 4*w.easedAt {
+			w.strikes++
+		} else {
+			w.strikes = 0
+		}
+		if w.strikes >= 2 {
+			if w.path != nil {
+				w.minRTT = w.path.reset(rtt)
+			} else {
+				w.minRTT = rtt
+			}
+			w.strikes, w.easedAt = 0, 0
+			return
+		}
 		w.size = max(min(w.size, 2*d), w.start)
-		w.eased = w.sentEnd
+		w.eased, w.easedAt = w.sentEnd, rtt
 		return
 	case d > space:
 		// Twice the delivery, as TCP sizes its receive buffer, and while

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -295,5 +296,26 @@ func TestBudgetSetLimit(t *testing.T) {
 	}
 	if b.Limit() != 4<<20 {
 		t.Fatalf("limit %d", b.Limit())
+	}
+}
+
+// A session whose path's round trip grows (a new route, or a queue that
+// other traffic keeps full) is not starved: its windows shrink for what
+// looks like their own queue at most twice, then take the longer round
+// trip for the path's, and fill the link again.
+func TestWindowFollowsALongerPath(t *testing.T) {
+	for _, rate := range []float64{100e6 / 8, 1e9 / 8} {
+		t.Run(fmt.Sprintf("%.0f Mbit/s", rate*8/1e6), func(t *testing.T) {
+			l := newSimLink(rate, 100*time.Millisecond)
+			s := l.add(NewBudget(DefaultBudget), l.now, -1)
+			l.run(l.now.Add(5 * time.Second))
+			l.rtt = 300 * time.Millisecond
+			l.run(l.now.Add(15 * time.Second))
+			from := s.acked
+			l.run(l.now.Add(10 * time.Second))
+			if frac := float64(s.acked-from) / (rate * 10); frac < 0.9 {
+				t.Errorf("at 300 ms after 100 ms, the stream carried %.2f of the link; window %d, link %.0f", frac, s.w.size, rate*0.3)
+			}
+		})
 	}
 }
