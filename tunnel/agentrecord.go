@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -81,16 +80,8 @@ func loadAgentRecord(dir, sprite string) (agentRecord, bool, error) {
 	if dir == "" {
 		return agentRecord{}, false, nil
 	}
-	f, err := os.Open(agentRecordFile(dir, sprite))
-	if errors.Is(err, os.ErrNotExist) {
-		return agentRecord{}, false, nil
-	}
-	if err != nil {
-		return agentRecord{}, false, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAgentRecord+1))
-	if err != nil {
+	b, ok, err := readStateFile(agentRecordFile(dir, sprite), maxAgentRecord)
+	if !ok || err != nil {
 		return agentRecord{}, false, err
 	}
 	r, err := parseAgentRecord(b, sprite)

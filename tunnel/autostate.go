@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 )
 
@@ -79,16 +77,8 @@ func loadAutoState(dir, sprite string) (autoState, error) {
 	if dir == "" {
 		return empty, nil
 	}
-	f, err := os.Open(stateFile(dir, sprite))
-	if errors.Is(err, os.ErrNotExist) {
-		return empty, nil
-	}
-	if err != nil {
-		return empty, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
-	if err != nil {
+	b, ok, err := readStateFile(stateFile(dir, sprite), maxStateFile)
+	if !ok || err != nil {
 		return empty, err
 	}
 	st, err := parseAutoState(b, sprite)

@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,4 +40,20 @@ func writeStateFile(dir, path string, v any) error {
 		return err
 	}
 	return nil
+}
+
+// readStateFile reads a state file of at most limit bytes; one longer is
+// read to limit+1, for its parser to refuse. No file is not an error: ok
+// is false.
+func readStateFile(path string, limit int) (b []byte, ok bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	b, err = io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	return b, err == nil, err
 }
