@@ -230,11 +230,13 @@ func TestE2EResumeWritersHeldWhileDownThenReset(t *testing.T) {
 			t.Errorf("client %d wrote all 64 MiB into a link that was down", i)
 		}
 	}
-	// The heap is the whole test process's. Run alone this grows by about
-	// 2.5 MiB; one full run of the package on a machine at load 9 saw 14
-	// MiB. Unbounded buffers would hold the 64 MiB each client tries to
-	// write, 512 MiB in all: the slack is far from that.
-	if limit := int64(clients*(256+64)<<10 + 16<<20); grew > limit {
+	// The heap is the whole test process's, the emulator's included, and
+	// what the emulator holds at the cut depends on how far the machine let
+	// it read: run alone this grows by about 2.5 MiB, in full runs of the
+	// package at load 9 to 15 by 14 and 20 MiB. Unbounded buffers would
+	// hold the 64 MiB each client tries to write, 512 MiB in all: the
+	// slack is far from that.
+	if limit := int64(clients*(256+64)<<10 + 32<<20); grew > limit {
 		t.Errorf("heap grew %d bytes while down, over %d: the buffers are not bounded", grew, limit)
 	}
 	for i, c := range conns {
