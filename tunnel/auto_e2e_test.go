@@ -74,21 +74,32 @@ func localPort(s tunnel.Status) string {
 }
 
 // startInSprite runs a server in the emulated sprite through exec, as a
-// user would, and returns its pid, read from its first line.
-func startInSprite(t *testing.T, sim *spritestest.Server, cmd string) int {
+// user would, and returns its pid, read from its first line. The exec
+// stays open, which keeps the sprite awake, until done is called; the
+// server runs on after it.
+func startInSprite(t *testing.T, sim *spritestest.Server, cmd string) (pid int, done func()) {
 	t.Helper()
 	c, err := sprites.New(sprites.Options{APIURL: sim.URL, Token: e2eToken})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	sess, err := c.Exec(ctx, "dev", sprites.ExecOptions{Cmd: []string{"sh", "-c", "echo $$; exec " + cmd}, KeepRunning: true})
 	if err != nil {
+		cancel()
+		c.Close()
 		t.Fatal(err)
 	}
-	defer sess.Close()
+	done = func() {
+		sess.Close()
+		cancel()
+		c.Close()
+	}
+	defer func() {
+		if t.Failed() {
+			done()
+		}
+	}()
 	var line string
 	for !strings.Contains(line, "\n") {
 		ev, err := sess.Next(ctx)
@@ -99,28 +110,32 @@ func startInSprite(t *testing.T, sim *spritestest.Server, cmd string) int {
 			line += string(ev.Data)
 		}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	pid, err = strconv.Atoi(strings.TrimSpace(line))
 	if err != nil {
 		t.Fatalf("%s printed %q, not a pid", cmd, line)
 	}
-	return pid
+	return pid, done
 }
 
 // startWebInSprite starts python's HTTP server in the emulated sprite on
 // a free port, and returns the port and the server's pid once it listens.
-// A port found free can be taken before python binds it (parallel tests
-// connect from ephemeral ports too): a server that exits is started again
-// on another port.
+// Its exec stays open until then: on a loaded machine python can take
+// longer to start than a test's short idle timer, and a sprite that
+// sleeps freezes it. A port found free can be taken before python binds
+// it (parallel tests connect from ephemeral ports too): a server that
+// exits is started again on another port.
 func startWebInSprite(t *testing.T, sim *spritestest.Server) (port, pid int) {
 	t.Helper()
 	for range 5 {
 		port = testsvc.FreePort(t)
-		pid = startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", port))
+		var done func()
+		pid, done = startInSprite(t, sim, fmt.Sprintf("python3 -m http.server --bind 127.0.0.1 %d", port))
 		listens := false
 		testsvc.Eventually(t, "the web server to listen in the sprite, or exit", func() bool {
 			listens = slices.Contains(sim.Listening("dev"), port)
 			return listens || !running(pid)
 		})
+		done()
 		if listens {
 			return port, pid
 		}
