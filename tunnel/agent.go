@@ -445,9 +445,16 @@ func (p *agentPool) handshake(ctx context.Context, c *sprites.Client, port int, 
 // linkLost reports that a handshake failed with its link, not with what
 // answered on it.
 func linkLost(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && !answered(err) && !errors.Is(err, mux.ErrProtocol) && sprites.ClassOf(err) != sprites.Permanent
+}
+
+// answered reports that a handshake failed with a verdict on the agent's
+// port: nothing listens, the agent there refused our secret or speaks
+// another version, or what answered is not our agent.
+func answered(err error) bool {
 	var absent *agentAbsent
-	return ctx.Err() == nil && !errors.As(err, &absent) && !errors.Is(err, mux.ErrBadSecret) && !errors.Is(err, mux.ErrVersion) &&
-		!errors.Is(err, mux.ErrNotAgent) && !errors.Is(err, mux.ErrAgentProof) && !errors.Is(err, mux.ErrProtocol) && sprites.ClassOf(err) != sprites.Permanent
+	return errors.As(err, &absent) || errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion) ||
+		errors.Is(err, mux.ErrNotAgent) || errors.Is(err, mux.ErrAgentProof)
 }
 
 // hello shakes hands with the agent on link.
@@ -506,11 +513,13 @@ func (p *agentPool) setLooked(secret string) {
 func (p *agentPool) recall() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.recalled || p.secret != "" {
-		p.recalled = true
+	if p.recalled {
 		return
 	}
 	p.recalled = true
+	if p.secret != "" {
+		return
+	}
 	dir := p.d.hooks.StateDir
 	r, ok, err := loadAgentRecord(dir, p.sprite)
 	switch {
@@ -535,19 +544,18 @@ func (p *agentPool) recall() {
 // the secret is this run's; a verdict against it removes the record, so
 // that a daemon started next does not try it again.
 func (p *agentPool) triedRecord(err error) bool {
-	var absent *agentAbsent
-	verdict := err == nil || errors.As(err, &absent) || errors.Is(err, mux.ErrBadSecret) || errors.Is(err, mux.ErrVersion) ||
-		errors.Is(err, mux.ErrNotAgent) || errors.Is(err, mux.ErrAgentProof)
+	verdict := err == nil || answered(err)
 	p.mu.Lock()
 	tried := p.remembered
 	if verdict {
 		p.remembered = false
 	}
-	p.mu.Unlock()
-	if tried && err != nil && verdict {
-		p.mu.Lock()
+	stale := tried && err != nil && verdict
+	if stale {
 		p.saved = agentRecord{}
-		p.mu.Unlock()
+	}
+	p.mu.Unlock()
+	if stale {
 		if ferr := forgetAgentRecord(p.d.hooks.StateDir, p.sprite); ferr != nil {
 			p.log.Warn().Err(ferr).Msg("could not remove the stale agent record")
 		}
