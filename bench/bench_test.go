@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
@@ -872,4 +873,17 @@ func writeReport(t *testing.T, title string, rows []result) {
 func numCPU() int {
 	data, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(data), "processor\t:")
+}
+
+// payloadFile writes size random bytes, the same for a seed, to a file
+// for scp to carry, and returns its path and sha256.
+func payloadFile(t *testing.T, size int, seed byte) (string, [32]byte) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "payload")
+	data := make([]byte, size)
+	mrand.NewChaCha8([32]byte{seed}).Read(data)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return src, sha256.Sum256(data)
 }

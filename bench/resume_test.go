@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -430,14 +429,7 @@ func (e *env) wanResume(rtt time.Duration, bitsPerSec int64) []result {
 
 	// scp of 256 MiB, the link cut in the middle.
 	const size = 256 << 20
-	src := filepath.Join(t.TempDir(), "payload")
-	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{2}).Read(data)
-	if err := os.WriteFile(src, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.Sum256(data)
-	data = nil
+	src, want := payloadFile(t, size, 2)
 	dst := filepath.Join(t.TempDir(), "copy")
 	_, port, _ := net.SplitHostPort(addr)
 	type sample struct {

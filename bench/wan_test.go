@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -166,14 +165,7 @@ func (e *env) wanApps(rtt time.Duration, bitsPerSec int64) []result {
 	}
 
 	const size = 256 << 20
-	src := filepath.Join(t.TempDir(), "payload")
-	data := make([]byte, size)
-	rand.NewChaCha8([32]byte{1}).Read(data)
-	if err := os.WriteFile(src, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.Sum256(data)
-	data = nil
+	src, want := payloadFile(t, size, 1)
 	dstDir := t.TempDir()
 	scp := func(addr, name string) float64 {
 		_, port, _ := net.SplitHostPort(addr)
