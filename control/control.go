@@ -45,6 +45,11 @@ type Status struct {
 	// GCCycles counts completed GCs, so that a reader of HeapBytes can tell
 	// whether a GC has run since the moment it cares about.
 	GCCycles uint64 `json:"gc_cycles"`
+	// MuxWindowBytes is what all mux streams' windows hold now beyond their
+	// first 256 KiB each, out of MuxMemory (mux_memory): the part of a
+	// bulk transfer's memory that grows with the link.
+	MuxWindowBytes int64 `json:"mux_window_bytes"`
+	MuxMemory      int64 `json:"mux_memory"`
 }
 
 // ReloadResult is the answer to a reload request.

@@ -23,8 +23,9 @@ type Metrics struct {
 	setup *prometheus.HistogramVec
 }
 
-// New returns metrics that read forward stats from status at each scrape.
-func New(status func() []tunnel.Status) *Metrics {
+// New returns metrics that read forward stats from status, and what the
+// mux windows hold against mux_memory from windows, at each scrape.
+func New(status func() []tunnel.Status, windows func() (used, limit int64)) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		wake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -38,7 +39,7 @@ func New(status func() []tunnel.Status) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
 		}, []string{"forward"}),
 	}
-	m.reg.MustRegister(m.wake, m.setup, collector{status: status},
+	m.reg.MustRegister(m.wake, m.setup, collector{status: status, windows: windows},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -69,18 +70,26 @@ var (
 	descWarm   = prometheus.NewDesc("spritefwd_warm_links", "Spare proxy links the forward's sprite holds now, upgraded for the next direct-mode connections.", []string{"forward"}, nil)
 	descWarmC  = prometheus.NewDesc("spritefwd_warm_connections_total", "Direct-mode connections by how they got their link: hit (a spare), miss (none at hand, a fresh dial), fallback (the spare failed or was late; a fresh dial took over).", []string{"forward", "result"}, nil)
 	descMaxMsg = prometheus.NewDesc("spritefwd_max_message_bytes", "Largest WebSocket message sent to the forward's sprite now; state says whether the sprite's limit is unknown, accepted, refused or configured.", []string{"forward", "state"}, nil)
+	descWindow = prometheus.NewDesc("spritefwd_mux_window_bytes", "What all mux streams' windows hold now beyond their first 256 KiB each, out of spritefwd_mux_memory_bytes.", nil, nil)
+	descMuxMem = prometheus.NewDesc("spritefwd_mux_memory_bytes", "mux_memory: the most that mux streams' windows may hold together beyond 256 KiB each.", nil, nil)
 )
 
 // collector turns a status snapshot into metrics at scrape time.
-type collector struct{ status func() []tunnel.Status }
+type collector struct {
+	status  func() []tunnel.Status
+	windows func() (used, limit int64)
+}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume, descWarm, descWarmC, descMaxMsg} {
+	for _, d := range []*prometheus.Desc{descConns, descActive, descBytes, descErrors, descWakes, descUp, descResume, descWarm, descWarmC, descMaxMsg, descWindow, descMuxMem} {
 		ch <- d
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
+	used, limit := c.windows()
+	ch <- prometheus.MustNewConstMetric(descWindow, prometheus.GaugeValue, float64(used))
+	ch <- prometheus.MustNewConstMetric(descMuxMem, prometheus.GaugeValue, float64(limit))
 	for _, s := range c.status() {
 		if s.State == tunnel.StateDraining {
 			continue // its successor, if any, carries the name

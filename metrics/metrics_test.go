@@ -23,7 +23,7 @@ func TestScrape(t *testing.T) {
 	drained := tunnel.Status{Name: "db:5432", State: tunnel.StateDraining}
 	socks := tunnel.Status{Name: "socks web:3000", Listen: tunnel.FrontSOCKS, Target: "web:3000", State: tunnel.StateActive}
 	socks.Total = 7
-	m := New(func() []tunnel.Status { return []tunnel.Status{st, drained, socks} })
+	m := New(func() []tunnel.Status { return []tunnel.Status{st, drained, socks} }, func() (int64, int64) { return 19 << 20, 256 << 20 })
 	m.ObserveWake("db", 2*time.Second)
 	m.ObserveSetup("db:5432", 3*time.Millisecond)
 	srv := httptest.NewServer(m.Handler())
@@ -49,6 +49,8 @@ func TestScrape(t *testing.T) {
 		`spritefwd_connections_total{forward="socks web:3000"} 7`,
 		`spritefwd_forward_up{forward="socks web:3000",listen="socks",target="web:3000"} 1`,
 		`spritefwd_link_setup_seconds_count{forward="db:5432"} 1`,
+		`spritefwd_mux_window_bytes 1.9922944e+07`,
+		`spritefwd_mux_memory_bytes 2.68435456e+08`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("scrape lacks %s", want)

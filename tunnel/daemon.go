@@ -450,6 +450,12 @@ func (d *Daemon) Status() []Status {
 	return out
 }
 
+// MuxWindows is what the windows of every mux stream hold together
+// beyond their first mux.StartWindow each, and mux_memory, which bounds it.
+func (d *Daemon) MuxWindows() (used, limit int64) {
+	return d.budget.Used(), d.budget.Limit()
+}
+
 // Config returns the running config.
 func (d *Daemon) Config() *config.Config {
 	d.mu.Lock()

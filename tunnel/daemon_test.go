@@ -436,12 +436,12 @@ func TestReloadReleasesRetiredPoolsAndWakers(t *testing.T) {
 // reload changes it without a restart.
 func TestApplyMuxMemory(t *testing.T) {
 	r := newRig(t, spritestest.Options{}, "", "  - {name: a, listen: 0, sprite: db, port: 7}\n")
-	if got := r.d.budget.Limit(); got != config.DefaultMuxMemory {
-		t.Fatalf("budget %d without mux_memory, want %d", got, config.DefaultMuxMemory)
+	if used, got := r.d.MuxWindows(); got != config.DefaultMuxMemory || used != 0 {
+		t.Fatalf("budget %d, %d used, without mux_memory and streams; want %d and 0", got, used, config.DefaultMuxMemory)
 	}
 	r.base += "mux_memory: 16MiB\n"
 	r.apply(t, "  - {name: a, listen: 0, sprite: db, port: 7}\n")
-	if got := r.d.budget.Limit(); got != 16<<20 {
+	if _, got := r.d.MuxWindows(); got != 16<<20 {
 		t.Fatalf("budget %d after a reload with mux_memory: 16MiB", got)
 	}
 }

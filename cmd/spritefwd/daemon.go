@@ -62,7 +62,7 @@ type runner struct {
 
 func newRunner(o runnerOptions) *runner {
 	r := &runner{o: o, started: time.Now(), cfg: o.cfg}
-	r.m = metrics.New(func() []tunnel.Status { return r.d.Status() })
+	r.m = metrics.New(func() []tunnel.Status { return r.d.Status() }, func() (int64, int64) { return r.d.MuxWindows() })
 	r.d = tunnel.New(tunnel.Options{
 		Log: o.log, UserAgent: "spritefwd/" + versionString(),
 		OnLinkSetup: r.m.ObserveSetup, OnWake: r.m.ObserveWake, AgentBinary: agentBinary,
@@ -236,6 +236,7 @@ func (r *runner) Status() control.Status {
 	st.Goroutines = runtime.NumGoroutine()
 	st.RSSBytes = residentBytes()
 	st.HeapBytes, st.GCCycles = liveHeap()
+	st.MuxWindowBytes, st.MuxMemory = r.d.MuxWindows()
 	return st
 }
 

@@ -27,7 +27,8 @@ failed, draining; "auto" and the process's name, where known, for the
 forwards that auto_forward made), the sprite's last known state and wake, open and total
 connections, bytes in (to the sprite) and out, and the last error. Then,
 for each mux forward, its agent's state, sessions and deploys, and the
-streams resumed after a dropped link with how long each took. Also any
+streams resumed after a dropped link with how long each took, and what
+the mux streams' windows hold together against mux_memory. Also any
 rejected config edit and security warnings. Exits 3 if no daemon runs.`
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
@@ -154,6 +155,14 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 				fmt.Fprintf(w, "\n  using direct mode: %s", p(a.Fallback))
 			}
 			fmt.Fprintln(w)
+		}
+	}
+	// One budget for the whole daemon, so one line, once there is a mux
+	// forward to use it.
+	for _, f := range st.Forwards {
+		if f.Mode == "mux" || st.MuxWindowBytes > 0 {
+			fmt.Fprintf(w, "\nmux windows: %s of mux_memory %s (beyond 256KiB per stream)\n", bytesHuman(st.MuxWindowBytes), bytesHuman(st.MuxMemory))
+			break
 		}
 	}
 	for _, f := range st.Forwards {

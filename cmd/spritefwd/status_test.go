@@ -33,7 +33,7 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 			Discovered: &control.Discovered{Process: "node", PID: 42, Since: now}},
 		{Name: "auto:dev:9229", Listen: "127.0.0.1:9230", Target: "dev:9229", Mode: "direct", State: tunnel.StateListening,
 			Discovered: &control.Discovered{Since: now}},
-	}}
+	}, MuxWindowBytes: 19 << 20, MuxMemory: 256 << 20}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
 	out := b.String()
@@ -56,10 +56,14 @@ func TestPrintStatusShowsMuxAndResumptions(t *testing.T) {
 		"mux web: agent fallback", "using direct mode: no linux/arm64 agent: set agent_binary",
 		"\n  something on port 7022 failed the agent's proof; the agent moved to port 7023",
 		"sprite box reads at most 1024 bytes per WebSocket message (learned 3m",
+		"\nmux windows: 19.0MiB of mux_memory 256.0MiB (beyond 256KiB per stream)\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "mux windows:"); n != 1 {
+		t.Errorf("the mux windows are told %d times, want once for the daemon:\n%s", n, out)
 	}
 	if n := strings.Count(out, "reads at most"); n != 1 {
 		t.Errorf("the small limit of sprite box is told %d times, want once:\n%s", n, out)
@@ -96,5 +100,18 @@ func TestPrintStatusEscapesControlCharacters(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %s:\n%s", want, out)
 		}
+	}
+}
+
+// A daemon without mux forwards, whose windows hold nothing, has no line
+// about them.
+func TestPrintStatusNoMuxWindowsWithoutMux(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	st := control.Status{Version: "test", Started: now, MuxMemory: 256 << 20, Forwards: []control.Forward{
+		{Name: "web", Listen: "127.0.0.1:8080", Target: "web:80", Mode: "direct", State: tunnel.StateListening}}}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	if strings.Contains(b.String(), "mux windows") {
+		t.Errorf("status tells of mux windows without a mux forward:\n%s", b.String())
 	}
 }
