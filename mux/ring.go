@@ -1,6 +1,9 @@
 package mux
 
-import "sync"
+import (
+	"math/bits"
+	"sync"
+)
 
 // ring holds a stream's sent, unacknowledged bytes in order: they start at
 // head and may wrap around the end of store. Acks drop bytes from the
@@ -20,13 +23,23 @@ func (r *ring) len() int { return r.n }
 
 // push appends p. A full store is replaced by one large enough, up to
 // bound; the caller has made sure that the bytes held and p fit in bound.
-// A store twice the size that want (the window) and the bytes held need
-// is replaced by that size: a window that shrank gives its memory back
-// while the stream stays busy, at the cost of one copy of what it holds.
+// It grows at most twofold, toward want (the window): a window that grows
+// by steps of a few percent a round trip copies its bytes once in several
+// steps, as the steps cross the sizes' eighths. A store half as large
+// again as what want and the bytes held need is replaced by that size: a
+// window that shrank gives its memory back while the stream stays busy, at
+// the cost of one copy of what it holds.
 func (r *ring) push(p []byte, want, bound int) {
 	need := r.n + len(p)
-	if len(r.store) < need || len(r.store) >= 2*storeSize(max(need, want), bound) {
-		ns := getStore(storeSize(max(need, min(want, len(r.store))), bound))
+	size := len(r.store)
+	switch {
+	case size < need:
+		size = storeSize(max(need, min(want, 2*size)), bound)
+	case 2*size >= 3*storeSize(max(need, want), bound):
+		size = storeSize(max(need, want), bound)
+	}
+	if size != len(r.store) {
+		ns := getStore(size)
 		a, b := r.segments()
 		copy(ns[copy(ns, a):], b)
 		putStore(r.store)
@@ -70,19 +83,34 @@ func (r *ring) release() {
 	}
 }
 
-// Stores come in power-of-two sizes from 4 KiB, the largest being the
-// buffer's bound, each size with its pool.
+// Stores up to StartWindow come in power-of-two sizes from 4 KiB, each
+// size with its pool: streams that go idle and busy again, by the
+// thousand, take them back without allocating. Larger ones, a bulk
+// stream's, are sized in eighths of a power of two (so at most an eighth
+// more than the window needs, where the next power of two could be
+// twice), and are left to the collector when a ring outgrows or releases
+// them: a pool keeps what it holds until two collections have passed,
+// which in a bulk transfer, allocating little else, is its whole life,
+// and the sizes a window grew through are rarely asked for again. The
+// largest store is the buffer's bound.
 var stores sync.Map // int → *sync.Pool
 
 func storeSize(need, bound int) int {
 	n := 4 << 10
-	for n < need {
+	for n < need && n < StartWindow {
 		n *= 2
+	}
+	if n < need {
+		step := 1 << (bits.Len(uint(need)) - 4) // an eighth of the power of two below need
+		n = (need + step - 1) / step * step
 	}
 	return min(n, max(bound, need))
 }
 
 func getStore(n int) []byte {
+	if n > StartWindow {
+		return make([]byte, n)
+	}
 	if p, ok := stores.Load(n); ok {
 		if b, ok := p.(*sync.Pool).Get().(*[]byte); ok {
 			return (*b)[:n]
@@ -92,7 +120,7 @@ func getStore(n int) []byte {
 }
 
 func putStore(b []byte) {
-	if b == nil {
+	if b == nil || cap(b) > StartWindow {
 		return
 	}
 	p, _ := stores.LoadOrStore(cap(b), &sync.Pool{})
