@@ -34,6 +34,7 @@ var (
 	// Long enough that mux's window, which doubles or better each round
 	// trip from 256 KiB, spends a small part of it growing at 300 ms.
 	wanWindowSeconds = flag.Float64("wan-window-seconds", 4, "bench-wan: seconds of the link's rate per one-stream transfer (wan-window)")
+	wanHeapProfile   = flag.String("wan-heap-profile", "", "bench-wan: write the daemon's heap profiles (after a GC) at a quarter, half and three quarters of the 8 bulk uploads (wan-memory) to this path with -25.pb.gz etc. appended")
 )
 
 // wanRig is one emulator over TLS, a shaper in front of it and a daemon
@@ -494,20 +495,35 @@ func (e *env) wanBulkMemory(r *wanRig, rtt time.Duration) result {
 	// The live heap (after the last collection) beside RSS: what the
 	// streams hold, against what the process has taken from the system,
 	// garbage not yet collected and not yet returned included.
-	type sample struct{ rss, heap int64 }
+	type sample struct{ rss, heap, windows int64 }
 	sampled := make(chan sample)
 	st := re.status()
 	before, heapBefore := st.RSSBytes, int64(st.HeapBytes)
+	// The uploads take about this long at the link's rate.
+	expect := time.Duration(float64(size*bulk) * 8 / 1e9 * float64(time.Second))
+	profiles := []int{25, 50, 75}
 	go func() {
 		var peak sample
+		start := time.Now()
 		for {
 			select {
 			case <-done:
 				sampled <- peak
 				return
 			case <-time.After(250 * time.Millisecond):
+				if len(profiles) > 0 && *wanHeapProfile != "" && time.Since(start) > expect*time.Duration(profiles[0])/100 {
+					// Twice: a sync.Pool's contents outlive one collection
+					// (its victim cache), not two, so the second shows
+					// what pools held in the first.
+					w := re.status().MuxWindowBytes
+					re.heapProfile(fmt.Sprintf("%s-%d.pb.gz", *wanHeapProfile, profiles[0]))
+					re.heapProfile(fmt.Sprintf("%s-%d-again.pb.gz", *wanHeapProfile, profiles[0]))
+					e.t.Logf("heap profiles at %d%% of the uploads: the windows held %.1f MiB beyond 256 KiB each", profiles[0], float64(w)/(1<<20))
+					profiles = profiles[1:]
+				}
 				st := re.status()
 				peak.rss, peak.heap = max(peak.rss, st.RSSBytes), max(peak.heap, int64(st.HeapBytes))
+				peak.windows = max(peak.windows, st.MuxWindowBytes)
 			}
 		}
 	}()
@@ -529,8 +545,9 @@ func (e *env) wanBulkMemory(r *wanRig, rtt time.Duration) result {
 		Value: map[string]float64{"rtt_ms": float64(rtt.Milliseconds()), "bulk_streams": bulk, "bytes_per_stream": float64(size),
 			"daemon_rss_mib_before": float64(before) / (1 << 20), "daemon_rss_mib_bulk_peak": float64(peak.rss) / (1 << 20),
 			"daemon_heap_mib_before": float64(heapBefore) / (1 << 20), "daemon_heap_mib_bulk_peak": float64(peak.heap) / (1 << 20),
-			"bulk_of_rate": float64(size*bulk) * 8 / took.Seconds() / 1e9},
-		Note: "RSS and live heap (after the last collection) from status, sampled every 250 ms while all 8 run, on a daemon that has done nothing else; what the windows grow beyond 256 KiB shares mux_memory (256 MiB)",
+			"mux_window_mib_bulk_peak": float64(peak.windows) / (1 << 20),
+			"bulk_of_rate":             float64(size*bulk) * 8 / took.Seconds() / 1e9},
+		Note: "RSS, live heap (after the last collection) and the windows beyond 256 KiB each (mux_window) from status, sampled every 250 ms while all 8 run, on a daemon that has done nothing else; what the windows grow beyond 256 KiB shares mux_memory (256 MiB)",
 	}
 }
 
@@ -700,7 +717,7 @@ func wanMarkdown(rows []result) string {
 			fmt.Fprintf(&b, "\ndaemon RSS with %.0f idle mux streams: %.0f MiB (%.0f MiB before; %.1f KiB each)\n", v["held"], v["daemon_rss_mib_held"], v["daemon_rss_mib_before"], v["rss_kib_per_conn"])
 		}
 		if _, ok := v["daemon_rss_mib_bulk_peak"]; ok {
-			fmt.Fprintf(&b, "\ndaemon RSS during %.0f bulk mux uploads: %.0f MiB at the peak (%.0f MiB before; together %.2f of 1 Gbit/s); live heap %.0f MiB at the peak (%.0f before)\n", v["bulk_streams"], v["daemon_rss_mib_bulk_peak"], v["daemon_rss_mib_before"], v["bulk_of_rate"], v["daemon_heap_mib_bulk_peak"], v["daemon_heap_mib_before"])
+			fmt.Fprintf(&b, "\ndaemon RSS during %.0f bulk mux uploads: %.0f MiB at the peak (%.0f MiB before; together %.2f of 1 Gbit/s); live heap %.0f MiB at the peak (%.0f before), of which the windows beyond 256 KiB each %.0f MiB\n", v["bulk_streams"], v["daemon_rss_mib_bulk_peak"], v["daemon_rss_mib_before"], v["bulk_of_rate"], v["daemon_heap_mib_bulk_peak"], v["daemon_heap_mib_before"], v["mux_window_mib_bulk_peak"])
 		}
 	}
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
@@ -727,4 +744,29 @@ func wanMarkdown(rows []result) string {
 		}
 	}
 	return b.String()
+}
+
+// heapProfile writes the daemon's heap profile, taken after a GC so that
+// it shows what lives, to path.
+func (e *env) heapProfile(path string) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", e.socket)
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get("http://spritefwd/debug/pprof/heap?gc=1")
+	if err != nil {
+		e.t.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		e.t.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		e.t.Error(err)
+	}
 }
