@@ -528,6 +528,7 @@ func (e *env) wanBulkMemory(r *wanRig, rtt time.Duration) result {
 		}
 	}()
 	errs := make(chan error, bulk)
+	cpu0 := procCPU(r.daemon.Process.Pid)
 	start := time.Now()
 	for range bulk {
 		go func() { errs <- push(r.fwd["msink"], size) }()
@@ -538,6 +539,7 @@ func (e *env) wanBulkMemory(r *wanRig, rtt time.Duration) result {
 		}
 	}
 	took := time.Since(start)
+	cpu := procCPU(r.daemon.Process.Pid) - cpu0
 	close(done)
 	peak := <-sampled
 	return result{
@@ -546,7 +548,8 @@ func (e *env) wanBulkMemory(r *wanRig, rtt time.Duration) result {
 			"daemon_rss_mib_before": float64(before) / (1 << 20), "daemon_rss_mib_bulk_peak": float64(peak.rss) / (1 << 20),
 			"daemon_heap_mib_before": float64(heapBefore) / (1 << 20), "daemon_heap_mib_bulk_peak": float64(peak.heap) / (1 << 20),
 			"mux_window_mib_bulk_peak": float64(peak.windows) / (1 << 20),
-			"bulk_of_rate":             float64(size*bulk) * 8 / took.Seconds() / 1e9},
+			"bulk_of_rate":             float64(size*bulk) * 8 / took.Seconds() / 1e9,
+			"daemon_cpu_s_per_gib":     cpu / (float64(size*bulk) / (1 << 30))},
 		Note: "RSS, live heap (after the last collection) and the windows beyond 256 KiB each (mux_window) from status, sampled every 250 ms while all 8 run, on a daemon that has done nothing else; what the windows grow beyond 256 KiB shares mux_memory (256 MiB)",
 	}
 }
@@ -717,7 +720,7 @@ func wanMarkdown(rows []result) string {
 			fmt.Fprintf(&b, "\ndaemon RSS with %.0f idle mux streams: %.0f MiB (%.0f MiB before; %.1f KiB each)\n", v["held"], v["daemon_rss_mib_held"], v["daemon_rss_mib_before"], v["rss_kib_per_conn"])
 		}
 		if _, ok := v["daemon_rss_mib_bulk_peak"]; ok {
-			fmt.Fprintf(&b, "\ndaemon RSS during %.0f bulk mux uploads: %.0f MiB at the peak (%.0f MiB before; together %.2f of 1 Gbit/s); live heap %.0f MiB at the peak (%.0f before), of which the windows beyond 256 KiB each %.0f MiB\n", v["bulk_streams"], v["daemon_rss_mib_bulk_peak"], v["daemon_rss_mib_before"], v["bulk_of_rate"], v["daemon_heap_mib_bulk_peak"], v["daemon_heap_mib_before"], v["mux_window_mib_bulk_peak"])
+			fmt.Fprintf(&b, "\ndaemon RSS during %.0f bulk mux uploads: %.0f MiB at the peak (%.0f MiB before; together %.2f of 1 Gbit/s); live heap %.0f MiB at the peak (%.0f before), of which the windows beyond 256 KiB each %.0f MiB; daemon CPU %.2f s/GiB\n", v["bulk_streams"], v["daemon_rss_mib_bulk_peak"], v["daemon_rss_mib_before"], v["bulk_of_rate"], v["daemon_heap_mib_bulk_peak"], v["daemon_heap_mib_before"], v["mux_window_mib_bulk_peak"], v["daemon_cpu_s_per_gib"])
 		}
 	}
 	fmt.Fprintf(&b, "\n| link (100 ms) | TCP alone, 1 | direct, 1 | mux, 1 | TCP alone, 8 | direct, 8 | mux, 8 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
