@@ -88,7 +88,7 @@ fuzz:
 	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME) ./config/:FuzzParse ./config/:FuzzParseRule \
 		./sprites/:FuzzParseInitResponse ./sprites/:FuzzErrorBody ./sprites/:FuzzFrameWriter \
 		./sprites/spritestest/:FuzzParseMap ./mux/:FuzzFrame ./mux/:FuzzHello \
-		./control/:FuzzParseTarget ./socks/:FuzzRequest ./procnet/:FuzzParse ./tunnel/:FuzzAutoState ./tunnel/:FuzzAgentRecord
+		./control/:FuzzParseTarget ./socks/:FuzzRequest ./procnet/:FuzzParse ./tunnel/:FuzzAutoState ./tunnel/:FuzzAgentRecord ./mux/:FuzzUnseal
 
 ## lint: go vet, and gofmt must have nothing to say
 lint:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type Client struct {
 	awake     map[uint64]bool // streams that want pings
 	probing   map[*Session]*probeRun
 	nextID    uint64
+	opening   []earlyOpen // new streams waiting for the session being made (openEarly)
 	idle      *time.Timer
 	repairing bool
 	again     bool
@@ -111,6 +113,9 @@ func (c *Client) Stats() ClientStats {
 // whereupon the stream is carried over to the redialled session like any
 // other (see probe). With resumption off, the ping must come first.
 func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port int, keepAwake bool, so StreamOptions) (*Stream, error) {
+	if st, ok, err := c.openEarly(ctx, local, host, port, keepAwake, so); ok {
+		return st, err
+	}
 	for attempt := 0; ; attempt++ {
 		sess, err := c.session(ctx)
 		if err != nil {
@@ -130,46 +135,11 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 			c.mu.Unlock()
 			return nil, ErrClientClosed
 		}
-		c.nextID++
-		id := c.nextID
-		so.Buffer, so.ResumeWindow, so.LingerForPeer, so.Budget = c.opts.Buffer, c.opts.ResumeWindow, true, c.opts.Budget
-		so.OnDetach = func(*Stream) { c.kick() }
-		onEnd := so.OnEnd
-		so.OnEnd = func(st *Stream) {
-			c.remove(st.id)
-			if onEnd != nil {
-				onEnd(st)
-			}
-		}
-		onResume := so.OnResume
-		so.OnResume = func(took time.Duration) {
-			c.resumptions.Add(1)
-			if onResume != nil {
-				onResume(took)
-			}
-		}
-		st := NewStream(id, local, so)
+		st := c.addStreamLocked(local, keepAwake, so)
 		st.unconfirmed.Store(quiet)
-		c.streams[id] = st
-		if keepAwake {
-			c.awake[id] = true
-		}
-		if c.idle != nil {
-			c.idle.Stop()
-		}
 		c.mu.Unlock()
 		if err := sess.Open(st, host, port); err != nil {
-			c.opts.Log.Debug().Err(err).Msg("open on the agent session failed; reconnecting")
-			c.remove(id)
-			c.dropSession(sess)
-			// The session died under us: a new one is dialled (with the wake
-			// and retry policy) on the next turn. Give up only if sessions
-			// keep dying as fast as they are made.
-			if attempt < 10 && ctx.Err() == nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(reopen.Delay(attempt)):
-				}
+			if c.reopenAfter(ctx, sess, st, err, attempt) {
 				continue
 			}
 			return nil, fmt.Errorf("open stream: %w", err)
@@ -179,6 +149,114 @@ func (c *Client) Open(ctx context.Context, local sock.Conn, host string, port in
 		}
 		return st, nil
 	}
+}
+
+// reopenAfter forgets st, whose open failed with sess, and reports whether
+// to try again on a new session: unless sessions keep dying as fast as they
+// are made.
+func (c *Client) reopenAfter(ctx context.Context, sess *Session, st *Stream, err error, attempt int) bool {
+	c.opts.Log.Debug().Err(err).Msg("open on the agent session failed; reconnecting")
+	c.remove(st.id)
+	c.dropSession(sess)
+	if attempt >= 10 || ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(reopen.Delay(attempt)):
+	}
+	return true
+}
+
+// addStreamLocked makes and registers the stream for a new connection.
+func (c *Client) addStreamLocked(local sock.Conn, keepAwake bool, so StreamOptions) *Stream {
+	c.nextID++
+	id := c.nextID
+	so.Buffer, so.ResumeWindow, so.LingerForPeer, so.Budget = c.opts.Buffer, c.opts.ResumeWindow, true, c.opts.Budget
+	so.OnDetach = func(st *Stream) {
+		if !st.opening.Load() {
+			c.kick()
+		}
+	}
+	onEnd := so.OnEnd
+	so.OnEnd = func(st *Stream) {
+		c.remove(st.id)
+		if onEnd != nil {
+			onEnd(st)
+		}
+	}
+	onResume := so.OnResume
+	so.OnResume = func(took time.Duration) {
+		c.resumptions.Add(1)
+		if onResume != nil {
+			onResume(took)
+		}
+	}
+	st := NewStream(id, local, so)
+	c.streams[id] = st
+	if keepAwake {
+		c.awake[id] = true
+	}
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	return st
+}
+
+// ErrEarlyStreamLost: the session a new stream was opened on, ahead of
+// the agent's proof, failed, and so did every try after it. The stream had
+// read from its connection, so that connection cannot go another way: it
+// is reset.
+var ErrEarlyStreamLost = errors.New("the agent session failed after the connection's first bytes went to it")
+
+// openEarly opens the stream on the session being made when there is none:
+// its open and first bytes follow the daemon's proof (see Dial), and a
+// new link's first connection waits for no round trip of the handshake's.
+// ok is false when there is a session, or resumption is off: the stream
+// must then take the usual way, since a failed link could not hand it on.
+//
+// If the link fails, the stream detaches and carries on when a session is
+// up, as after any drop. If no session comes up, a stream that had read
+// from its connection is reset; one that had not leaves the connection
+// untouched, for the caller to carry another way.
+func (c *Client) openEarly(ctx context.Context, local sock.Conn, host string, port int, keepAwake bool, so StreamOptions) (st *Stream, ok bool, err error) {
+	c.mu.Lock()
+	if c.sess != nil || c.closed || c.retiring || c.opts.ResumeWindow <= 0 {
+		c.mu.Unlock()
+		return nil, false, nil
+	}
+	st = c.addStreamLocked(local, keepAwake, so)
+	st.opening.Store(true)
+	st.unconfirmed.Store(true) // its link may fail before the agent reads the open
+	c.opening = append(c.opening, earlyOpen{st: st, host: host, port: port})
+	c.mu.Unlock()
+	_, err = c.session(ctx)
+	c.mu.Lock()
+	c.opening = slices.DeleteFunc(c.opening, func(o earlyOpen) bool { return o.st == st })
+	c.mu.Unlock()
+	st.opening.Store(false)
+	// No link took it, and now none will, or the one that did could not
+	// write its open: it never read from its connection.
+	unread := st.claimEarly() || !st.started()
+	if unread {
+		c.remove(st.id)
+	}
+	switch {
+	case err != nil && unread:
+		return nil, true, err
+	case err != nil:
+		c.remove(st.id)
+		err = fmt.Errorf("%w: %w", ErrEarlyStreamLost, err)
+		st.Reset(err)
+		return nil, true, err
+	case unread:
+		return nil, false, nil // the usual way, on the session now up
+	case st.lostWith():
+		// The link it went on failed, and a later one came up: it resumes
+		// there, or opens again if the agent never had it.
+		c.kick()
+	}
+	return st, true, nil
 }
 
 // probe pings sess, just after st's open frame went out on it. The link
@@ -305,8 +383,9 @@ func (c *Client) connect(ch chan struct{}) {
 			waiting = append(waiting, StreamCount{ID: st.id, Received: st.Received()})
 		}
 	}
+	opening := slices.Clone(c.opening)
 	c.mu.Unlock()
-	sess, resumed, err := c.opts.Connect(c.ctx, Hello{Session: c.id, ResumeWindow: c.opts.ResumeWindow, Buffer: c.bufferSize(), Resume: waiting})
+	sess, resumed, err := c.opts.Connect(c.ctx, Hello{Session: c.id, ResumeWindow: c.opts.ResumeWindow, Buffer: c.bufferSize(), Resume: waiting, open: opening})
 	if err == nil && !resumed {
 		sess.DropEarly() // the agent knows none of them
 	}

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,6 +26,7 @@ import (
 //	agent  → "SFWD" version 'A' nonce[32]               (at once)
 //	daemon → session[16] window_ms[4] buffer[4] mac[32]  (daemon's proof)
 //	agent  → status[1] resumed[1] len[2] message, then mac[32] if status is OK (agent's proof)
+//	daemon → sealed records, the last one empty once the agent's proof is checked (see sealer)
 //
 // Both greetings go out before either side reads, so the handshake costs
 // the daemon one round trip once the link is up. The daemon reads the
@@ -44,7 +46,12 @@ const (
 	// Version 5 grows each stream's window from StartWindow on a budget. A
 	// version 4 agent would take the hello's buffer, now 64 MiB, for every
 	// stream's fixed window, with no budget over them.
-	Version  = 5
+	//
+	// Version 6 seals what the daemon sends between its proof and the
+	// agent's (see sealer), so that a new link's first stream need not wait
+	// a round trip for the agent's proof. A version 5 agent would read the
+	// sealed records as yamux.
+	Version  = 6
 	nonceLen = 32
 	// greetingLen is magic, version, role and nonce.
 	greetingLen = len(magic) + 1 + 1 + nonceLen
@@ -112,6 +119,17 @@ type Hello struct {
 	// received counts. Their resume frames follow our proof without
 	// waiting for the agent's (see Dial); they are not part of the hello.
 	Resume []StreamCount
+	// open lists new streams waiting for this session. Their opens and
+	// first bytes follow our proof, sealed, and the first link to take one
+	// is the only one (see Dial).
+	open []earlyOpen
+}
+
+// earlyOpen is a new stream and its target.
+type earlyOpen struct {
+	st   *Stream
+	host string
+	port int
 }
 
 // StreamCount is a stream's id and received count: what a resume frame
@@ -227,6 +245,12 @@ func clientProve(rw io.ReadWriter, secret string, h Hello) (*provenHello, error)
 	return &provenHello{ours: ours, theirs: theirs, body: body}, nil
 }
 
+// sealKey is the key of what the daemon sends before the agent's proof is
+// read (see sealer).
+func (p *provenHello) sealKey(secret string) cipher.AEAD {
+	return sealKey(secret, p.ours[6:], p.theirs, p.body)
+}
+
 // verify reads the agent's answer to our proof and checks its own.
 func (p *provenHello) verify(r io.Reader, secret string) (resumed bool, err error) {
 	var st [4]byte
@@ -262,9 +286,16 @@ func (p *provenHello) verify(r io.Reader, secret string) (resumed bool, err erro
 // agent proves the secret only to a daemon that has proved it first, so
 // that a stranger cannot use the agent to make proofs.
 func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (Hello, bool, error) {
+	h, resumed, _, err := acceptHello(rw, secret, known)
+	return h, resumed, err
+}
+
+// acceptHello is AcceptHello that also returns the key of the daemon's
+// sealed records, which follow its proof on the link.
+func acceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (Hello, bool, cipher.AEAD, error) {
 	ours := greeting(roleAgent)
 	if _, err := rw.Write(ours); err != nil {
-		return Hello{}, false, err
+		return Hello{}, false, nil, err
 	}
 	reply := func(status, resumed byte, msg string, mac []byte) {
 		b := make([]byte, 4+len(msg), 4+len(msg)+len(mac))
@@ -277,18 +308,18 @@ func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (H
 	if err != nil {
 		if ge := (*greetingError)(nil); errors.As(err, &ge) {
 			reply(statusBadHello, 0, "bad hello", nil)
-			return Hello{}, false, fmt.Errorf("%w: bad hello from the daemon: %s", ErrProtocol, ge.detail)
+			return Hello{}, false, nil, fmt.Errorf("%w: bad hello from the daemon: %s", ErrProtocol, ge.detail)
 		}
-		return Hello{}, false, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
+		return Hello{}, false, nil, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
 	}
 	in := make([]byte, proofLen)
 	if _, err := io.ReadFull(rw, in); err != nil {
-		return Hello{}, false, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
+		return Hello{}, false, nil, fmt.Errorf("%w: short hello: %w", ErrBadSecret, err)
 	}
 	body := in[:bodyLen]
 	if !hmac.Equal(in[bodyLen:], proof(secret, labelDaemon, theirs, ours[6:], body)) {
 		reply(statusBadSecret, 0, "bad secret", nil)
-		return Hello{}, false, ErrBadSecret
+		return Hello{}, false, nil, ErrBadSecret
 	}
 	var h Hello
 	copy(h.Session[:], body)
@@ -296,7 +327,7 @@ func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (H
 	h.Buffer = int(binary.BigEndian.Uint32(body[20:]))
 	if h.Buffer < minBuffer || h.Buffer > maxBuffer {
 		reply(statusBadHello, 0, "buffer out of range", nil)
-		return Hello{}, false, fmt.Errorf("%w: buffer %d out of range", ErrProtocol, h.Buffer)
+		return Hello{}, false, nil, fmt.Errorf("%w: buffer %d out of range", ErrProtocol, h.Buffer)
 	}
 	resumed := known != nil && known(h.Session)
 	var r byte
@@ -304,7 +335,7 @@ func AcceptHello(rw io.ReadWriter, secret string, known func(SessionID) bool) (H
 		r = 1
 	}
 	reply(statusOK, r, "", proof(secret, labelAgent, theirs, ours[6:], body, []byte{statusOK, r}))
-	return h, resumed, nil
+	return h, resumed, sealKey(secret, theirs, ours[6:], body), nil
 }
 
 func clip(b []byte) string {

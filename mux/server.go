@@ -125,12 +125,12 @@ type serverStream struct {
 func (s *Server) ServeConn(conn net.Conn) error {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	h, _, err := AcceptHello(conn, s.Secret, s.known)
+	h, _, key, err := acceptHello(conn, s.Secret, s.known)
 	if err != nil {
 		return err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(conn, yamuxConfig(s.Log))
+	ys, err := yamux.Server(newUnsealer(conn, key), yamuxConfig(s.Log))
 	if err != nil {
 		return err
 	}

@@ -32,80 +32,93 @@ type Session struct {
 // it. resumed reports that the agent still holds h.Session's streams. On
 // error the link is closed.
 //
-// The resume frames of h.Resume go right behind our proof, before the
-// agent's answer: a redial then costs the resume exchange no round trip of
-// its own. They carry ids and counts, never a client's byte, and yamux
-// reads nothing from the link until the agent has proved the secret; the
-// replays, which do carry bytes, wait for the answers to the resumes, so
-// for that proof too. Their carriers wait in the session for Resume.
+// Nothing waits for the agent's proof that need not: right behind our own
+// go the resume frames of h.Resume, and the opens of new streams waiting
+// for this session, with their first bytes, so that a redial costs the
+// resume exchange no round trip of its own, and a new link's first
+// connection none of the proofs'. Until the agent's proof is checked all of
+// it is sealed (see sealer), and yamux reads nothing from the link. The
+// carriers of the resumes wait in the session for Resume.
 func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, log zerolog.Logger) (*Session, bool, error) {
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	start := time.Now()
 	var (
-		lc      = &coalescer{ReadWriteCloser: link}
-		ys      *yamux.Session
-		early   map[uint64]*yamux.Stream
+		sl      *sealer
+		lc      *coalescer
+		s       *Session
 		resumed bool
 	)
 	p, err := clientProve(link, secret, h)
 	took := time.Since(start) // a round trip, or two if the agent's greeting was late
-	if err == nil && len(h.Resume) > 0 {
-		lc = gated(link)
-		ys, early = pipelineResumes(lc, h.Resume, log)
+	if err == nil {
+		sl = newSealer(link, p.sealKey(secret))
+		lc = gated(sl)
+		var ys *yamux.Session
+		if ys, err = yamux.Client(lc, yamuxConfig(log)); err == nil {
+			s = &Session{ys: ys, link: lc}
+			s.pipeline(h, log)
+		}
 	}
 	if err == nil {
 		resumed, err = p.verify(link, secret)
+	}
+	if err == nil {
+		err = sl.finish()
 	}
 	if !stop() {
 		err = errors.Join(ctx.Err(), err)
 	}
 	if err != nil {
-		if ys != nil {
-			ys.Close()
+		if s != nil {
+			s.ys.Close()
 		}
 		link.Close()
 		return nil, false, err
 	}
 	lc.lastRead.Store(time.Now().UnixNano())
-	if ys == nil {
-		if ys, err = yamux.Client(lc, yamuxConfig(log)); err != nil {
-			link.Close()
-			return nil, false, err
-		}
-	}
-	if lc.gate != nil {
-		lc.open()
-	}
-	s := &Session{ys: ys, link: lc, early: early}
+	lc.open()
 	s.rtt.Store(int64(took))
 	return s, resumed, nil
 }
 
-// maxEarly bounds the resumes sent ahead of the agent's proof: yamux
-// blocks an open once AcceptBacklog opens await the peer's reply, which
-// cannot be read until then. The rest resume the usual way.
+// maxEarly bounds the resumes and opens sent ahead of the agent's proof:
+// yamux blocks an open once AcceptBacklog opens await the peer's reply,
+// which cannot be read until then. The rest go the usual way.
 const maxEarly = 256
 
-// pipelineResumes starts yamux on lc, whose reads wait, and sends a resume
-// frame for each stream in rs on a carrier of its own.
-func pipelineResumes(lc *coalescer, rs []StreamCount, log zerolog.Logger) (*yamux.Session, map[uint64]*yamux.Stream) {
-	ys, err := yamux.Client(lc, yamuxConfig(log))
-	if err != nil {
-		return nil, nil
-	}
-	early := map[uint64]*yamux.Stream{}
-	for _, r := range rs[:min(len(rs), maxEarly)] {
-		c, err := ys.OpenStream()
+// pipeline sends a resume frame for each stream in h.Resume on a carrier
+// of its own, and opens the streams of h.open that no earlier link took.
+func (s *Session) pipeline(h Hello, log zerolog.Logger) {
+	s.early = map[uint64]*yamux.Stream{}
+	n := 0
+	for _, r := range h.Resume {
+		if n == maxEarly {
+			return
+		}
+		c, err := s.ys.OpenStream()
 		if err != nil {
-			break
+			return
 		}
 		if err := writeFrame(c, frame{typ: frameResume, a: r.ID, b: r.Received}, nil); err != nil {
 			abortCarrier(c)
-			break
+			return
 		}
-		early[r.ID] = c
+		s.early[r.ID] = c
+		n++
 	}
-	return ys, early
+	for _, o := range h.open {
+		if n == maxEarly {
+			return
+		}
+		if !o.st.claimEarly() {
+			continue
+		}
+		if err := s.Open(o.st, o.host, o.port); err != nil {
+			log.Debug().Err(err).Msg("early open failed; the stream opens once the session is up")
+			return
+		}
+		n++
+	}
 }
 
 // takeEarly returns the carrier whose resume frame for stream id went out

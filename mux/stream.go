@@ -106,10 +106,17 @@ type Stream struct {
 	ackDue   bool // an ack is scheduled on ackTimer; not lifecycle, pacing
 	ackTimer *time.Timer
 
-	// unconfirmed: the stream was opened on a session that had been quiet,
-	// and the ping sent behind its open frame has not been answered (see
-	// Client.probe).
+	// unconfirmed: the stream was opened where the agent may not have
+	// read the open: on a session that had been quiet, whose ping sent
+	// behind the open is not answered yet (see Client.probe), or on a link
+	// before the agent had proved the secret (see Client.openEarly).
 	unconfirmed atomic.Bool
+	// early: a link has taken the stream to open behind its proof, or the
+	// client has taken it back to open the usual way (claimEarly).
+	early atomic.Bool
+	// opening: Client.Open has not returned it yet, and will see to it
+	// if it detaches meanwhile.
+	opening atomic.Bool
 	// on is the daemon's session the stream was last put on.
 	on atomic.Pointer[Session]
 
@@ -317,6 +324,17 @@ func (s *Stream) reopens() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return !s.state.ended() && s.recv == 0 && s.acked == 0
+}
+
+// claimEarly takes the stream for one early open, or for the usual
+// way: only the first caller gets it.
+func (s *Stream) claimEarly() bool { return s.early.CompareAndSwap(false, true) }
+
+// started reports that the stream has been attached: its pumps have run.
+func (s *Stream) started() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state != stateNew
 }
 
 // Attach puts the stream on carrier c, one of link p's (nil: the stream

@@ -314,7 +314,11 @@ func (t *muxTransport) Open(ctx context.Context, tg Target, local sock.Conn, h H
 		if p.fail(err) && h.OnFallback != nil {
 			h.OnFallback(err)
 		}
-		return fmt.Errorf("%w: %w", ErrAgentUnavailable, err)
+		if !errors.Is(err, mux.ErrEarlyStreamLost) {
+			return fmt.Errorf("%w: %w", ErrAgentUnavailable, err)
+		}
+		// The connection's first bytes went to the agent session that
+		// failed: it was reset, and cannot go direct. The next one will.
 	}
 	if err != nil {
 		return fmt.Errorf("forward %s: sprite %s: %w", tg.Front, tg.Sprite, err)
