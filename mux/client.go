@@ -407,7 +407,7 @@ func (c *Client) connect(ch chan struct{}) {
 			// session whose link it saw die a resume window ago. Only a
 			// stream that may never have reached it can go on (reopens).
 			for _, st := range c.streams {
-				if !st.reopens() {
+				if st.on.Load() != sess && !st.reopens() { // opened early on sess, it is sess's own
 					orphans = append(orphans, st)
 				}
 			}

@@ -404,3 +404,38 @@ func TestEarlyStreamWithNoSession(t *testing.T) {
 		echoOnceRead(t, local, []byte("still yours"))
 	})
 }
+
+// TestEarlyStreamAnsweredBeforeSessionUp: a server that speaks first (ssh,
+// SMTP) answers the early stream as soon as the agent dials it, which can
+// be before the client has taken the session. The answered stream is the
+// new session's own, not an orphan of an earlier one.
+func TestEarlyStreamAnsweredBeforeSessionUp(t *testing.T) {
+	target := testsvc.Serve(t, func(c net.Conn) {
+		c.Write([]byte("SSH-2.0-banner\r\n"))
+		io.Copy(c, c)
+	})
+	rig := newAgentRig(t)
+	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
+		s, resumed, err := rig.connect(ctx, h)
+		if err == nil && len(h.open) == 1 {
+			testsvc.Eventually(t, "the banner reached the early stream", func() bool { return h.open[0].st.Received() > 0 })
+		}
+		return s, resumed, err
+	}
+	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	client, local := testsvc.TCPPair(t)
+	host, port := splitHostPort(t, target)
+	st, err := c.Open(context.Background(), local, host, port, true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnceRead(t, client, []byte("SSH-2.0-banner\r\n"))
+	echoOnce(t, client, []byte("then the client"))
+	client.CloseWrite()
+	io.Copy(io.Discard, client)
+	<-st.Done()
+	if err := st.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+}
