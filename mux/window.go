@@ -7,16 +7,18 @@ import (
 
 // Window sizing. A stream may have at most its window of bytes sent and
 // not yet acknowledged, which is also what it keeps for replay. It starts
-// at StartWindow and grows, as TCP's receive-buffer autotuning does, to
-// twice what the link delivered in its shortest round trip, more while
-// that is still growing, up to the stream's Buffer. What it delivered is
-// the most of its last deliveryRounds rounds, not of all time: a stream
-// whose share of the link falls (others started on it) shrinks to twice
-// its share, and gives the difference back as its bytes in flight are
-// acknowledged. The growth beyond StartWindow comes out of a Budget that
-// all of a process's streams share, and all of it goes back when the
-// stream has nothing in flight, so that idle streams hold nothing and a
-// few bulk ones can grow.
+// at StartWindow and, while it holds the stream back, doubles each round
+// trip as TCP's slow start does, until a round shows the link holds no
+// more. From then on it is, as TCP's receive-buffer autotuning sizes its
+// buffer, twice what the link delivered in its shortest round trip, more
+// while that is still growing, up to the stream's Buffer. What it
+// delivered is the most of its last deliveryRounds rounds, not of all
+// time: a stream whose share of the link falls (others started on it)
+// shrinks to twice its share, and gives the difference back as its bytes
+// in flight are acknowledged. The growth beyond StartWindow comes out of
+// a Budget that all of a process's streams share, and all of it goes back
+// when the stream has nothing in flight, so that idle streams hold
+// nothing and a few bulk ones can grow.
 const (
 	StartWindow   = 256 << 10
 	DefaultBudget = 256 << 20
@@ -142,6 +144,14 @@ type window struct {
 	easedAt time.Duration // the round trip that made it shrink; 0 once a round showed the queue short
 	strikes int           // shrinks in a row after which the round trip stayed as long
 
+	// Start-up, as TCP's slow start: until a round shows the delivery has
+	// stopped growing, every acknowledgement of n bytes while the window
+	// holds the stream back widens it by n, so that it doubles each round
+	// trip as the acknowledgements come in, not a round late.
+	startup bool
+	blocked bool   // the window was full at the latest send
+	ackedTo uint64 // acknowledged so far
+
 	// The shortest round trip: the path's, shared with the other streams
 	// on the link, or the stream's own without one. It does not expire: a
 	// window that fills a queue in front of the link stretches every round
@@ -164,7 +174,7 @@ func newWindow(b *Budget, buffer int) window {
 		return window{size: buffer, start: buffer, max: buffer}
 	}
 	start := min(StartWindow, buffer)
-	return window{budget: b, size: start, start: start, max: buffer}
+	return window{budget: b, size: start, start: start, max: buffer, startup: true}
 }
 
 // on moves the window's measurements to path p, a new link: what the old
@@ -184,7 +194,8 @@ func (w *window) sent(end uint64, acked uint64, now time.Time) {
 		return
 	}
 	w.sentEnd = end
-	if int(end-acked)+maxChunk > w.size {
+	w.blocked = int(end-acked)+maxChunk > w.size
+	if w.blocked {
 		w.full = true
 	}
 	if w.probe != 0 {
@@ -211,6 +222,12 @@ func (w *window) acked(a uint64, inflight int, now time.Time) {
 		return
 	}
 	defer w.settle(inflight)
+	if a > w.ackedTo {
+		if w.startup && w.blocked {
+			w.grow(w.size + int(a-w.ackedTo))
+		}
+		w.ackedTo = a
+	}
 	if w.probe == 0 || a < w.probe {
 		return
 	}
@@ -273,12 +290,23 @@ func (w *window) acked(a uint64, inflight int, now time.Time) {
 		}
 		w.size = max(min(w.size, 2*d), w.start)
 		w.eased, w.easedAt = w.sentEnd, rtt
+		w.startup = false
 		return
+	case w.startup:
+		// Start-up doubles the window as acknowledgements come in (above)
+		// until a round shows the link holds no more: its round trip
+		// stretched by a queue of a quarter of it, or its delivery grown
+		// by less than a quarter in a round the window held back. After
+		// it, the window is sized from the delivery, as below.
+		if 4*rtt > 5*w.minRTT || full && 4*d < 5*space {
+			w.startup = false
+		}
 	case d > space:
 		// Twice the delivery, as TCP sizes its receive buffer, and while
 		// the delivery still grows, more by the same factor: at least
-		// double each round while the window is what holds it back. The
-		// first round counts as growth from nothing, and quadruples.
+		// double each round while the window is what holds it back. A
+		// round after none that delivered counts as growth from nothing,
+		// and quadruples.
 		want := 4 * d
 		if space > 0 {
 			want = 2*d + int(int64(2*d)*int64(min(d-space, space))/int64(space))
@@ -334,6 +362,7 @@ func (w *window) idle() {
 	w.budget.give(w.reserved)
 	w.size, w.reserved = w.start, 0
 	w.probe = 0
+	w.startup = true
 }
 
 // end gives back everything, for good.

@@ -76,6 +76,46 @@ func TestWindowGrowsToTheLink(t *testing.T) {
 	}
 }
 
+// One stream alone on a link starts as TCP's slow start does: its window
+// doubles each round trip from StartWindow until it holds what the link
+// does. Sized from a round's delivery alone it would lag a round, since
+// what a round delivers is acknowledged a round trip after it was sent:
+// at 300 ms and 100 Mbit/s it went 256 KiB, 256 KiB, 1 MiB, 1.06 MiB,
+// 4 MiB in the first five round trips.
+func TestWindowDoublesEachRoundTrip(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rate float64 // bytes per second
+		rtt  time.Duration
+	}{
+		{"100 Mbit/s at 300 ms", 100e6 / 8, 300 * time.Millisecond},
+		{"1 Gbit/s at 300 ms", 1e9 / 8, 300 * time.Millisecond},
+		{"100 Mbit/s at 100 ms", 100e6 / 8, 100 * time.Millisecond},
+		{"1 Gbit/s at 100 ms", 1e9 / 8, 100 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newSimLink(tt.rate, tt.rtt)
+			s := l.add(NewBudget(DefaultBudget), l.now, -1)
+			bdp := int(tt.rate * tt.rtt.Seconds())
+			t0 := l.now
+			var sizes []int
+			// By the end of round k, the acknowledgements of the window
+			// sent in round k-1 are all in: it holds twice that.
+			for k, want := 0, StartWindow; ; k, want = k+1, 2*want {
+				l.run(t0.Add(time.Duration(k+1) * tt.rtt))
+				sizes = append(sizes, s.w.size>>10)
+				if s.w.size < min(want, bdp) {
+					t.Fatalf("round %d: window %d KiB, want %d KiB (the link holds %d KiB); KiB by round: %v", k, s.w.size>>10, min(want, bdp)>>10, bdp>>10, sizes)
+				}
+				if want >= bdp {
+					t.Logf("the link's %d KiB in %d round trips; KiB by round: %v", bdp>>10, k, sizes)
+					break
+				}
+			}
+		})
+	}
+}
+
 // A sender that is not window-limited (an interactive session) does not
 // grow its window.
 func TestWindowStaysSmallForATrickle(t *testing.T) {
