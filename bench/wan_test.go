@@ -31,8 +31,8 @@ import (
 var (
 	wanSeconds = flag.Float64("wan-seconds", 1.5, "bench-wan: seconds of the link's rate per throughput transfer")
 	wanRates   = flag.String("wan-rates", "20,100,1000", "bench-wan: link rates for the throughput rows, in Mbit/s")
-	// Long enough that mux's window, which doubles or better each round
-	// trip from 256 KiB, spends a small part of it growing at 300 ms.
+	// Long enough that mux's window, which doubles each round trip from
+	// 256 KiB, spends a small part of it growing at 300 ms.
 	wanWindowSeconds = flag.Float64("wan-window-seconds", 4, "bench-wan: seconds of the link's rate per one-stream transfer (wan-window)")
 	wanHeapProfile   = flag.String("wan-heap-profile", "", "bench-wan: write the daemon's heap profiles (after a GC) at a quarter, half and three quarters of the 8 bulk uploads (wan-memory) to this path with -25.pb.gz etc. appended")
 )
@@ -443,6 +443,7 @@ func (e *env) wanWindow(r *wanRig, plain *shaper, rtt time.Duration, bitsPerSec 
 		}
 		took := time.Since(start) - fixed
 		fracs[path] = append(fracs[path], float64(size)*8/took.Seconds()/float64(bitsPerSec))
+		e.t.Logf("one stream at %v, %d Mbit/s, %s: %.2f of the link in %v", rtt, bitsPerSec/1_000_000, path, fracs[path][len(fracs[path])-1], took.Round(time.Millisecond))
 		return nil
 	})
 	v := map[string]float64{"rate_mbit": float64(bitsPerSec) / 1e6, "rtt_ms": float64(rtt.Milliseconds()), "bytes_per_run": float64(size)}
