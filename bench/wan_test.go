@@ -245,6 +245,24 @@ func (r *wanRig) handshakes() spritestest.TLSStats {
 	return st
 }
 
+// settled waits until forward fwd has no connection and its agent no
+// stream: closed on the client's side, a stream still ends through the
+// agent, a round trip or so later.
+func (r *wanRig) settled(fwd string) {
+	start := time.Now()
+	for {
+		f := r.forward(fwd)
+		if f.Open == 0 && (f.Agent == nil || f.Agent.Streams == 0) {
+			r.e.t.Logf("%s settled %v after the connection closed", fwd, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			r.e.t.Fatalf("%s: %d connections and %d streams still open 30 s after the last closed", fwd, f.Open, f.Agent.Streams)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // forward reads the daemon's status of one forward.
 func (r *wanRig) forward(name string) control.Forward {
 	c := control.NewClient(r.socket)
@@ -393,6 +411,10 @@ func (e *env) wanMuxFirst(rtt time.Duration, bitsPerSec int64, samples int) resu
 			ds, hs := r.timed(r.fwd["mecho"], 1)
 			times["present"] = append(times["present"], ds...)
 			conns["present"] += float64(hs.Full+hs.Resumed) / float64(samples)
+			// The connection must be over before the agent goes: a daemon
+			// whose stream outlived its agent would deploy a new one for
+			// it, and leave the next daemon a record that is not stale.
+			r.settled("mecho")
 			r.loseTmp()
 			r.restart()
 			time.Sleep(time.Second + 4*rtt)
