@@ -303,9 +303,10 @@ func (t *muxTransport) Open(ctx context.Context, tg Target, local sock.Conn, h H
 	}
 	keepAwake := tg.KeepAwake != config.Never
 	st, err := p.client.Open(ctx, local, tg.Host, tg.Port, keepAwake, so)
-	if errors.Is(err, mux.ErrClientClosed) && ctx.Err() == nil {
+	if errors.Is(err, mux.ErrClientClosed) && !errors.Is(err, mux.ErrEarlyStreamLost) && ctx.Err() == nil {
 		// A reload retired the pool between the lookup and the open; its
-		// successor takes the stream.
+		// successor takes the stream, unless the connection's first bytes
+		// went to the closed one, which reset it.
 		p = t.d.agent(tg.Sprite, t.d.waker(tg.Sprite))
 		st, err = p.client.Open(ctx, local, tg.Host, tg.Port, keepAwake, so)
 	}
