@@ -208,15 +208,7 @@ func TestFirstStreamGoesBeforeAgentProof(t *testing.T) {
 	})
 	rig := newAgentRig(t)
 	hp := &heldPath{release: make(chan struct{})}
-	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
-		link, err := hp.dial(t, ctx, rig.addr)
-		if err != nil {
-			return nil, false, err
-		}
-		return Dial(ctx, link, rig.secret, h, zerolog.Nop())
-	}
-	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
-	t.Cleanup(c.Close)
+	c := dialingClient(t, rig.secret, func(ctx context.Context) (net.Conn, error) { return hp.dial(t, ctx, rig.addr) })
 	client, local := testsvc.TCPPair(t)
 	client.Write(marker)
 	host, port := splitHostPort(t, target)
@@ -246,6 +238,21 @@ func TestFirstStreamGoesBeforeAgentProof(t *testing.T) {
 	if s := c.Stats(); s.Sessions != 1 || s.Resumptions != 0 {
 		t.Errorf("%d sessions, %d resumptions; want 1 and 0", s.Sessions, s.Resumptions)
 	}
+}
+
+// dialingClient is a client whose every session is dialled by dial and
+// shaken hands with secret.
+func dialingClient(t *testing.T, secret string, dial func(context.Context) (net.Conn, error)) *Client {
+	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
+		link, err := dial(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		return Dial(ctx, link, secret, h, zerolog.Nop())
+	}
+	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	return c
 }
 
 func splitHostPort(t *testing.T, addr string) (string, int) {
@@ -370,16 +377,9 @@ func TestEarlyStreamSurvivesImpostor(t *testing.T) {
 func TestEarlyStreamWithNoSession(t *testing.T) {
 	t.Run("read from its connection", func(t *testing.T) {
 		fake, _ := impostor(t, 100)
-		rig := newAgentRig(t)
-		connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
-			link, err := (&net.Dialer{}).DialContext(ctx, "tcp", fake)
-			if err != nil {
-				return nil, false, err
-			}
-			return Dial(ctx, link, rig.secret, h, zerolog.Nop())
-		}
-		c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
-		t.Cleanup(c.Close)
+		c := dialingClient(t, NewSecret(), func(ctx context.Context) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", fake)
+		})
 		client, local := testsvc.TCPPair(t)
 		client.Write(bytes.Repeat([]byte("x"), 1000))
 		_, err := c.Open(context.Background(), local, "127.0.0.1", echoServer(t), true, StreamOptions{})
