@@ -534,7 +534,7 @@ func (s *Stream) enqueue(p []byte) (uint64, bool) {
 	if s.state.ended() {
 		return 0, false
 	}
-	s.buf.push(p, s.win.size, s.opts.Buffer)
+	s.buf.push(p, s.win.reach(), s.opts.Buffer)
 	off := s.next
 	s.next += uint64(len(p))
 	s.win.sent(s.next, s.acked, time.Now())

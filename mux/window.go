@@ -204,6 +204,17 @@ func (w *window) sent(end uint64, acked uint64, now time.Time) {
 	w.probe, w.probeAt, w.roundAt = end, now, acked
 }
 
+// reach is the most the window may be by the end of this round trip:
+// twice its size in start-up, which doubles it as the acknowledgements
+// come in. A replay buffer sized for that grows once a round, not at
+// each of the many small steps start-up takes.
+func (w *window) reach() int {
+	if w.budget != nil && w.startup {
+		return min(2*w.size, w.max)
+	}
+	return w.size
+}
+
 // space is the most the link delivered in one round trip in the latest
 // rounds.
 func (w *window) space() int {

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"fmt"
+	"math/bits"
 	"testing"
 	"time"
 )
@@ -111,6 +112,57 @@ func TestWindowDoublesEachRoundTrip(t *testing.T) {
 					t.Logf("the link's %d KiB in %d round trips; KiB by round: %v", bdp>>10, k, sizes)
 					break
 				}
+			}
+		})
+	}
+}
+
+// A replay buffer follows its window through start-up, which doubles it
+// in steps of an acknowledgement: its store is replaced about once a
+// round trip, not at each eighth of its size the steps cross (each
+// replacement allocates and copies what it holds), and it is never much
+// larger than the window was.
+func TestWindowStartupGrowsItsBufferOnceARound(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rate float64 // bytes per second
+		rtt  time.Duration
+	}{
+		{"100 Mbit/s at 300 ms", 100e6 / 8, 300 * time.Millisecond},
+		{"1 Gbit/s at 300 ms", 1e9 / 8, 300 * time.Millisecond},
+		{"1 Gbit/s at 100 ms", 1e9 / 8, 100 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newSimLink(tt.rate, tt.rtt)
+			n := uint64(4 * tt.rate)
+			s := l.add(NewBudget(DefaultBudget), l.now, int64(n))
+			// The stream's buffer, as Stream keeps it: pushed as the
+			// window lets bytes go, dropped as they are acknowledged.
+			var r ring
+			var pushed, dropped uint64
+			chunk := make([]byte, maxChunk)
+			stores, allocated, peakStore, peakWindow := 0, 0, 0, 0
+			for s.acked < n {
+				l.run(l.now.Add(time.Millisecond))
+				r.drop(int(s.acked - dropped))
+				dropped = s.acked
+				for ; pushed < s.next; pushed += maxChunk {
+					was := len(r.store)
+					r.push(chunk[:min(maxChunk, s.next-pushed)], s.w.reach(), DefaultBuffer)
+					if len(r.store) != was {
+						stores++
+						allocated += len(r.store)
+					}
+					peakStore, peakWindow = max(peakStore, len(r.store)), max(peakWindow, s.w.size)
+				}
+			}
+			doublings := bits.Len(uint(peakWindow / StartWindow))
+			t.Logf("%d stores, %d MiB allocated for %d MiB sent; store at most %d KiB, window %d KiB", stores, allocated>>20, n>>20, peakStore>>10, peakWindow>>10)
+			if stores > 3*doublings+4 {
+				t.Errorf("%d stores for a window that doubled %d times", stores, doublings)
+			}
+			if peakStore > peakWindow+peakWindow/4 {
+				t.Errorf("a store of %d KiB for a window of at most %d KiB", peakStore>>10, peakWindow>>10)
 			}
 		})
 	}
