@@ -1,0 +1,142 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/spritefwd/spritefwd/internal/testsvc"
+)
+
+// TestReviewEarlyLostCallsOnEnd: Open reports ErrEarlyStreamLost, so its
+// caller (tunnel's muxTransport, then forward.serve) accounts for the
+// connection's end itself; the stream's OnEnd must not have run as well.
+// forward.serve's finish (f.conns.Done, stats.Open) would run twice.
+func TestReviewEarlyLostCallsOnEnd(t *testing.T) {
+	fake, _ := impostor(t, 100)
+	c := dialingClient(t, NewSecret(), func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", fake)
+	})
+	client, local := testsvc.TCPPair(t)
+	client.Write(bytes.Repeat([]byte("x"), 1000))
+	var ends atomic.Int32
+	_, err := c.Open(context.Background(), local, "127.0.0.1", echoServer(t), true, StreamOptions{OnEnd: func(*Stream) { ends.Add(1) }})
+	if !errors.Is(err, ErrEarlyStreamLost) {
+		t.Fatalf("Open: %v, want ErrEarlyStreamLost", err)
+	}
+	if n := ends.Load(); n != 0 {
+		t.Fatalf("Open returned an error, and the stream's OnEnd ran %d time(s) too: the caller ends the connection twice", n)
+	}
+}
+
+// TestReviewEarlyBytesNotRepeatedElsewhere: the agent on the first port
+// proved the secret, opened the early stream and delivered its bytes, but
+// its proof did not reach the daemon within the hello's bound (the pool
+// then takes it for "not an agent" and moves to the next port, see
+// tunnel/agent.go connect). The stream is unconfirmed with nothing
+// received or acknowledged (the daemon read nothing of that link), so on
+// the next port's agent it opens again and replays: the target gets the
+// client's bytes twice.
+func TestReviewEarlyBytesNotRepeatedElsewhere(t *testing.T) {
+	marker := bytes.Repeat([]byte("POST /charge once; "), 50)
+	var tmu sync.Mutex
+	var delivered []byte
+	target := testsvc.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			tmu.Lock()
+			delivered = append(delivered, buf[:n]...)
+			tmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	})
+	slow := newAgentRig(t)
+	other := &agentRig{t: t, secret: slow.secret}
+	other.start()
+	hp := &heldPath{release: make(chan struct{})} // never released: the slow agent's proof is late
+	var tries atomic.Int32
+	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
+		if tries.Add(1) == 1 {
+			hctx, cancel := context.WithTimeout(ctx, 2*time.Second) // helloTimeout, shortened
+			defer cancel()
+			link, err := hp.dial(t, hctx, slow.addr)
+			if err != nil {
+				return nil, false, err
+			}
+			if _, _, err := Dial(hctx, link, slow.secret, h, zerolog.Nop()); err == nil {
+				t.Error("the held handshake succeeded")
+			}
+			// as agentPool.connect: ErrNotAgent, moveOn, the next port
+		}
+		return other.connect(ctx, h)
+	}
+	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	client, local := testsvc.TCPPair(t)
+	client.Write(marker)
+	host, port := splitHostPort(t, target)
+	if _, err := c.Open(context.Background(), local, host, port, true, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testsvc.Eventually(t, "the target got the client's bytes", func() bool {
+		tmu.Lock()
+		defer tmu.Unlock()
+		return len(delivered) >= len(marker)
+	})
+	// Give a second delivery its chance (review test only).
+	time.Sleep(time.Second)
+	tmu.Lock()
+	defer tmu.Unlock()
+	if len(delivered) != len(marker) {
+		t.Fatalf("the target got %d bytes, the client sent %d: delivered %d times", len(delivered), len(marker), len(delivered)/len(marker))
+	}
+}
+
+// TestReviewCloseDuringDialLeavesUnclaimedConn: Client.Close while the
+// first dial is under way and no link has taken the early stream. Open
+// says ErrClientClosed without ErrEarlyStreamLost, which tells
+// muxTransport to take the connection to the pool's successor; so the
+// connection must be untouched, as on the usual path (ResumeWindow 0),
+// and the stream's OnEnd must not have run.
+func TestReviewCloseDuringDialLeavesUnclaimedConn(t *testing.T) {
+	for _, window := range []time.Duration{0, 10 * time.Second} {
+		t.Run(window.String(), func(t *testing.T) {
+			c := NewClient(ClientOptions{Connect: func(ctx context.Context, h Hello) (*Session, bool, error) {
+				<-ctx.Done() // a sprite waking
+				return nil, false, ctx.Err()
+			}, Buffer: 256 << 10, ResumeWindow: window, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
+			client, local := testsvc.TCPPair(t)
+			var ends atomic.Int32
+			opened := make(chan error, 1)
+			go func() {
+				_, err := c.Open(context.Background(), local, "127.0.0.1", 1, true, StreamOptions{OnEnd: func(*Stream) { ends.Add(1) }})
+				opened <- err
+			}()
+			testsvc.Eventually(t, "the dial under way", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.dialing != nil
+			})
+			c.Close()
+			err := <-opened
+			if !errors.Is(err, ErrClientClosed) || errors.Is(err, ErrEarlyStreamLost) {
+				t.Fatalf("Open: %v", err)
+			}
+			if n := ends.Load(); n != 0 {
+				t.Errorf("OnEnd ran %d time(s) for a stream Open did not return", n)
+			}
+			client.Write([]byte("still yours"))
+			echoOnceRead(t, local, []byte("still yours"))
+		})
+	}
+}
