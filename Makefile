@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell [ -z "$$(git status --porcelain 2>/dev/null)" ] || echo +dirty)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 30s
-# make test fuzzes each target for less: thirteen targets, each with its
+# make test fuzzes each target for less: fourteen targets, each with its
 # own build, cost 17.5 s apiece at 15 s, the largest phase after the -race
 # pass. CI keeps no corpus between runs, so each run fuzzes afresh from the
 # committed seeds; make fuzz (or FUZZTIME=10m) fuzzes for longer.

@@ -181,6 +181,9 @@ func (c *Client) addStreamLocked(local sock.Conn, keepAwake bool, so StreamOptio
 	onEnd := so.OnEnd
 	so.OnEnd = func(st *Stream) {
 		c.remove(st.id)
+		if st.opening.CompareAndSwap(true, false) {
+			return // Open has not returned it: openEarly reports this end
+		}
 		if onEnd != nil {
 			onEnd(st)
 		}
@@ -234,24 +237,37 @@ func (c *Client) openEarly(ctx context.Context, local sock.Conn, host string, po
 	c.mu.Lock()
 	c.opening = slices.DeleteFunc(c.opening, func(o earlyOpen) bool { return o.st == st })
 	c.mu.Unlock()
-	st.opening.Store(false)
-	// No link took it, and now none will, or the one that did could not
-	// write its open: it never read from its connection.
-	unread := st.claimEarly() || !st.started()
-	if unread {
+	// A link took it if this claim fails. Given up for ctx while the dial
+	// runs, it may be starting there still: it is then lost like one that
+	// started, and an attach that comes after its reset is refused.
+	taken := !st.claimEarly()
+	read := taken && (st.started() || err != nil && ctx.Err() != nil)
+	if !read {
+		// No link took it, or the one that did could not write its open:
+		// it never read from its connection.
+		st.opening.Store(false)
 		c.remove(st.id)
+		if err != nil {
+			return nil, true, err
+		}
+		return nil, false, nil // the usual way, on the session now up
 	}
-	switch {
-	case err != nil && unread:
-		return nil, true, err
-	case err != nil:
+	if err != nil {
 		c.remove(st.id)
 		err = fmt.Errorf("%w: %w", ErrEarlyStreamLost, err)
-		st.Reset(err)
+		st.Reset(err) // still opening: its end is reported by Open's error alone
+		st.opening.Store(false)
 		return nil, true, err
-	case unread:
-		return nil, false, nil // the usual way, on the session now up
-	case st.lostWith():
+	}
+	if !st.opening.CompareAndSwap(true, false) {
+		// It ended before Open could return it, and its end was held:
+		// the caller hears of it now, as from a stream that ends at once.
+		if so.OnEnd != nil {
+			so.OnEnd(st)
+		}
+		return st, true, nil
+	}
+	if st.lostWith() {
 		// The link it went on failed, and a later one came up: it resumes
 		// there, or opens again if the agent never had it.
 		c.kick()
@@ -615,6 +631,9 @@ func (c *Client) Close() {
 	}
 	all := make([]*Stream, 0, len(c.streams))
 	for _, st := range c.streams {
+		if st.opening.Load() && st.claimEarly() {
+			continue // no link has it: its connection is still openEarly's caller's, untouched
+		}
 		all = append(all, st)
 	}
 	sess := c.sess

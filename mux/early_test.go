@@ -439,3 +439,17 @@ func TestEarlyStreamAnsweredBeforeSessionUp(t *testing.T) {
 		t.Fatalf("stream: %v", err)
 	}
 }
+
+// TestUnsealNeedsTheLastRecord: a link that ends between records, before
+// the empty last one, was cut: the bytes before are handed on, then an
+// error, never a clean end.
+func TestUnsealNeedsTheLastRecord(t *testing.T) {
+	secret, d, a, body := testSealKey(t)
+	var link bytes.Buffer
+	s := newSealer(rwc{Writer: &link}, sealKey(secret, d, a, body))
+	s.Write([]byte("first"))
+	got, err := io.ReadAll(newUnsealer(rwc{Reader: &link}, sealKey(secret, d, a, body)))
+	if string(got) != "first" || !errors.Is(err, ErrProtocol) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("read %q, %v; want \"first\", then a link cut short", got, err)
+	}
+}

@@ -88,6 +88,17 @@ var (
 	ErrAgentProof = errors.New("failed the agent's proof of the deployment secret")
 )
 
+// errWrongProof: what answered sent a whole proof, and it is wrong. Unlike
+// an answer cut short, that is a verdict: it does not know the secret.
+var errWrongProof = fmt.Errorf("%w: its proof is wrong", ErrAgentProof)
+
+// lacksSecret reports a handshake that failed because the peer does not
+// know the secret: it refused our proof, or made a wrong one of its own.
+// Such a peer cannot have opened what the daemon sealed behind its proof.
+func lacksSecret(err error) bool {
+	return errors.Is(err, ErrBadSecret) || errors.Is(err, errWrongProof)
+}
+
 // SessionID names a daemon's session across redials, so that the agent can
 // hand its streams to the new link.
 type SessionID [16]byte
@@ -276,7 +287,7 @@ func (p *provenHello) verify(r io.Reader, secret string) (resumed bool, err erro
 		return false, fmt.Errorf("%w: no proof after its status: %w", ErrAgentProof, err)
 	}
 	if !hmac.Equal(got, proof(secret, labelAgent, p.ours[6:], p.theirs, p.body, st[:2])) {
-		return false, ErrAgentProof
+		return false, errWrongProof
 	}
 	return st[1] == 1, nil
 }

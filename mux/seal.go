@@ -136,7 +136,10 @@ func (u *unsealer) Read(p []byte) (int, error) {
 func (u *unsealer) next() error {
 	var hdr [2]byte
 	if _, err := io.ReadFull(u.ReadWriteCloser, hdr[:]); err != nil {
-		return err
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the last record never came
+		}
+		return fmt.Errorf("%w: sealed part cut short: %w", ErrProtocol, err)
 	}
 	n := int(binary.BigEndian.Uint16(hdr[:]))
 	if n < sealTag || n > maxSealed+sealTag {

@@ -47,6 +47,7 @@ func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, 
 		lc      *coalescer
 		s       *Session
 		resumed bool
+		opened  []*Stream
 	)
 	p, err := clientProve(link, secret, h)
 	took := time.Since(start) // a round trip, or two if the agent's greeting was late
@@ -56,11 +57,16 @@ func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, 
 		var ys *yamux.Session
 		if ys, err = yamux.Client(lc, yamuxConfig(log)); err == nil {
 			s = &Session{ys: ys, link: lc}
-			s.pipeline(h, log)
+			// The agent's answer is read while the opens go out: a peer that
+			// stops reading must not hold its verdict back behind them.
+			piped := make(chan []*Stream, 1)
+			go func() { piped <- s.pipeline(h, log) }()
+			resumed, err = p.verify(link, secret)
+			if err != nil {
+				ys.Close() // frees the pipeline's writes
+			}
+			opened = <-piped
 		}
-	}
-	if err == nil {
-		resumed, err = p.verify(link, secret)
 	}
 	if err == nil {
 		err = sl.finish()
@@ -73,6 +79,14 @@ func Dial(ctx context.Context, link io.ReadWriteCloser, secret string, h Hello, 
 			s.ys.Close()
 		}
 		link.Close()
+		if !lacksSecret(err) {
+			// Whatever answered may have proved the secret and carried the
+			// opens to their targets: only its session may take them again,
+			// never an agent that does not know it.
+			for _, st := range opened {
+				st.unconfirmed.Store(false)
+			}
+		}
 		return nil, false, err
 	}
 	lc.lastRead.Store(time.Now().UnixNano())
@@ -88,37 +102,43 @@ const maxEarly = 256
 
 // pipeline sends a resume frame for each stream in h.Resume on a carrier
 // of its own, and opens the streams of h.open that no earlier link took.
-func (s *Session) pipeline(h Hello, log zerolog.Logger) {
+func (s *Session) pipeline(h Hello, log zerolog.Logger) (opened []*Stream) {
+	s.earlyMu.Lock()
 	s.early = map[uint64]*yamux.Stream{}
+	s.earlyMu.Unlock()
 	n := 0
 	for _, r := range h.Resume {
 		if n == maxEarly {
-			return
+			return opened
 		}
 		c, err := s.ys.OpenStream()
 		if err != nil {
-			return
+			return opened
 		}
 		if err := writeFrame(c, frame{typ: frameResume, a: r.ID, b: r.Received}, nil); err != nil {
 			abortCarrier(c)
-			return
+			return opened
 		}
+		s.earlyMu.Lock()
 		s.early[r.ID] = c
+		s.earlyMu.Unlock()
 		n++
 	}
 	for _, o := range h.open {
 		if n == maxEarly {
-			return
+			return opened
 		}
 		if !o.st.claimEarly() {
 			continue
 		}
 		if err := s.Open(o.st, o.host, o.port); err != nil {
 			log.Debug().Err(err).Msg("early open failed; the stream opens once the session is up")
-			return
+			return opened
 		}
+		opened = append(opened, o.st)
 		n++
 	}
+	return opened
 }
 
 // takeEarly returns the carrier whose resume frame for stream id went out
