@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -127,6 +128,7 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	h, _, key, err := acceptHello(conn, s.Secret, s.known)
 	if err != nil {
+		drainClose(conn)
 		return err
 	}
 	_ = conn.SetDeadline(time.Time{})
@@ -335,6 +337,26 @@ func (s *Server) serveStream(id SessionID, ss *serverSession, c *yamux.Stream, k
 	}
 	done()
 }
+
+// drainClose ends a link whose hello failed without losing the reply: the
+// daemon's sealed opens may already wait unread behind its proof, and a
+// socket closed with unread bytes sends a reset, which can overtake the
+// reply on its way. So the reply goes out with our FIN, and what the
+// daemon sent is read and dropped until it closes, for a few seconds at
+// most.
+func drainClose(conn net.Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(drainHello))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, maxDrain))
+}
+
+// How long and how much a failed hello's link is read before it closes.
+const (
+	drainHello = 3 * time.Second
+	maxDrain   = 4 << 20
+)
 
 // Close resets every stream and waits for them.
 func (s *Server) Close() {

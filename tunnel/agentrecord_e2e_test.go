@@ -132,6 +132,7 @@ func TestE2EMuxRecordRestartRunsNoExec(t *testing.T) {
 
 	r.restart(t)
 	r.curl(t, "again")
+	r.sessionUp(t)
 	if n := r.execs(t) - execs; n != 0 {
 		t.Errorf("the restarted daemon ran %d execs in the sprite, want none\n%s", n, r.logs)
 	}
@@ -145,6 +146,15 @@ func TestE2EMuxRecordRestartRunsNoExec(t *testing.T) {
 	if strings.Contains(r.logs.String(), secret) {
 		t.Error("the deployment secret is in the log")
 	}
+}
+
+// sessionUp waits until status shows the agent session. A connection's
+// first stream rides behind the daemon's proof, so its answer can reach
+// curl while the pool is still writing the record and before the client
+// has counted the session.
+func (r *recordRig) sessionUp(t *testing.T) {
+	t.Helper()
+	testsvc.Eventually(t, "the agent session in status", func() bool { return r.status(t, "web").Agent.State == "connected" })
 }
 
 // agentPathSum is the running agent's binary name's hash part, which is
@@ -177,6 +187,7 @@ func TestE2EMuxRecordStale(t *testing.T) {
 
 		r.restart(t)
 		r.curl(t, "after")
+		r.sessionUp(t)
 		st := r.status(t, "web").Agent
 		if st.State != "connected" || st.Deploys != 1 {
 			t.Errorf("status %+v, want connected after one deploy", st)
@@ -222,6 +233,7 @@ func TestE2EMuxRecordStale(t *testing.T) {
 
 			r.restart(t)
 			r.curl(t, "after")
+			r.sessionUp(t)
 			st := r.status(t, "web").Agent
 			if st.State != "connected" || st.Deploys != 0 {
 				t.Errorf("status %+v, want connected to the running agent with no deploy", st)

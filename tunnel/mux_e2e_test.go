@@ -80,6 +80,14 @@ func startMuxTuned(t *testing.T, tune func(*tunnel.Options), opts spritestest.Op
 	return e
 }
 
+// agentUp waits until status shows forward name's agent session. A new
+// session's first stream rides behind the daemon's proof, so its answer
+// can reach the client before the pool has recorded the session.
+func (e *e2e) agentUp(t *testing.T, name string) {
+	t.Helper()
+	testsvc.Eventually(t, "the agent session in status", func() bool { return e.status(t, name).Agent.State == "connected" })
+}
+
 func (e *e2e) status(t *testing.T, name string) tunnel.Status {
 	t.Helper()
 	for _, s := range e.d.Status() {
@@ -637,6 +645,7 @@ func TestE2EMuxRedeployOverRunningAgent(t *testing.T) {
 	if err := echoTransfer(addr, 1<<20, 1); err != nil {
 		t.Fatalf("after a redeploy over the running agent: %v\n%s", err, e.logs)
 	}
+	e.agentUp(t, "echo")
 	st := e.status(t, "echo").Agent
 	if st.State != "connected" || st.Deploys != 1 {
 		t.Fatalf("status %+v, want the new pool connected after its own deploy\n%s", st, e.logs)
@@ -669,6 +678,7 @@ func TestE2EMuxFindsRunningAgent(t *testing.T) {
 	if err := echoTransfer(addr, 1<<20, 1); err != nil {
 		t.Fatalf("through the running agent: %v\n%s", err, e.logs)
 	}
+	e.agentUp(t, "echo")
 	st := e.status(t, "echo").Agent
 	if st.State != "connected" || st.Deploys != 0 || st.Sessions != 1 {
 		t.Fatalf("status %+v, want the new pool connected with no deploy of its own\n%s", st, e.logs)
