@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -149,5 +150,53 @@ func TestCloseDuringDialLeavesUnclaimedConn(t *testing.T) {
 			client.Write([]byte("still yours"))
 			echoOnceRead(t, local, []byte("still yours"))
 		})
+	}
+}
+
+// TestEarlyStreamReopensAfterRefusal: the agent on the port belongs to
+// another deployment. It refuses our proof, with 200 KiB of the early
+// stream sealed behind it that it cannot open; that verdict lets the
+// stream open again on our own agent, where every byte arrives once.
+// (Through the API's proxy the refusal could be lost to the reset of a
+// socket closed with bytes unread: see drainClose, and the e2e tests
+// TestE2EMuxRecordStale and TestE2EMuxRedeployOverRunningAgent.)
+func TestEarlyStreamReopensAfterRefusal(t *testing.T) {
+	other := newAgentRig(t)
+	ours := newAgentRig(t)
+	var errs []error
+	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
+		for _, addr := range []string{other.addr, ours.addr} {
+			link, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, false, err
+			}
+			s, resumed, err := Dial(ctx, link, ours.secret, h, zerolog.Nop())
+			if err == nil {
+				return s, resumed, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, false, errors.Join(errs...)
+	}
+	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	t.Cleanup(c.Close)
+	client, local := testsvc.TCPPair(t)
+	req := bytes.Repeat([]byte("a request to repeat once; "), 8000) // 200 KiB, most of it unread by the other agent
+	go func() {
+		client.Write(req)
+		client.CloseWrite()
+	}()
+	st, err := c.Open(context.Background(), local, "127.0.0.1", echoServer(t), true, StreamOptions{})
+	if err != nil {
+		t.Fatalf("Open: %v (handshakes: %v)", err, errs)
+	}
+	client.SetReadDeadline(time.Now().Add(30 * time.Second)) // a failure detector
+	got, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("echo: %d of %d bytes, %v", len(got), len(req), err)
+	}
+	<-st.Done()
+	if len(errs) != 1 || !errors.Is(errs[0], ErrBadSecret) {
+		t.Fatalf("the other agent's answer: %v, want its refusal", errs)
 	}
 }
