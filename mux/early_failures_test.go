@@ -163,21 +163,7 @@ func TestCloseDuringDialLeavesUnclaimedConn(t *testing.T) {
 func TestEarlyStreamReopensAfterRefusal(t *testing.T) {
 	other := newAgentRig(t)
 	ours := newAgentRig(t)
-	var errs []error
-	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
-		for _, addr := range []string{other.addr, ours.addr} {
-			link, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, false, err
-			}
-			s, resumed, err := Dial(ctx, link, ours.secret, h, zerolog.Nop())
-			if err == nil {
-				return s, resumed, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, false, errors.Join(errs...)
-	}
+	connect, errs := firstProven(ours.secret, other.addr, ours.addr)
 	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	t.Cleanup(c.Close)
 	client, local := testsvc.TCPPair(t)
@@ -188,7 +174,7 @@ func TestEarlyStreamReopensAfterRefusal(t *testing.T) {
 	}()
 	st, err := c.Open(context.Background(), local, "127.0.0.1", echoServer(t), true, StreamOptions{})
 	if err != nil {
-		t.Fatalf("Open: %v (handshakes: %v)", err, errs)
+		t.Fatalf("Open: %v (handshakes: %v)", err, *errs)
 	}
 	client.SetReadDeadline(time.Now().Add(30 * time.Second)) // a failure detector
 	got, err := io.ReadAll(client)
@@ -196,7 +182,7 @@ func TestEarlyStreamReopensAfterRefusal(t *testing.T) {
 		t.Fatalf("echo: %d of %d bytes, %v", len(got), len(req), err)
 	}
 	<-st.Done()
-	if len(errs) != 1 || !errors.Is(errs[0], ErrBadSecret) {
+	if errs := *errs; len(errs) != 1 || !errors.Is(errs[0], ErrBadSecret) {
 		t.Fatalf("the other agent's answer: %v, want its refusal", errs)
 	}
 }

@@ -240,6 +240,28 @@ func TestFirstStreamGoesBeforeAgentProof(t *testing.T) {
 	}
 }
 
+// firstProven is a Connect that dials addrs in turn and keeps the first
+// session whose agent proves secret; errs collects the handshakes that
+// failed on the way.
+func firstProven(secret string, addrs ...string) (connect func(context.Context, Hello) (*Session, bool, error), errs *[]error) {
+	errs = new([]error)
+	connect = func(ctx context.Context, h Hello) (*Session, bool, error) {
+		for _, addr := range addrs {
+			link, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, false, err
+			}
+			s, resumed, err := Dial(ctx, link, secret, h, zerolog.Nop())
+			if err == nil {
+				return s, resumed, nil
+			}
+			*errs = append(*errs, err)
+		}
+		return nil, false, errors.Join(*errs...)
+	}
+	return connect, errs
+}
+
 // dialingClient is a client whose every session is dialled by dial and
 // shaken hands with secret.
 func dialingClient(t *testing.T, secret string, dial func(context.Context) (net.Conn, error)) *Client {
@@ -328,26 +350,9 @@ func TestEarlyStreamSurvivesImpostor(t *testing.T) {
 	})
 	fake, seen := impostor(t, len(marker))
 	rig := newAgentRig(t)
-	var attempts int
-	var errs []error
-	connect := func(ctx context.Context, h Hello) (*Session, bool, error) {
-		// As the daemon's agent pool does: what fails the proof is given
-		// up, and the agent is found elsewhere.
-		for _, addr := range []string{fake, rig.addr} {
-			attempts++
-			var d net.Dialer
-			link, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, false, err
-			}
-			s, resumed, err := Dial(ctx, link, rig.secret, h, zerolog.Nop())
-			if err == nil {
-				return s, resumed, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, false, errors.Join(errs...)
-	}
+	// As the daemon's agent pool does: what fails the proof is given up,
+	// and the agent is found elsewhere.
+	connect, errs := firstProven(rig.secret, fake, rig.addr)
 	c := NewClient(ClientOptions{Connect: connect, Buffer: 256 << 10, ResumeWindow: 10 * time.Second, IdleTimeout: time.Minute, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	t.Cleanup(c.Close)
 	client, local := testsvc.TCPPair(t)
@@ -357,7 +362,7 @@ func TestEarlyStreamSurvivesImpostor(t *testing.T) {
 		t.Fatal(err)
 	}
 	echoOnceRead(t, client, []byte("done"))
-	if len(errs) != 1 || !errors.Is(errs[0], ErrAgentProof) {
+	if errs := *errs; len(errs) != 1 || !errors.Is(errs[0], ErrAgentProof) {
 		t.Fatalf("handshake errors %v, want the impostor's failed proof", errs)
 	}
 	testsvc.Eventually(t, "the impostor's link closed", func() bool { return len(seen()) > 0 })
