@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,26 +40,14 @@ func TestEarlyStreamLostEndsOnce(t *testing.T) {
 // proved the secret, opened the early stream and delivered its bytes, but
 // its proof did not reach the daemon within the hello's bound (the pool
 // then takes it for "not an agent" and moves to the next port, see
-// tunnel/agent.go connect). The stream is unconfirmed with nothing
-// received or acknowledged (the daemon read nothing of that link), so on
-// the next port's agent it opens again and replays: the target gets the
-// client's bytes twice.
+// tunnel/agent.go connect). The daemon read nothing of that link, so the
+// stream has nothing received or acknowledged; still it must not open
+// again on the next port's agent, which would give the target the
+// client's bytes twice. Only its own session may take it, and without
+// that the client gets a reset.
 func TestEarlyBytesNotRepeatedOnAnotherAgent(t *testing.T) {
 	marker := bytes.Repeat([]byte("POST /charge once; "), 50)
-	var tmu sync.Mutex
-	var delivered []byte
-	target := testsvc.Serve(t, func(c net.Conn) {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			tmu.Lock()
-			delivered = append(delivered, buf[:n]...)
-			tmu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	})
+	target, delivered := recordingTarget(t, len(marker))
 	slow := newAgentRig(t)
 	other := &agentRig{t: t, secret: slow.secret}
 	other.start()
@@ -102,15 +89,9 @@ func TestEarlyBytesNotRepeatedOnAnotherAgent(t *testing.T) {
 			t.Fatal("the stream did not end")
 		}
 	}
-	testsvc.Eventually(t, "the target got the client's bytes", func() bool {
-		tmu.Lock()
-		defer tmu.Unlock()
-		return len(delivered) >= len(marker)
-	})
-	tmu.Lock()
-	defer tmu.Unlock()
-	if len(delivered) != len(marker) {
-		t.Fatalf("the target got %d bytes, the client sent %d: delivered %d times", len(delivered), len(marker), len(delivered)/len(marker))
+	testsvc.Eventually(t, "the target got the client's bytes", func() bool { return len(delivered()) >= len(marker) })
+	if n := len(delivered()); n != len(marker) {
+		t.Fatalf("the target got %d bytes, the client sent %d: delivered %d times", n, len(marker), n/len(marker))
 	}
 }
 

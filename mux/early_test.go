@@ -240,6 +240,34 @@ func TestFirstStreamGoesBeforeAgentProof(t *testing.T) {
 	}
 }
 
+// recordingTarget is a server that keeps every byte it is sent, over all
+// its connections, and answers "done" once it has want of them.
+func recordingTarget(t *testing.T, want int) (addr string, got func() []byte) {
+	var mu sync.Mutex
+	var all []byte
+	addr = testsvc.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			mu.Lock()
+			all = append(all, buf[:n]...)
+			full := n > 0 && len(all) == want
+			mu.Unlock()
+			if full {
+				c.Write([]byte("done"))
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	return addr, func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]byte(nil), all...)
+	}
+}
+
 // firstProven is a Connect that dials addrs in turn and keeps the first
 // session whose agent proves secret; errs collects the handshakes that
 // failed on the way.
@@ -330,24 +358,7 @@ func impostor(t *testing.T, wait int) (addr string, seen func() []byte) {
 // target sees the client's bytes once.
 func TestEarlyStreamSurvivesImpostor(t *testing.T) {
 	marker := bytes.Repeat([]byte("secret query; "), 300)
-	var tmu sync.Mutex
-	var delivered []byte
-	target := testsvc.Serve(t, func(c net.Conn) {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			tmu.Lock()
-			delivered = append(delivered, buf[:n]...)
-			full := len(delivered) == len(marker)
-			tmu.Unlock()
-			if full {
-				c.Write([]byte("done"))
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
+	target, delivered := recordingTarget(t, len(marker))
 	fake, seen := impostor(t, len(marker))
 	rig := newAgentRig(t)
 	// As the daemon's agent pool does: what fails the proof is given up,
@@ -369,10 +380,8 @@ func TestEarlyStreamSurvivesImpostor(t *testing.T) {
 	if got := seen(); len(got) < len(marker) || bytes.Contains(got, marker[:64]) {
 		t.Fatalf("the impostor got %d bytes, the client's in the clear: %v", len(got), bytes.Contains(got, marker[:64]))
 	}
-	tmu.Lock()
-	defer tmu.Unlock()
-	if !bytes.Equal(delivered, marker) {
-		t.Fatalf("the target got %d bytes, want the client's %d once", len(delivered), len(marker))
+	if got := delivered(); !bytes.Equal(got, marker) {
+		t.Fatalf("the target got %d bytes, want the client's %d once", len(got), len(marker))
 	}
 }
 
