@@ -253,9 +253,8 @@ func (c *Client) openEarly(ctx context.Context, local sock.Conn, host string, po
 		return nil, false, nil // the usual way, on the session now up
 	}
 	if err != nil {
-		c.remove(st.id)
 		err = fmt.Errorf("%w: %w", ErrEarlyStreamLost, err)
-		st.Reset(err) // still opening: its end is reported by Open's error alone
+		st.Reset(err) // its OnEnd forgets it; still opening, its end is reported by Open's error alone
 		st.opening.Store(false)
 		return nil, true, err
 	}

@@ -34,6 +34,9 @@ func TestEarlyStreamLostEndsOnce(t *testing.T) {
 	if n := ends.Load(); n != 0 {
 		t.Fatalf("Open returned an error, and the stream's OnEnd ran %d time(s) too: the caller ends the connection twice", n)
 	}
+	if n := c.Stats().Streams; n != 0 {
+		t.Fatalf("the client still holds %d streams after the lost one", n)
+	}
 }
 
 // TestEarlyBytesNotRepeatedOnAnotherAgent: the agent on the first port
